@@ -1,0 +1,208 @@
+"""Command-line options of ``daam-datasets run`` and the typed settings they fill in."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from schemas.record import MAP_DTYPES
+from transforms.attribution import GenerationConfig, TraceConfig
+from transforms.model_loading import DTYPES, SCHEDULERS, ModelSpec
+from transforms.prompts import ColumnNames
+from transforms.tiny_model import TINY_MODEL_NAME
+
+FORMATS = ("parquet", "webdataset")
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    bad = [v for v in items if v not in FORMATS]
+    if not items or bad:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(FORMATS)} (comma-separated), got {value!r}")
+    return items
+
+
+def _factors(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _step_range(value: str) -> tuple[int, int | None]:
+    start, _, stop = value.partition(":")
+    try:
+        return int(start or 0), (int(stop) if stop else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP (e.g. 0:10 or 5:), got {value!r}") from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _seed(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {value!r}") from None
+    if not 0 <= number < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {value!r}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}")
+    return number
+
+
+class DaamOptions(PipelineOptions):
+    """daam-datasets' own pipeline options (Beam's options pass through unchanged)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--prompts", default=None, help="prompt corpus: .txt, .jsonl, .csv, .parquet, HF dataset folder or hf:NAME")
+        parser.add_argument("--output", default=None, help="output folder (a Hugging Face dataset repository); local, gs:// or s3://")
+        parser.add_argument("--model", default=TINY_MODEL_NAME, help="'tiny' (built-in), a local diffusers folder or a hub id")
+        parser.add_argument("--revision", default=None, help="model revision (hub ids)")
+        parser.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS), help="replace the model's own scheduler")
+        parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, …")
+        parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model weights dtype")
+        parser.add_argument("--steps", type=_positive_int, default=20, help="denoising steps")
+        parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (<= 1 disables it)")
+        parser.add_argument("--height", type=_positive_int, default=None, help="image height in pixels (multiple of 8)")
+        parser.add_argument("--width", type=_positive_int, default=None, help="image width in pixels (multiple of 8)")
+        parser.add_argument("--seed", type=_seed, default=0, help="run seed: seeds rows without their own")
+        parser.add_argument("--batch-size", type=_positive_int, default=4, help="prompts per UNet call")
+        parser.add_argument("--images-per-prompt", type=_positive_int, default=1, help="images (rows) per prompt")
+        parser.add_argument("--negative-prompt", default=None, help="negative prompt for rows without their own")
+        parser.add_argument("--map-dtype", default="float16", choices=MAP_DTYPES, help="dtype of stored token maps")
+        parser.add_argument("--layers", default="reference", choices=("reference", "all"), help="cross-attention layers traced")
+        parser.add_argument("--factors", type=_factors, default=None, help="keep only these latent factors, e.g. 1,2,4")
+        parser.add_argument("--step-range", type=_step_range, default=None, help="accumulate steps START:STOP only")
+        parser.add_argument("--format", dest="formats", type=_formats, default=("parquet",), help="parquet,webdataset (either or both)")
+        parser.add_argument("--shard-size", type=_positive_int, default=None, help="prompts per shard (default 256)")
+        parser.add_argument("--num-shards", type=_positive_int, default=None, help="number of shards (instead of --shard-size)")
+        parser.add_argument("--prompt-column", default="prompt", help="column holding the prompt")
+        parser.add_argument("--id-column", default="id", help="column holding a stable id (optional)")
+        parser.add_argument("--seed-column", default="seed", help="column holding a per-row seed (optional)")
+        parser.add_argument("--negative-prompt-column", default="negative_prompt", help="column with per-row negative prompts")
+        parser.add_argument("--split", default="train", help="split of a Hugging Face dataset corpus")
+        parser.add_argument("--limit", type=_positive_int, default=None, help="use only the first N valid prompts")
+        parser.add_argument("--max-failure-rate", type=_fraction, default=0.01, help="fail the run above this fraction of failed prompts")
+        parser.add_argument("--overwrite", action="store_true", help="delete an existing output and start over")
+        parser.add_argument("--torch-threads", type=_positive_int, default=None, help="torch intra-op threads per worker")
+        parser.add_argument("--license", dest="dataset_license", default="other", help="license id for the dataset card")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run needs, typed; built from ``DaamOptions``."""
+
+    prompts: str
+    output: str
+    model: ModelSpec = field(default_factory=ModelSpec)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    seed: int = 0
+    batch_size: int = 4
+    map_dtype: str = "float16"
+    formats: tuple[str, ...] = ("parquet",)
+    shard_size: int | None = None
+    num_shards: int | None = None
+    columns: ColumnNames = field(default_factory=ColumnNames)
+    split: str = "train"
+    limit: int | None = None
+    max_failure_rate: float = 0.01
+    overwrite: bool = False
+    torch_threads: int | None = None
+    dataset_license: str = "other"
+
+    @classmethod
+    def from_options(cls, options: PipelineOptions) -> "RunSettings":
+        """Fill settings from Beam pipeline options holding ``DaamOptions``."""
+        return cls.from_args(options.view_as(DaamOptions))
+
+    @classmethod
+    def from_args(cls, o: Any) -> "RunSettings":
+        """Fill settings from parsed ``DaamOptions`` arguments (``ValueError`` if inconsistent)."""
+        for flag in ("prompts", "output"):
+            if not getattr(o, flag):
+                raise ValueError(f"--{flag} is required")
+        trace = TraceConfig(layers=o.layers, factors=o.factors, step_range=o.step_range)
+        generation = GenerationConfig(
+            steps=o.steps,
+            guidance_scale=o.guidance_scale,
+            height=o.height,
+            width=o.width,
+            images_per_prompt=o.images_per_prompt,
+            negative_prompt=o.negative_prompt,
+            trace=trace,
+        )
+        if o.shard_size is not None and o.num_shards is not None:
+            raise ValueError("give --shard-size or --num-shards, not both")
+        return cls(
+            prompts=o.prompts,
+            output=o.output,
+            model=ModelSpec(o.model, o.revision, o.scheduler, o.device, o.dtype),
+            generation=generation,
+            seed=o.seed,
+            batch_size=o.batch_size,
+            map_dtype=o.map_dtype,
+            formats=tuple(o.formats),
+            shard_size=o.shard_size,
+            num_shards=o.num_shards,
+            columns=ColumnNames(o.prompt_column, o.id_column, o.seed_column, o.negative_prompt_column),
+            split=o.split,
+            limit=o.limit,
+            max_failure_rate=o.max_failure_rate,
+            overwrite=o.overwrite,
+            torch_threads=o.torch_threads,
+            dataset_license=o.dataset_license,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (recorded in run.json)."""
+        return json.loads(json.dumps(asdict(self), default=list))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
+        """Inverse of ``to_dict`` (used by workers)."""
+        gen = dict(data["generation"])
+        trace = dict(gen.pop("trace"))
+        for key in ("factors", "step_range"):
+            if trace.get(key) is not None:
+                trace[key] = tuple(trace[key])
+        return cls(
+            **{
+                **data,
+                "model": ModelSpec(**data["model"]),
+                "generation": GenerationConfig(**gen, trace=TraceConfig(**trace)),
+                "formats": tuple(data["formats"]),
+                "columns": ColumnNames(**data["columns"]),
+            }
+        )
+
+    def output_fingerprint(self, corpus_digest: str) -> str:
+        """Hash of everything that decides the output's content (not batch size or runner)."""
+        relevant = self.to_dict()
+        for key in ("prompts", "output", "batch_size", "max_failure_rate", "overwrite", "torch_threads", "dataset_license"):
+            relevant.pop(key)
+        relevant["model"].pop("device")
+        relevant["corpus"] = corpus_digest
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,124 @@
+"""The record format: one ``datasets.Features`` from which Arrow schema, card YAML and WebDataset
+fields are derived. Bump ``SCHEMA_VERSION`` whenever a column changes."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from datasets import Array3D, Features, Image, List, Value
+from datasets.arrow_writer import TypedSequence
+
+SCHEMA_VERSION = "1.0.0"
+MAP_DTYPES = ("float16", "float32")
+WDS_IMAGE, WDS_META, WDS_MAPS = "png", "json", "maps.npy"
+WDS_EXTENSIONS = (WDS_IMAGE, WDS_META, WDS_MAPS)
+
+COLUMN_DOCS = {
+    "id": "stable row id: the corpus id (suffixed -k for image k > 0) or a hash of prompt and seed",
+    "prompt_id": "id of the prompt this image was generated from",
+    "prompt": "the prompt as given",
+    "negative_prompt": "negative prompt used for classifier-free guidance ('' if none)",
+    "seed": "seed of this image's CPU torch.Generator",
+    "image_index": "k-th image of the prompt (0-based)",
+    "image": "generated image (PNG)",
+    "tokens": "the prompt's tokens (decoded text), without start/end tokens",
+    "token_ids": "tokenizer ids of `tokens`",
+    "token_maps": "DAAM map per token: row i belongs to tokens[i]; (len(tokens), h, w) at latent resolution, raw",
+    "words": "words of the prompt with their token span [start, end)",
+    "truncated": "true if the prompt had more tokens than the text encoder's window",
+}
+
+
+def build_features(map_height: int, map_width: int, map_dtype: str = "float16") -> Features:
+    """The dataset's features for maps of ``(None, map_height, map_width)`` in ``map_dtype``."""
+    if map_dtype not in MAP_DTYPES:
+        raise ValueError(f"map dtype must be one of {MAP_DTYPES}, got {map_dtype!r}")
+    return Features(
+        {
+            "id": Value("string"),
+            "prompt_id": Value("string"),
+            "prompt": Value("string"),
+            "negative_prompt": Value("string"),
+            "seed": Value("int64"),
+            "image_index": Value("int32"),
+            "image": Image(),
+            "tokens": List(Value("string")),
+            "token_ids": List(Value("int32")),
+            "token_maps": Array3D(shape=(None, map_height, map_width), dtype=map_dtype),
+            "words": List({"word": Value("string"), "start": Value("int32"), "end": Value("int32")}),
+            "truncated": Value("bool"),
+        }
+    )
+
+
+@dataclass
+class Record:
+    """One row: an image, its prompt and its per-token maps."""
+
+    id: str
+    prompt_id: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    image_index: int
+    png: bytes
+    tokens: list[str]
+    token_ids: list[int]
+    token_maps: np.ndarray
+    words: list[dict[str, Any]]
+    truncated: bool
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the image and maps (the WebDataset ``.json`` member)."""
+        return {
+            "id": self.id,
+            "prompt_id": self.prompt_id,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "image_index": self.image_index,
+            "tokens": self.tokens,
+            "token_ids": self.token_ids,
+            "words": self.words,
+            "truncated": self.truncated,
+            "schema_version": SCHEMA_VERSION,
+        }
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Encode an 8-bit ``(H, W, 3)`` array as PNG (deterministic bytes)."""
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(image).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def records_to_table(records: list[Record], features: Features) -> pa.Table:
+    """Encode records as an Arrow table whose schema carries the HF features metadata."""
+    columns: dict[str, list] = {name: [] for name in features}
+    for record in records:
+        for name in features:
+            if name == "image":
+                columns[name].append({"bytes": record.png, "path": None})
+            else:
+                columns[name].append(getattr(record, name))
+    arrays = [pa.array(TypedSequence(columns[name], type=feature)) for name, feature in features.items()]
+    return pa.Table.from_arrays(arrays, schema=features.arrow_schema)
+
+
+def wds_sample(key: str, record: Record) -> dict[str, Any]:
+    """A WebDataset sample dict (same extensions in every sample)."""
+    buffer = io.BytesIO()
+    np.save(buffer, record.token_maps, allow_pickle=False)
+    return {
+        "__key__": key,
+        WDS_IMAGE: record.png,
+        WDS_META: json.dumps(record.metadata(), ensure_ascii=False, sort_keys=True).encode("utf-8"),
+        WDS_MAPS: buffer.getvalue(),
+    }

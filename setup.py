@@ -1,0 +1,31 @@
+"""Packaging for daam-datasets (also what Beam stages to remote workers with --setup_file)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="daam-datasets",
+    version="0.1.0",
+    description="Apache Beam pipeline that turns prompt corpora into DAAM attribution datasets",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "schemas", "schemas.*"]),
+    package_data={"transforms": ["assets/*"]},
+    install_requires=[
+        "torch>=2.4,<3",
+        "diffusers>=0.32,<0.43",
+        "transformers>=5.0,<6",
+        "apache-beam>=2.60,<3",
+        "datasets>=4.0,<6",
+        "webdataset>=1.0,<2",
+        "pyarrow>=24,<26",
+        "numpy>=1.26,<3",
+        "fsspec",
+        "pyyaml",
+        "pillow",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+    },
+    entry_points={"console_scripts": ["daam-datasets=pipeline.cli:main"]},
+)

@@ -1,0 +1,83 @@
+"""The cross-attention processor that records attention probabilities into a ``HeatMapStore``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .store import HeatMapStore
+
+
+class DaamCrossAttnProcessor:
+    """Diffusers attention processor for a cross-attention module (``attn2``).
+
+    Computes attention exactly as diffusers' default ``AttnProcessor`` (explicit softmax, so the
+    probabilities exist) and adds the probabilities to ``store`` under ``name``. Calls the store
+    does not want (unselected factor or step) go to ``fallback``, the module's original (fused)
+    processor.
+    """
+
+    def __init__(self, store: HeatMapStore, name: str, fallback: Any) -> None:
+        self.store = store
+        self.name = name
+        self.fallback = fallback
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        query_len = (
+            hidden_states.shape[2] * hidden_states.shape[3]
+            if hidden_states.ndim == 4
+            else hidden_states.shape[1]
+        )
+        if not self.store.wants(query_len):
+            return self.fallback(
+                attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs
+            )
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+
+        batch_size, sequence_length, _ = (
+            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        )
+        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+
+        query = attn.head_to_batch_dim(query)
+        key = attn.head_to_batch_dim(key)
+        value = attn.head_to_batch_dim(value)
+
+        attention_probs = attn.get_attention_scores(query, key, attention_mask)
+        self.store.add(self.name, attention_probs.detach(), attn.heads)
+        hidden_states = torch.bmm(attention_probs, value)
+        hidden_states = attn.batch_to_head_dim(hidden_states)
+
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor

@@ -1,0 +1,109 @@
+"""Accumulates cross-attention probabilities per image, layer and head across denoising steps."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .config import TraceConfig
+
+
+def infer_factor(query_len: int, latent_h: int, latent_w: int) -> tuple[int, int, int]:
+    """Find the downsampling factor ``f`` with ``ceil(h/f) * ceil(w/f) == query_len``.
+
+    Returns ``(factor, h, w)`` of the layer's grid; raises if no power of two fits.
+    """
+    factor = 1
+    while factor <= max(latent_h, latent_w):
+        h, w = math.ceil(latent_h / factor), math.ceil(latent_w / factor)
+        if h * w == query_len:
+            return factor, h, w
+        factor *= 2
+    raise ValueError(
+        f"cannot place {query_len} attention queries on a {latent_h}x{latent_w} latent grid"
+    )
+
+
+class HeatMapStore:
+    """Per-layer sums over steps of conditional cross-attention maps, kept apart per image.
+
+    ``begin`` starts a traced UNet batch; processors call ``add``; the pipeline's step callback
+    calls ``next_step``; ``global_maps`` aggregates per DAAM (bicubic to latent size, clamp >= 0,
+    mean over every layer-head map).
+    """
+
+    def __init__(self, config: TraceConfig | None = None) -> None:
+        self.config = config or TraceConfig()
+        self.sums: dict[str, torch.Tensor] = {}
+        self.factors: dict[str, int] = {}
+        self.num_images = 0
+        self.cfg = True
+        self.latent_size = (0, 0)
+        self.step = 0
+
+    def begin(self, num_images: int, cfg: bool, latent_size: tuple[int, int]) -> None:
+        """Reset for a new generation of ``num_images`` images."""
+        self.sums.clear()
+        self.factors.clear()
+        self.num_images = num_images
+        self.cfg = cfg
+        self.latent_size = latent_size
+        self.step = 0
+
+    def next_step(self) -> None:
+        """Advance to the next denoising step."""
+        self.step += 1
+
+    def wants(self, query_len: int) -> bool:
+        """Whether a call with this many queries, at the current step, is recorded."""
+        if self.num_images == 0 or not self.config.keeps_step(self.step):
+            return False
+        factor, _, _ = infer_factor(query_len, *self.latent_size)
+        return self.config.keeps_factor(factor)
+
+    def add(self, name: str, probs: torch.Tensor, heads: int) -> None:
+        """Add one call's attention probabilities ``(batch*heads, h*w, keys)``."""
+        total, query_len, keys = probs.shape
+        batch = total // heads
+        n = self.num_images
+        if self.cfg:
+            if batch != 2 * n:
+                raise RuntimeError(f"expected a CFG batch of {2 * n}, got {batch} in {name}")
+            probs = probs[n * heads :]
+        elif batch != n:
+            raise RuntimeError(f"expected a batch of {n}, got {batch} in {name}")
+        factor, h, w = infer_factor(query_len, *self.latent_size)
+        maps = probs.reshape(n, heads, h, w, keys).permute(0, 1, 4, 2, 3).float()
+        if name in self.sums:
+            self.sums[name] += maps
+        else:
+            self.sums[name] = maps.clone()
+            self.factors[name] = factor
+
+    def global_maps(self) -> torch.Tensor:
+        """Per-image global maps ``(num_images, keys, H_lat, W_lat)``, float32, not sliced."""
+        if not self.sums:
+            raise RuntimeError(
+                "no cross-attention was recorded: check the trace selection (layers, factors, "
+                "step_range) against the model and the number of steps"
+            )
+        total: torch.Tensor | None = None
+        count = 0
+        for maps in self.sums.values():
+            n, heads, keys, h, w = maps.shape
+            up = F.interpolate(
+                maps.reshape(n * heads, keys, h, w),
+                size=self.latent_size,
+                mode="bicubic",
+                align_corners=False,
+            ).clamp_(min=0)
+            up = up.reshape(n, heads, keys, *self.latent_size).sum(1)
+            total = up if total is None else total + up
+            count += heads
+        return total / count
+
+    def layer_names(self) -> list[str]:
+        """Names of the modules that recorded maps, in recording order."""
+        return list(self.sums)

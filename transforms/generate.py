@@ -1,0 +1,129 @@
+"""Turn a shard's prompts into records on one worker: batched traced generation with per-prompt
+failure isolation (a failing batch is retried one prompt at a time)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from schemas.record import Record, encode_png
+
+from .attribution import GenerationConfig, TracedSample, generate_traced
+from .faults import FaultInjector
+from .prompts import PromptRecord
+from .sharding import ShardSpec
+from .sinks import FailureRecord, ShardResult
+
+logger = logging.getLogger(__name__)
+
+
+class PromptFailure(Exception):
+    """A single prompt cannot be turned into a record; ``stage`` says where it failed."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+def row_id(prompt_id: str, image_index: int) -> str:
+    """Row id: the prompt id for its first image, ``id#k`` for image ``k`` > 0."""
+    return prompt_id if image_index == 0 else f"{prompt_id}#{image_index}"
+
+
+def to_record(prompt: PromptRecord, sample: TracedSample, map_dtype: str) -> Record:
+    """Encode one traced sample as a dataset record, rejecting non-finite maps or images."""
+    heat_map = sample.heat_map
+    maps = heat_map.numpy_token_maps(map_dtype)
+    if not np.isfinite(maps).all():
+        raise PromptFailure("attribution", "token maps contain NaN or infinite values")
+    if not np.isfinite(sample.image).all():
+        raise PromptFailure("generation", "image contains NaN or infinite values")
+    try:
+        png = encode_png(np.asarray(sample.pil_image()))
+    except (OSError, ValueError) as error:
+        raise PromptFailure("encoding", f"cannot encode the image as PNG: {error}") from error
+    tokenized = heat_map.prompt
+    return Record(
+        id=row_id(prompt.id, sample.image_index),
+        prompt_id=prompt.id,
+        prompt=prompt.prompt,
+        negative_prompt=prompt.negative_prompt,
+        seed=sample.seed,
+        image_index=sample.image_index,
+        png=png,
+        tokens=tokenized.display_tokens,
+        token_ids=tokenized.token_ids,
+        token_maps=maps,
+        words=[{"word": w.word, "start": w.start, "end": w.end} for w in tokenized.words],
+        truncated=tokenized.truncated,
+    )
+
+
+@dataclass
+class ShardGenerator:
+    """Generates shards with one loaded pipeline; safe to share between threads (one lock)."""
+
+    pipe: Any
+    config: GenerationConfig
+    batch_size: int = 1
+    map_dtype: str = "float16"
+    faults: FaultInjector | None = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def _generate(self, prompts: Sequence[PromptRecord]) -> list[TracedSample]:
+        if self.faults:
+            self.faults.before_batch([p.id for p in prompts])
+        with self._lock:
+            return generate_traced(
+                self.pipe,
+                [p.prompt for p in prompts],
+                [p.seed for p in prompts],
+                self.config,
+                negative_prompts=[p.negative_prompt or None for p in prompts],
+            )
+
+    def _records_for(self, prompts: Sequence[PromptRecord]) -> list[Record]:
+        samples = self._generate(prompts)
+        return [to_record(prompts[s.prompt_index], s, self.map_dtype) for s in samples]
+
+    def _one(self, prompt: PromptRecord, shard: str) -> tuple[list[Record], FailureRecord | None]:
+        try:
+            return self._records_for([prompt]), None
+        except PromptFailure as error:
+            return [], FailureRecord(prompt.id, prompt.prompt, error.stage, str(error), shard)
+        except (RuntimeError, ValueError, IndexError) as error:
+            return [], FailureRecord(prompt.id, prompt.prompt, "generation", f"{type(error).__name__}: {error}", shard)
+
+    def run_shard(
+        self,
+        spec: ShardSpec,
+        prompts: Sequence[PromptRecord],
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> ShardResult:
+        """Generate every prompt of a shard in batches; failures become records, not exceptions."""
+        result = ShardResult(spec)
+        started = time.perf_counter()
+        for begin in range(0, len(prompts), self.batch_size):
+            batch = prompts[begin : begin + self.batch_size]
+            t0 = time.perf_counter()
+            try:
+                result.records.extend(self._records_for(batch))
+            except (PromptFailure, RuntimeError, ValueError, IndexError) as error:
+                logger.warning("%s: batch of %d failed (%s); retrying one prompt at a time", spec.name, len(batch), error)
+                for prompt in batch:
+                    records, failure = self._one(prompt, spec.name)
+                    result.records.extend(records)
+                    if failure:
+                        logger.error("%s: prompt %s failed at %s: %s", spec.name, prompt.id, failure.stage, failure.message)
+                        result.failures.append(failure)
+            if on_batch:
+                on_batch(len(batch), time.perf_counter() - t0)
+        result.seconds = time.perf_counter() - started
+        return result

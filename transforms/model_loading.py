@@ -1,0 +1,129 @@
+"""Resolve ``--model`` (``tiny``, a local folder or a hub id) and load a diffusers pipeline."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .tiny_model import TINY_MODEL_NAME, tiny_model_path
+
+logger = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-ancestral": "EulerAncestralDiscreteScheduler",
+    "dpm-solver": "DPMSolverMultistepScheduler",
+    "lms": "LMSDiscreteScheduler",
+}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be resolved or loaded; the message is meant for the user as is."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load and how: ``model`` is ``tiny``, a local folder or a hub id."""
+
+    model: str = TINY_MODEL_NAME
+    revision: str | None = None
+    scheduler: str | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def resolved_device(self) -> str:
+        """``auto`` → ``cuda`` when available, else ``cpu``."""
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+
+def resolve_model_source(model: str) -> str:
+    """Map ``--model`` to a local folder or a hub id, failing early with one clear line."""
+    if model == TINY_MODEL_NAME:
+        return str(tiny_model_path())
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"--model {model}: {path} is not a diffusers model folder (no model_index.json)"
+            )
+        return str(path)
+    if model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
+        raise ModelLoadError(
+            f"--model {model}: no such model folder; pass a diffusers folder, a hub id "
+            f"(org/name) or 'tiny'"
+        )
+    return model
+
+
+def _is_offline_error(error: Exception) -> bool:
+    text = f"{type(error).__name__}: {error}".lower()
+    return any(
+        key in text
+        for key in ("offline", "connection", "resolve", "network", "timed out", "max retries", "connecterror")
+    )
+
+
+def load_pipeline(spec: ModelSpec) -> Any:
+    """Load a Stable Diffusion pipeline for ``spec`` on its device, progress bars off."""
+    import diffusers
+
+    source = resolve_model_source(spec.model)
+    if spec.dtype not in DTYPES:
+        raise ModelLoadError(f"--dtype {spec.dtype}: choose one of {', '.join(DTYPES)}")
+    try:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(
+            source,
+            revision=spec.revision,
+            dtype=DTYPES[spec.dtype],
+            safety_checker=None,
+            requires_safety_checker=False,
+        )
+    except (OSError, ValueError, EnvironmentError) as error:
+        if source == spec.model and _is_offline_error(error):
+            raise ModelLoadError(
+                f"--model {spec.model}: cannot download from the Hugging Face Hub (offline or "
+                f"unreachable); pass a local diffusers folder with --model PATH, or --model tiny"
+            ) from error
+        raise ModelLoadError(f"--model {spec.model}: cannot load: {error}") from error
+    if not hasattr(pipe, "unet") or not hasattr(pipe, "tokenizer"):
+        raise ModelLoadError(
+            f"--model {spec.model}: {type(pipe).__name__} is not a UNet text-to-image pipeline "
+            "(Stable Diffusion 1.x/2.x style is required)"
+        )
+    if spec.scheduler:
+        if spec.scheduler not in SCHEDULERS:
+            raise ModelLoadError(f"--scheduler {spec.scheduler}: choose one of {', '.join(SCHEDULERS)}")
+        cls = getattr(diffusers, SCHEDULERS[spec.scheduler])
+        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    pipe = pipe.to(spec.resolved_device())
+    pipe.set_progress_bar_config(disable=True)
+    logger.info("loaded %s (%s) on %s", spec.model, type(pipe).__name__, spec.resolved_device())
+    return pipe
+
+
+
+def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int, int]:
+    """(default height, default width, vae scale factor) read from the model's configs, no weights."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    source = source or resolve_model_source(spec.model)
+    try:
+        unet = UNet2DConditionModel.load_config(source, subfolder="unet", revision=spec.revision)
+        vae = AutoencoderKL.load_config(source, subfolder="vae", revision=spec.revision)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"--model {spec.model}: cannot read its unet/vae configs ({error})") from error
+    sample = unet["sample_size"]
+    scale = 2 ** (len(vae["block_out_channels"]) - 1)
+    height, width = (sample, sample) if isinstance(sample, int) else sample
+    return int(height) * scale, int(width) * scale, scale

@@ -1,0 +1,82 @@
+"""The Beam side of generation: one DoFn that turns a shard id into committed shard files, with
+one model per worker process (``apache_beam.utils.shared.Shared``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
+
+from .generate import ShardGenerator
+from .layout import OutputLayout
+from .prompts import PromptRecord
+from .sharding import ShardSpec
+from .sinks import commit_shard
+
+logger = logging.getLogger(__name__)
+NAMESPACE = "daam_datasets"
+
+
+def read_manifest(layout: OutputLayout, spec: ShardSpec) -> list[PromptRecord]:
+    """The prompts of a shard, as the driver wrote them."""
+    with layout.fs.open(layout.manifest_file(spec.name), "rb") as fh:
+        return [PromptRecord(**json.loads(line)) for line in fh.read().decode("utf-8").splitlines() if line]
+
+
+class GenerateShardFn(beam.DoFn):
+    """Generate, trace, write and commit one shard; skip shards whose stats marker exists.
+
+    ``make_generator`` builds a ``ShardGenerator`` (loads the model); it runs in ``setup`` on the
+    worker, once per process thanks to ``shared``. It is called with no arguments and must be
+    picklable (a module-level function or ``functools.partial``).
+    """
+
+    def __init__(
+        self,
+        output: str,
+        formats: tuple[str, ...],
+        features_factory: Callable[[], Any],
+        fingerprint: str,
+        make_generator: Callable[[], ShardGenerator],
+        shared: Shared,
+    ) -> None:
+        self.output = output
+        self.formats = formats
+        self.features_factory = features_factory
+        self.fingerprint = fingerprint
+        self.make_generator = make_generator
+        self.shared = shared
+        self.prompts = Metrics.counter(NAMESPACE, "prompts")
+        self.images = Metrics.counter(NAMESPACE, "images")
+        self.failures = Metrics.counter(NAMESPACE, "failures")
+        self.shards = Metrics.counter(NAMESPACE, "shards_committed")
+        self.skipped = Metrics.counter(NAMESPACE, "shards_skipped")
+        self.batch_ms = Metrics.distribution(NAMESPACE, "batch_milliseconds")
+
+    def setup(self) -> None:
+        self._layout = OutputLayout(self.output)
+        self._features = self.features_factory()
+        self._generator = self.shared.acquire(self.make_generator, tag=self.fingerprint)
+
+    def _on_batch(self, size: int, seconds: float) -> None:
+        self.prompts.inc(size)
+        self.batch_ms.update(int(seconds * 1000))
+
+    def process(self, spec: ShardSpec) -> Iterator[dict]:
+        if self._layout.exists(self._layout.stats_file(spec.name)):
+            self.skipped.inc()
+            return
+        prompts = read_manifest(self._layout, spec)
+        result = self._generator.run_shard(spec, prompts, on_batch=self._on_batch)
+        stats = commit_shard(
+            self._layout, result, self.formats, self._features, self.fingerprint, self._generator.faults
+        )
+        self.images.inc(stats["rows"])
+        self.failures.inc(stats["failed"])
+        self.shards.inc()
+        logger.info("%s committed: %d rows, %d failed, %.1fs", spec.name, stats["rows"], stats["failed"], result.seconds)
+        yield stats

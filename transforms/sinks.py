@@ -1,0 +1,146 @@
+"""Write a shard's files and commit it: data files renamed into place, then the stats marker last.
+
+A shard is complete exactly when its stats JSON exists. Data files are written under hidden
+temporary names (outside every ``load_dataset`` pattern) and renamed; an empty shard never gets a
+data file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pyarrow.parquet as pq
+from datasets import Features
+
+from schemas.record import SCHEMA_VERSION, Record, records_to_table, wds_sample
+
+from .faults import FaultInjector
+from .layout import TMP_DIR, OutputLayout
+from .sharding import ShardSpec
+
+ROW_GROUP_MAX_ROWS = 100
+ROW_GROUP_TARGET_BYTES = 64 * 1024 * 1024
+WDS_MTIME = 0.0
+
+
+@dataclass
+class FailureRecord:
+    """A prompt that produced no row: where it failed and why."""
+
+    id: str
+    prompt: str
+    stage: str
+    message: str
+    shard: str = ""
+    line: int | None = None
+
+    def to_json(self) -> str:
+        """One JSON line."""
+        return json.dumps(self.__dict__, ensure_ascii=False, sort_keys=True)
+
+
+@dataclass
+class ShardResult:
+    """What one shard produced (input to the commit)."""
+
+    spec: ShardSpec
+    records: list[Record] = field(default_factory=list)
+    failures: list[FailureRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def row_group_rows(table_bytes: int, num_rows: int) -> int:
+    """Rows per row group: at most 100 and about 64 MB uncompressed (viewer and streaming friendly)."""
+    per_row = max(1, table_bytes // max(1, num_rows))
+    return max(1, min(ROW_GROUP_MAX_ROWS, ROW_GROUP_TARGET_BYTES // per_row))
+
+
+def _sha256(layout: OutputLayout, path: str) -> str:
+    digest = hashlib.sha256()
+    with layout.fs.open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_parquet(layout: OutputLayout, temp: str, records: list[Record], features: Features) -> None:
+    table = records_to_table(records, features)
+    with layout.fs.open(temp, "wb") as fh:
+        pq.write_table(
+            table,
+            fh,
+            row_group_size=row_group_rows(table.nbytes, table.num_rows),
+            write_page_index=True,
+            compression="zstd",
+        )
+
+
+def _write_webdataset(layout: OutputLayout, temp: str, records: list[Record], spec: ShardSpec) -> None:
+    import webdataset as wds
+
+    with layout.fs.open(temp, "wb") as fh:
+        with wds.TarWriter(fh, mtime=WDS_MTIME, encoder=False) as writer:
+            for i, record in enumerate(records):
+                writer.write(wds_sample(f"s{spec.index:05d}r{i:06d}", record))
+
+
+def _remove(layout: OutputLayout, path: str) -> None:
+    if layout.exists(path):
+        layout.fs.rm(path)
+
+
+def commit_shard(
+    layout: OutputLayout,
+    result: ShardResult,
+    formats: Sequence[str],
+    features: Features,
+    fingerprint: str,
+    faults: FaultInjector | None = None,
+) -> dict[str, Any]:
+    """Write data and failure files of a shard, then its stats marker; return the stats."""
+    spec = result.spec
+    layout.makedirs(TMP_DIR)
+    files: dict[str, dict[str, Any]] = {}
+    for fmt in formats:
+        final = layout.data_file(spec.name, fmt)
+        if not result.records:
+            _remove(layout, final)
+            continue
+        temp = layout.temp_file(final)
+        if fmt == "parquet":
+            _write_parquet(layout, temp, result.records, features)
+        else:
+            _write_webdataset(layout, temp, result.records, spec)
+        if faults:
+            faults.maybe_crash("mid_write")
+        files[fmt] = {"path": final[len(layout.base) + 1 :], "bytes": layout.fs.size(temp), "sha256": _sha256(layout, temp)}
+        layout.commit(temp, final)
+    if faults:
+        faults.maybe_crash("after_data_rename")
+    failures_path = layout.failures_file(spec.name)
+    if result.failures:
+        text = "".join(f.to_json() + "\n" for f in result.failures)
+        layout.write_bytes_atomic(failures_path, text.encode("utf-8"))
+    else:
+        _remove(layout, failures_path)
+    stats = {
+        "shard": spec.name,
+        "index": spec.index,
+        "count": spec.count,
+        "prompts": spec.stop - spec.start,
+        "rows": len(result.records),
+        "failed": len(result.failures),
+        "ids": [r.id for r in result.records],
+        "failed_ids": [f.id for f in result.failures],
+        "files": files,
+        "seconds": round(result.seconds, 3),
+        "schema_version": SCHEMA_VERSION,
+        "fingerprint": fingerprint,
+    }
+    layout.write_json_atomic(layout.stats_file(spec.name), stats)
+    if faults:
+        faults.shard_committed()
+    return stats
