@@ -1,0 +1,62 @@
+"""Shared fixtures: the built-in tiny model on CPU, small corpora and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from pipeline.cli import main as cli_main
+from transforms.model_loading import ModelSpec, load_pipeline
+
+FAST_ARGS = ["--steps", "2", "--height", "64", "--width", "64"]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    """The tiny Stable Diffusion pipeline on CPU, float32, loaded once per test session."""
+    torch.manual_seed(0)
+    return load_pipeline(ModelSpec("tiny", device="cpu"))
+
+
+@pytest.fixture
+def write_corpus(tmp_path: Path) -> Callable[..., Path]:
+    """Write a corpus file: a list of strings (one line each) or of dicts (JSON lines)."""
+
+    def _write(rows: list, name: str = "prompts.txt") -> Path:
+        path = tmp_path / name
+        if name.endswith(".jsonl"):
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        else:
+            path.write_text("".join(f"{r}\n" for r in rows), encoding="utf-8")
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def run_cli(capsys) -> Callable[..., tuple[int, str, str]]:
+    """Run ``daam-datasets`` in-process; returns (exit code, stdout, stderr)."""
+
+    def _run(*args: str) -> tuple[int, str, str]:
+        code = cli_main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return _run
+
+
+PROMPTS = [
+    "a photo of a cat",
+    "a dog and a dog playing with a ball",
+    "an armadillo eating watermelon",
+    "a bowl of fruit: apples, bananas and grapes",
+    "a lighthouse on a cliff at sunset",
+    "a red bicycle against a wall",
+    "two horses in a snowy field",
+    "a cup of coffee next to a book",
+    "a sailboat on a lake",
+]
