@@ -23,6 +23,13 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+class _DropImportNoise(logging.Filter):
+    """Hide Beam's import-time note about optional Google Cloud clients."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("apitools not found")
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Log to stderr; keep libraries' chatter at warning level."""
     logging.basicConfig(
@@ -30,6 +37,8 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropImportNoise())
     for name in ("apache_beam", "diffusers", "transformers", "datasets", "urllib3", "filelock", "fsspec"):
         logging.getLogger(name).setLevel(logging.WARNING if not verbose else logging.INFO)
     try:
@@ -57,12 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    setup_logging("-v" in argv or "--verbose" in argv)
     try:
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
         if rest and not getattr(args, "accepts_extra", False):
             raise UsageError(f"{PROG} {args.command}: unrecognized arguments: {' '.join(rest)}")
-        setup_logging(args.verbose)
         return int(args.func(args, rest) or 0)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -47,7 +47,26 @@ class ModelSpec:
         return self.device
 
 
-def resolve_model_source(model: str) -> str:
+def _check_hub_model(model: str, revision: str | None) -> None:
+    """Fail fast with one line when a hub model is neither cached nor reachable."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(try_to_load_from_cache(model, "model_index.json", revision=revision), str):
+        return
+    try:
+        HfApi().model_info(model, revision=revision, timeout=10)
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise ModelLoadError(f"--model {model}: no such model (or revision) on the Hugging Face Hub") from None
+    except Exception as error:  # network stacks raise many types; all mean "unreachable" here
+        logger.debug("hub check failed: %r", error)
+        raise ModelLoadError(
+            f"--model {model}: cannot reach the Hugging Face Hub (offline?) and it is not in the local "
+            f"cache; pass a local diffusers folder with --model PATH, or --model tiny"
+        ) from None
+
+
+def resolve_model_source(model: str, revision: str | None = None) -> str:
     """Map ``--model`` to a local folder or a hub id, failing early with one clear line."""
     if model == TINY_MODEL_NAME:
         return str(tiny_model_path())
@@ -63,22 +82,33 @@ def resolve_model_source(model: str) -> str:
             f"--model {model}: no such model folder; pass a diffusers folder, a hub id "
             f"(org/name) or 'tiny'"
         )
+    _check_hub_model(model, revision)
     return model
 
 
-def _is_offline_error(error: Exception) -> bool:
+_OFFLINE_MARKERS = (
+    "offline", "connect", "resolve", "network", "timed out", "max retries",
+    "outgoing traffic", "not fully cached", "fetch metadata from the hub",
+)
+
+
+def _load_error(spec: ModelSpec, source: str, error: Exception) -> ModelLoadError:
+    """One clear line for a failed load; hub ids that cannot be reached say so."""
     text = f"{type(error).__name__}: {error}".lower()
-    return any(
-        key in text
-        for key in ("offline", "connection", "resolve", "network", "timed out", "max retries", "connecterror")
-    )
+    if source == spec.model and any(marker in text for marker in _OFFLINE_MARKERS):
+        return ModelLoadError(
+            f"--model {spec.model}: cannot download from the Hugging Face Hub (offline or "
+            f"unreachable); pass a local diffusers folder with --model PATH, or --model tiny"
+        )
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ModelLoadError(f"--model {spec.model}: cannot load: {first_line}")
 
 
 def load_pipeline(spec: ModelSpec) -> Any:
     """Load a Stable Diffusion pipeline for ``spec`` on its device, progress bars off."""
     import diffusers
 
-    source = resolve_model_source(spec.model)
+    source = resolve_model_source(spec.model, spec.revision)
     if spec.dtype not in DTYPES:
         raise ModelLoadError(f"--dtype {spec.dtype}: choose one of {', '.join(DTYPES)}")
     try:
@@ -89,13 +119,8 @@ def load_pipeline(spec: ModelSpec) -> Any:
             safety_checker=None,
             requires_safety_checker=False,
         )
-    except (OSError, ValueError, EnvironmentError) as error:
-        if source == spec.model and _is_offline_error(error):
-            raise ModelLoadError(
-                f"--model {spec.model}: cannot download from the Hugging Face Hub (offline or "
-                f"unreachable); pass a local diffusers folder with --model PATH, or --model tiny"
-            ) from error
-        raise ModelLoadError(f"--model {spec.model}: cannot load: {error}") from error
+    except (OSError, ValueError) as error:
+        raise _load_error(spec, source, error) from error
     if not hasattr(pipe, "unet") or not hasattr(pipe, "tokenizer"):
         raise ModelLoadError(
             f"--model {spec.model}: {type(pipe).__name__} is not a UNet text-to-image pipeline "
@@ -117,12 +142,12 @@ def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int
     """(default height, default width, vae scale factor) read from the model's configs, no weights."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    source = source or resolve_model_source(spec.model)
+    source = source or resolve_model_source(spec.model, spec.revision)
     try:
         unet = UNet2DConditionModel.load_config(source, subfolder="unet", revision=spec.revision)
         vae = AutoencoderKL.load_config(source, subfolder="vae", revision=spec.revision)
     except (OSError, ValueError) as error:
-        raise ModelLoadError(f"--model {spec.model}: cannot read its unet/vae configs ({error})") from error
+        raise _load_error(spec, source, error) from error
     sample = unet["sample_size"]
     scale = 2 ** (len(vae["block_out_channels"]) - 1)
     height, width = (sample, sample) if isinstance(sample, int) else sample
