@@ -31,9 +31,9 @@ def test_processor_output_equals_default_processor():
     got = DaamCrossAttnProcessor(store, "layer", AttnProcessor())(attn, hidden, context)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     recorded = store.sums["layer"]
-    assert recorded.shape == (3, 2, 5, 3, 4)
+    assert recorded.shape == (3, 2, 12, 5)  # (images, heads, h*w, keys)
     # probabilities over the 5 keys sum to one at every pixel, head and image
-    torch.testing.assert_close(recorded.sum(2), torch.ones(3, 2, 3, 4))
+    torch.testing.assert_close(recorded.sum(-1), torch.ones(3, 2, 12))
 
 
 def test_store_keeps_only_conditional_half_with_cfg():
@@ -43,8 +43,8 @@ def test_store_keeps_only_conditional_half_with_cfg():
     probs[: 2 * 3] = 1.0  # unconditional half
     probs[2 * 3 :, :, 1] = 0.5  # conditional half
     store.add("x", probs, heads=3)
-    assert torch.all(store.sums["x"][:, :, 1] == 0.5)
-    assert torch.all(store.sums["x"][:, :, 0] == 0.0)
+    assert torch.all(store.sums["x"][..., 1] == 0.5)
+    assert torch.all(store.sums["x"][..., 0] == 0.0)
 
 
 def test_infer_factor_handles_odd_latent_sizes():

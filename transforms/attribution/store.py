@@ -74,13 +74,13 @@ class HeatMapStore:
             probs = probs[n * heads :]
         elif batch != n:
             raise RuntimeError(f"expected a batch of {n}, got {batch} in {name}")
-        factor, h, w = infer_factor(query_len, *self.latent_size)
-        maps = probs.reshape(n, heads, h, w, keys).permute(0, 1, 4, 2, 3).float()
+        # accumulate in the layout attention produces; the (keys, h, w) permute happens once at the end
+        maps = probs.reshape(n, heads, query_len, keys)
         if name in self.sums:
             self.sums[name] += maps
         else:
-            self.sums[name] = maps.clone()
-            self.factors[name] = factor
+            self.sums[name] = maps.float().clone()
+            self.factors[name] = infer_factor(query_len, *self.latent_size)[0]
 
     def global_maps(self) -> torch.Tensor:
         """Per-image global maps ``(num_images, keys, H_lat, W_lat)``, float32, not sliced."""
@@ -92,9 +92,10 @@ class HeatMapStore:
         total: torch.Tensor | None = None
         count = 0
         for maps in self.sums.values():
-            n, heads, keys, h, w = maps.shape
+            n, heads, query_len, keys = maps.shape
+            _, h, w = infer_factor(query_len, *self.latent_size)
             up = F.interpolate(
-                maps.reshape(n * heads, keys, h, w),
+                maps.permute(0, 1, 3, 2).reshape(n * heads, keys, h, w),
                 size=self.latent_size,
                 mode="bicubic",
                 align_corners=False,
