@@ -211,9 +211,9 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
         }
         features = build_features(map_size[0], map_size[1], settings.map_dtype)
         card = render_card(features, card_summary, settings.to_dict(), settings.dataset_license)
-        if not (layout.exists(layout.path(CARD_FILE)) and not pending and _same_text(layout, CARD_FILE, card)):
+        if not (layout.exists(layout.path(CARD_FILE)) and _same_text(layout, CARD_FILE, card)):
             layout.write_bytes_atomic(layout.path(CARD_FILE), card.encode("utf-8"))
-        run_info.update(status="complete", summary={k: v for k, v in summary.__dict__.items() if k != "seconds"})
+        run_info.update(status="complete", summary={k: v for k, v in summary.__dict__.items() if k not in ("seconds", "shards_skipped")})
         if pending or layout.read_json(layout.path(RUN_FILE)) != run_info:
             layout.write_json_atomic(layout.path(RUN_FILE), run_info)
         out.clean_temporaries(layout)
