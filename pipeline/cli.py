@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 PROG = "daam-datasets"
-COMMAND_MODULES = ("pipeline.run_command",)
+COMMAND_MODULES = ("pipeline.run_command", "pipeline.validate_command")
 
 
 class UsageError(Exception):

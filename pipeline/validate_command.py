@@ -1,0 +1,71 @@
+"""``daam-datasets validate OUTPUT [--repair]``: list what is wrong with an output, optionally fix it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+MAX_LISTED = 50
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``validate`` subcommand."""
+    parser = subparsers.add_parser(
+        "validate",
+        help="check an output folder shard by shard (schema, stats, ids, maps, images, card, stray files)",
+        description="Check every shard of an output folder against its stats marker, the features in "
+        "run.json and the dataset card. Exit 0 when sound, 1 with a list of problems. --repair deletes "
+        "damaged shards and stray files and regenerates those shards with the recorded settings; any "
+        "Apache Beam option (--runner, …) may follow for that.",
+    )
+    parser.add_argument("output", help="output folder (local, gs:// or s3://)")
+    parser.add_argument("--repair", action="store_true", help="delete damaged shards and stray files, regenerate them")
+    parser.add_argument("--prompts", default=None, help="with --repair: the corpus, if not at the path recorded in run.json")
+    parser.set_defaults(func=main, accepts_extra=True)
+
+
+def _print(problems: list) -> None:
+    for problem in problems[:MAX_LISTED]:
+        print(f"  {problem}", file=sys.stderr)
+    if len(problems) > MAX_LISTED:
+        print(f"  … and {len(problems) - MAX_LISTED} more", file=sys.stderr)
+
+
+def main(args: argparse.Namespace, extra: list[str]) -> int:
+    """Validate (and repair); 0 when the output is sound at the end, 1 otherwise, 2 on usage errors."""
+    from transforms.model_loading import ModelLoadError
+    from transforms.prompts import CorpusError
+
+    from .cli import UsageError
+    from .output import OutputError
+    from .run import RunFailed
+    from .validate import repair_output, validate_output
+
+    if extra and not args.repair:
+        raise UsageError(f"validate: unrecognized arguments: {' '.join(extra)}")
+    problems = validate_output(args.output)
+    if not problems:
+        print(f"{args.output}: OK")
+        return 0
+    print(f"{args.output}: {len(problems)} problems", file=sys.stderr)
+    _print(problems)
+    if not args.repair:
+        return 1
+    if extra:
+        from .run_command import unknown_beam_args
+
+        unknown = unknown_beam_args(extra)
+        if unknown:
+            raise UsageError(f"validate: unrecognized arguments: {' '.join(unknown)}")
+    try:
+        left = repair_output(args.output, prompts=args.prompts, beam_args=extra or None)
+    except (CorpusError, ModelLoadError, OutputError, RunFailed, ValueError) as error:
+        print(f"error: repair failed: {error}", file=sys.stderr)
+        return 2 if not isinstance(error, RunFailed) else 1
+    if left:
+        print(f"{args.output}: {len(left)} problems left after repair", file=sys.stderr)
+        _print(left)
+        return 1
+    print(f"{args.output}: repaired, OK")
+    return 0
