@@ -26,6 +26,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8"],
+        "gcs": ["gcsfs"],
+        "s3": ["s3fs"],
     },
     entry_points={"console_scripts": ["daam-datasets=pipeline.cli:main"]},
 )

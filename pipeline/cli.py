@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -39,6 +40,9 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropImportNoise())
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     for name in ("apache_beam", "diffusers", "transformers", "datasets", "urllib3", "filelock", "fsspec"):
         logging.getLogger(name).setLevel(logging.WARNING if not verbose else logging.INFO)
     try:

@@ -107,7 +107,10 @@ def _load_error(spec: ModelSpec, source: str, error: Exception) -> ModelLoadErro
 def load_pipeline(spec: ModelSpec) -> Any:
     """Load a Stable Diffusion pipeline for ``spec`` on its device, progress bars off."""
     import diffusers
+    import transformers
 
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     source = resolve_model_source(spec.model, spec.revision)
     if spec.dtype not in DTYPES:
         raise ModelLoadError(f"--dtype {spec.dtype}: choose one of {', '.join(DTYPES)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Callable, Iterator
 
 import apache_beam as beam
@@ -19,6 +20,7 @@ from .sinks import commit_shard
 
 logger = logging.getLogger(__name__)
 NAMESPACE = "daam_datasets"
+PROGRESS_LOG_SECONDS = 30.0
 
 
 def read_manifest(layout: OutputLayout, spec: ShardSpec) -> list[PromptRecord]:
@@ -65,12 +67,19 @@ class GenerateShardFn(beam.DoFn):
     def _on_batch(self, size: int, seconds: float) -> None:
         self.prompts.inc(size)
         self.batch_ms.update(int(seconds * 1000))
+        self._done_in_shard += size
+        now = time.monotonic()
+        if now - self._last_log >= PROGRESS_LOG_SECONDS:
+            self._last_log = now
+            logger.info("%s: %d/%d prompts, %.2f s/batch", self._shard, self._done_in_shard, self._shard_total, seconds)
 
     def process(self, spec: ShardSpec) -> Iterator[dict]:
         if self._layout.exists(self._layout.stats_file(spec.name)):
             self.skipped.inc()
             return
         prompts = read_manifest(self._layout, spec)
+        self._shard, self._shard_total, self._done_in_shard = spec.name, len(prompts), 0
+        self._last_log = time.monotonic()
         result = self._generator.run_shard(spec, prompts, on_batch=self._on_batch)
         stats = commit_shard(
             self._layout, result, self.formats, self._features, self.fingerprint, self._generator.faults
