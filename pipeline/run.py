@@ -7,7 +7,7 @@ import logging
 import platform
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import apache_beam as beam
@@ -47,6 +47,7 @@ class RunSummary:
     shards: int
     shards_skipped: int
     seconds: float
+    metrics: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
         """The one-line summary printed at the end."""
@@ -70,6 +71,23 @@ def library_versions() -> dict[str, str]:
             versions[name] = "not installed"
     versions["python"] = platform.python_version()
     return versions
+
+
+def beam_counters(result: Any) -> dict[str, int]:
+    """Committed values of our Beam counters (empty where a runner does not report metrics)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from transforms.shard_dofn import NAMESPACE
+
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    except (NotImplementedError, AttributeError, KeyError):
+        return {}
+    totals: dict[str, int] = {}
+    for counter in counters:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
+    return totals
 
 
 def build_generator(settings_dict: dict[str, Any]) -> ShardGenerator:
@@ -175,13 +193,16 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
             "%d prompts in %d shards (%d to do, %d already committed); %d unreadable rows, %d blank",
             len(corpus.prompts), len(specs), len(pending), len(specs) - len(pending), len(corpus.failures), corpus.blank,
         )
+        metrics: dict[str, int] = {}
         if pending:
             progress = ProgressReporter(layout, len(corpus.prompts), lock)
             progress.start()
             try:
                 pipeline = test_pipeline or beam.Pipeline(options=beam_options)
                 build_graph(pipeline, pending, settings, map_size, fingerprint)
-                pipeline.run().wait_until_finish()
+                result = pipeline.run()
+                result.wait_until_finish()
+                metrics = beam_counters(result)
             finally:
                 progress.stop()
         stats = out.collect_stats(layout)
@@ -198,7 +219,10 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
             shards=len(specs),
             shards_skipped=len(specs) - len(pending),
             seconds=time.time() - started,
+            metrics=metrics,
         )
+        if metrics:
+            logger.info("beam metrics: %s", ", ".join(f"{k}={v}" for k, v in sorted(metrics.items())))
         parquet_bytes = sum(s["files"].get("parquet", {}).get("bytes", 0) for s in stats)
         card_summary = {
             "rows": summary.rows,
@@ -213,7 +237,7 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
         card = render_card(features, card_summary, settings.to_dict(), settings.dataset_license)
         if not (layout.exists(layout.path(CARD_FILE)) and _same_text(layout, CARD_FILE, card)):
             layout.write_bytes_atomic(layout.path(CARD_FILE), card.encode("utf-8"))
-        run_info.update(status="complete", summary={k: v for k, v in summary.__dict__.items() if k not in ("seconds", "shards_skipped")})
+        run_info.update(status="complete", summary={k: v for k, v in summary.__dict__.items() if k not in ("seconds", "shards_skipped", "metrics")})
         if pending or layout.read_json(layout.path(RUN_FILE)) != run_info:
             layout.write_json_atomic(layout.path(RUN_FILE), run_info)
         out.clean_temporaries(layout)
