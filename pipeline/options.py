@@ -6,7 +6,7 @@ import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -42,34 +42,29 @@ def _step_range(value: str) -> tuple[int, int | None]:
         raise argparse.ArgumentTypeError(f"expected START:STOP (e.g. 0:10 or 5:), got {value!r}") from None
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
+def _bounded(
+    kind: type, low: float, high: float | None, description: str, include_high: bool = False
+) -> Callable[[str], Any]:
+    """An argparse type: ``kind(value)`` from ``low`` up to ``high`` (``None`` = unbounded)."""
+
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        within = number is not None and number >= low and (
+            high is None or (number <= high if include_high else number < high)
+        )
+        if not within:
+            raise argparse.ArgumentTypeError(f"expected {description}, got {value!r}")
+        return number
+
+    return parse
 
 
-def _seed(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {value!r}") from None
-    if not 0 <= number < 2**63:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {value!r}")
-    return number
-
-
-def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}")
-    return number
+_positive_int = _bounded(int, 1, None, "a positive integer")
+_seed = _bounded(int, 0, 2**63, "an integer in [0, 2**63)")
+_fraction = _bounded(float, 0.0, 1.0, "a number in [0, 1]", include_high=True)
 
 
 class DaamOptions(PipelineOptions):
