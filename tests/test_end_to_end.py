@@ -22,7 +22,7 @@ def built(tmp_path_factory):
     corpus.write_text("\n".join(PROMPTS[:4] + [""] + PROMPTS[4:]) + "\n", encoding="utf-8")
     out = root / "out"
     code = main(["run", "--prompts", str(corpus), "--output", str(out), *FAST_ARGS, "--shard-size", "3",
-                 "--batch-size", "2", "--format", "parquet,webdataset"])
+                 "--batch-size", "2", "--format", "parquet,webdataset", "--negative-prompt", "blurry"])
     assert code == 0
     return out
 
@@ -41,6 +41,7 @@ def test_load_dataset_rows_and_columns(built):
         assert np.isfinite(maps).all() and (maps >= 0).all()
         assert row["words"][-1]["end"] == len(row["tokens"])
         assert not row["truncated"]
+        assert row["negative_prompt"] == "blurry" and row["image_index"] == 0 and row["prompt_id"] == row["id"]
 
 
 def test_streaming_parquet_and_webdataset(built):

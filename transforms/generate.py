@@ -35,8 +35,11 @@ def row_id(prompt_id: str, image_index: int) -> str:
     return prompt_id if image_index == 0 else f"{prompt_id}#{image_index}"
 
 
-def to_record(prompt: PromptRecord, sample: TracedSample, map_dtype: str) -> Record:
-    """Encode one traced sample as a dataset record, rejecting non-finite maps or images."""
+def to_record(prompt: PromptRecord, sample: TracedSample, map_dtype: str, negative_prompt: str = "") -> Record:
+    """Encode one traced sample as a dataset record, rejecting non-finite maps or images.
+
+    ``negative_prompt`` is the one generation used (the row's own or the run's default).
+    """
     heat_map = sample.heat_map
     maps = heat_map.numpy_token_maps(map_dtype)
     if not np.isfinite(maps).all():
@@ -52,7 +55,7 @@ def to_record(prompt: PromptRecord, sample: TracedSample, map_dtype: str) -> Rec
         id=row_id(prompt.id, sample.image_index),
         prompt_id=prompt.id,
         prompt=prompt.prompt,
-        negative_prompt=prompt.negative_prompt,
+        negative_prompt=negative_prompt,
         seed=sample.seed,
         image_index=sample.image_index,
         png=png,
@@ -89,9 +92,15 @@ class ShardGenerator:
                 negative_prompts=[p.negative_prompt or None for p in prompts],
             )
 
+    def _negative(self, prompt: PromptRecord) -> str:
+        return prompt.negative_prompt or self.config.negative_prompt or ""
+
     def _records_for(self, prompts: Sequence[PromptRecord]) -> list[Record]:
         samples = self._generate(prompts)
-        return [to_record(prompts[s.prompt_index], s, self.map_dtype) for s in samples]
+        return [
+            to_record(prompts[s.prompt_index], s, self.map_dtype, self._negative(prompts[s.prompt_index]))
+            for s in samples
+        ]
 
     def _one(self, prompt: PromptRecord, shard: str) -> tuple[list[Record], FailureRecord | None]:
         try:
