@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from transforms.layout import (
