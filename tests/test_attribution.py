@@ -143,3 +143,13 @@ def test_config_validation():
         TraceConfig(factors=(3,))
     with pytest.raises(ValueError, match="step_range"):
         TraceConfig(step_range=(5, 2))
+
+
+def test_all_layers_adds_mid_block(tiny_pipe):
+    store = HeatMapStore(TraceConfig(layers="all"))
+    with CrossAttentionTracer(tiny_pipe.unet, store) as tracer:
+        assert any(name.startswith("mid_block") for name in tracer.traced_names)
+    config = GenerationConfig(steps=2, height=64, width=64, trace=TraceConfig(layers="all"))
+    [everything] = generate_traced(tiny_pipe, ["a cat"], [0], config)
+    [reference] = generate_traced(tiny_pipe, ["a cat"], [0], GenerationConfig(**SMALL))
+    assert not torch.allclose(everything.heat_map.maps, reference.heat_map.maps)
