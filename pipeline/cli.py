@@ -31,6 +31,17 @@ class _DropImportNoise(logging.Filter):
         return not str(record.msg).startswith("apitools not found")
 
 
+class _ShortLibraryErrors(logging.Filter):
+    """Without -v, Beam's worker errors are logged as one line: the run's own error says what
+    failed and how to resume; -v shows the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.name.startswith("apache_beam"):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Log to stderr; keep libraries' chatter at warning level."""
     logging.basicConfig(
@@ -40,6 +51,8 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropImportNoise())
+        if not verbose:
+            handler.addFilter(_ShortLibraryErrors())
     if not verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")

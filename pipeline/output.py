@@ -6,8 +6,14 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: the heartbeat lock file is used
+    fcntl = None  # type: ignore[assignment]
 
 from transforms.layout import (
     CARD_FILE,
@@ -55,12 +61,24 @@ def check_output_path(layout: OutputLayout) -> None:
 
 
 class RunLock:
-    """An exclusive lock file for one run; a lock older than its heartbeat window is taken over."""
+    """An exclusive lock of an output folder for one run.
+
+    Local folders: an OS lock (``fcntl.flock``) on ``.lock``, which the kernel drops when the
+    process dies, so a crashed run (even ``kill -9``) never blocks the next one and a reused pid
+    cannot fake a live owner. Other filesystems (``gs://``, ``s3://``): a lock file with owner and
+    heartbeat, taken over when its process is gone (same host) or its heartbeat is older than
+    ``LOCK_STALE_SECONDS``.
+    """
 
     def __init__(self, layout: OutputLayout) -> None:
         self.layout = layout
         self.path = layout.path(LOCK_FILE)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        protocols = layout.fs.protocol if isinstance(layout.fs.protocol, tuple) else (layout.fs.protocol,)
+        self._local = fcntl is not None and "file" in protocols
+        self._fd: int | None = None
+        self._held = False
+        self._mutex = threading.Lock()  # heartbeats come from the progress thread
 
     def _alive(self, info: dict[str, Any]) -> bool:
         host, _, pid = str(info.get("owner", "")).partition(":")
@@ -74,31 +92,79 @@ class RunLock:
             return True
         return time.time() - float(info.get("heartbeat", 0)) < LOCK_STALE_SECONDS
 
+    def _busy(self, info: dict[str, Any]) -> OutputError:
+        return OutputError(
+            f"--output {self.layout.root}: another run ({info.get('owner', 'unknown owner')}) is writing here; "
+            f"wait for it to finish or stop it, then rerun (a crashed run's lock does not block)"
+        )
+
+    def _acquire_local(self) -> None:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    info = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+                except (OSError, ValueError):
+                    info = {}
+                os.close(fd)
+                raise self._busy(info) from None
+            try:  # the holder may have removed the file between our open and flock: retry
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return
+            os.close(fd)
+
     def acquire(self) -> None:
         """Take the lock or raise ``OutputError`` naming the run that holds it."""
-        if self.layout.exists(self.path):
+        if self._local:
+            self._acquire_local()
+        elif self.layout.exists(self.path):
             try:
                 info = self.layout.read_json(self.path)
             except (OSError, ValueError):
                 info = {}
             if info and self._alive(info):
-                raise OutputError(
-                    f"--output {self.layout.root}: another run ({info.get('owner')}) is writing here; "
-                    f"wait for it or remove {self.path} if it is gone"
-                )
+                raise self._busy(info)
+        self._held = True
         self.heartbeat()
 
     def heartbeat(self) -> None:
-        """Refresh the lock's timestamp."""
-        self.layout.write_json_atomic(self.path, {"owner": self.owner, "heartbeat": time.time()})
+        """Refresh the lock's owner and timestamp (no-op once released)."""
+        info = {"owner": self.owner, "heartbeat": time.time()}
+        with self._mutex:
+            if not self._held:
+                return
+            if self._fd is not None:
+                data = json.dumps(info).encode("utf-8")
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, data, 0)
+            else:
+                self.layout.write_json_atomic(self.path, info)
 
     def release(self) -> None:
         """Remove the lock if it is ours."""
-        try:
-            if self.layout.read_json(self.path).get("owner") == self.owner:
-                self.layout.fs.rm(self.path)
-        except (OSError, ValueError):
-            pass
+        with self._mutex:
+            if not self._held:
+                return
+            self._held = False
+            if self._fd is not None:
+                try:
+                    os.unlink(self.path)  # while still holding it: a waiter then retries on a new file
+                except OSError:
+                    pass
+                os.close(self._fd)
+                self._fd = None
+                return
+            try:
+                if self.layout.read_json(self.path).get("owner") == self.owner:
+                    self.layout.fs.rm(self.path)
+            except (OSError, ValueError):
+                pass
 
 
 def reset_output(layout: OutputLayout) -> None:
@@ -147,6 +213,29 @@ def write_manifests(layout: OutputLayout, corpus: Corpus, specs: list[ShardSpec]
     for spec in specs:
         lines = [json.dumps(p.__dict__, ensure_ascii=False) for p in shard_prompts(corpus.prompts, spec)]
         layout.write_bytes_atomic(layout.manifest_file(spec.name), ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+
+
+INCOMPLETE_CARD = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/RUN-NOT-FINISHED-*.parquet
+---
+
+# Unfinished daam-datasets run
+
+This folder holds a run that has not finished (it is running, crashed or was stopped), so its
+card points at no data and `load_dataset` refuses it rather than load some of the shards.
+Rerun the same `daam-datasets run` command to finish it; `daam-datasets validate` lists what is
+missing. The real card replaces this one when the run completes.
+"""
+
+
+def write_incomplete_card(layout: OutputLayout) -> None:
+    """Write a card that ``load_dataset`` refuses, until the run completes. (A finished run's
+    card needs no placeholder: its split sizes make ``load_dataset`` refuse a partial folder.)"""
+    layout.write_bytes_atomic(layout.path(CARD_FILE), INCOMPLETE_CARD.encode("utf-8"))
 
 
 def write_read_failures(layout: OutputLayout, corpus: Corpus) -> None:

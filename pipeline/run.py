@@ -189,6 +189,8 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
         }
         if pending or not layout.exists(layout.path(RUN_FILE)):
             layout.write_json_atomic(layout.path(RUN_FILE), run_info)
+        if pending and not layout.exists(layout.path(CARD_FILE)):
+            out.write_incomplete_card(layout)  # a crashed or failed first run must not load as a dataset
         logger.info(
             "%d prompts in %d shards (%d to do, %d already committed); %d unreadable rows, %d blank",
             len(corpus.prompts), len(specs), len(pending), len(specs) - len(pending), len(corpus.failures), corpus.blank,
@@ -203,6 +205,12 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
                 result = pipeline.run()
                 result.wait_until_finish()
                 metrics = beam_counters(result)
+            except Exception as error:  # runners wrap worker errors (full traceback with -v)
+                logger.debug("pipeline failed", exc_info=True)
+                raise RunFailed(
+                    f"the pipeline failed: {_failure_reason(error)}; committed shards are kept: fix the cause "
+                    f"and rerun the same command to resume"
+                ) from error
             finally:
                 progress.stop()
         stats = out.collect_stats(layout)
@@ -251,6 +259,12 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
             f"{settings.max_failure_rate:.1%}); see {settings.output}/_failures/"
         )
     return summary
+
+
+def _failure_reason(error: BaseException) -> str:
+    """The last line of a (runner-wrapped) exception message: the original error."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _same_text(layout: OutputLayout, name: str, text: str) -> bool:

@@ -458,6 +458,9 @@ class _Checker:
             self.add("", "card", "no dataset card (README.md)", CARD_FILE)
             return
         text = self.read_bytes(CARD_FILE).decode("utf-8", "replace")
+        if "RUN-NOT-FINISHED" in text:
+            self.add("", "card", "placeholder card of an unfinished run (load_dataset refuses it); rerun to finish", CARD_FILE)
+            return
         match = re.match(r"^---\r?\n(.*?)\r?\n---\r?\n", text, re.S)
         if not match:
             self.add("", "card", "README.md does not start with a --- YAML block", CARD_FILE)

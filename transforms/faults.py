@@ -8,12 +8,18 @@ Syntax: ``;``-separated ``key=value`` items, e.g.
   the first batch is generated), ``mid_write`` (a temp data file written, not renamed),
   ``after_data_rename`` (data in place, stats marker missing).
 - ``crash_after_shards``: only crash once this many shards were committed by this process.
+- ``sleep_batch``: sleep this many seconds before each batch (keeps a run busy, e.g. for lock
+  and kill tests).
+- ``disk_full``: writing a shard's data file fails with ``ENOSPC`` (as on a full disk) once this
+  many shards were committed by this process (``disk_full=0``: the first shard).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 ENV_VAR = "DAAM_DATASETS_FAULTS"
@@ -29,6 +35,8 @@ class FaultInjector:
     fail_prompts: frozenset[str] = frozenset()
     crash_at: str | None = None
     crash_after_shards: int = 0
+    sleep_batch: float = 0.0
+    disk_full: int | None = None
     committed: int = field(default=0, init=False)
 
     @classmethod
@@ -43,7 +51,7 @@ class FaultInjector:
             if not sep:
                 raise ValueError(f"{ENV_VAR}: expected key=value, got {item!r}")
             values[key.strip()] = value.strip()
-        unknown = set(values) - {"fail_prompts", "crash_at", "crash_after_shards"}
+        unknown = set(values) - {"fail_prompts", "crash_at", "crash_after_shards", "sleep_batch", "disk_full"}
         if unknown:
             raise ValueError(f"{ENV_VAR}: unknown keys {sorted(unknown)}")
         crash_at = values.get("crash_at") or None
@@ -53,10 +61,14 @@ class FaultInjector:
             fail_prompts=frozenset(filter(None, values.get("fail_prompts", "").split(","))),
             crash_at=crash_at,
             crash_after_shards=int(values.get("crash_after_shards", "0")),
+            sleep_batch=float(values.get("sleep_batch", "0")),
+            disk_full=int(values["disk_full"]) if values.get("disk_full") else None,
         )
 
     def before_batch(self, prompt_ids: list[str]) -> None:
         """Raise for an injected bad prompt; crash if ``crash_at=batch`` is due."""
+        if self.sleep_batch > 0:
+            time.sleep(self.sleep_batch)
         self.maybe_crash("batch")
         bad = self.fail_prompts.intersection(prompt_ids)
         if bad:
@@ -67,6 +79,11 @@ class FaultInjector:
         if self.crash_at == point and self.committed >= self.crash_after_shards:
             logger.error("fault injection: crashing at %s", point)
             os._exit(CRASH_EXIT_CODE)
+
+    def before_data_write(self, path: str) -> None:
+        """Raise ``ENOSPC`` for ``path`` if ``disk_full`` is due."""
+        if self.disk_full is not None and self.committed >= self.disk_full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
     def shard_committed(self) -> None:
         """Count a committed shard."""

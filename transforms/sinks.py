@@ -110,10 +110,19 @@ def commit_shard(
             _remove(layout, final)
             continue
         temp = layout.temp_file(final)
-        if fmt == "parquet":
-            _write_parquet(layout, temp, result.records, features)
-        else:
-            _write_webdataset(layout, temp, result.records, spec)
+        try:
+            if fmt == "parquet":
+                _write_parquet(layout, temp, result.records, features)
+            else:
+                _write_webdataset(layout, temp, result.records, spec)
+            if faults:
+                faults.before_data_write(temp)
+        except OSError:  # e.g. a full disk: leave no partial temp file behind
+            try:
+                _remove(layout, temp)
+            except OSError:
+                pass
+            raise
         if faults:
             faults.maybe_crash("mid_write")
         files[fmt] = {"path": final[len(layout.base) + 1 :], "bytes": layout.fs.size(temp), "sha256": _sha256(layout, temp)}
