@@ -1,0 +1,66 @@
+"""Class pseudo-masks from a dataset row's token maps (weakly supervised segmentation).
+
+The recipe of Dataset Diffusion (Nguyen et al., NeurIPS 2023) without its self-attention refinement:
+each class named in the prompt gets the mean map of its tokens, resized to the image and min-max
+normalised; a pixel takes the class with the highest score if that score clears the threshold,
+is background well below it, and is marked ``IGNORE`` (255) in an uncertain band around it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .heatmap import DEFAULT_THRESHOLD, expand_map
+
+BACKGROUND = 0
+IGNORE = 255
+
+
+def word_rows(words: Sequence[dict[str, Any]], phrase: str) -> list[int]:
+    """Token rows of every occurrence of ``phrase`` (one or more words) among a row's ``words``."""
+    wanted = phrase.lower().split()
+    texts = [w["word"].lower() for w in words]
+    rows: list[int] = []
+    for i in range(len(texts) - len(wanted) + 1):
+        if texts[i : i + len(wanted)] == wanted:
+            for w in words[i : i + len(wanted)]:
+                rows.extend(range(w["start"], w["end"]))
+    return rows
+
+
+def class_scores(token_maps: np.ndarray, words: Sequence[dict[str, Any]], classes: Sequence[str], size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Min-max normalised map at image ``size`` for each class that occurs in the prompt."""
+    maps = torch.as_tensor(np.asarray(token_maps, dtype=np.float32))
+    scores = {}
+    for name in classes:
+        rows = word_rows(words, name)
+        if not rows:
+            continue
+        big = expand_map(maps[rows].mean(0), size)
+        scores[name] = ((big - big.min()) / (big.max() - big.min() + 1e-8)).numpy()
+    return scores
+
+
+def pseudo_mask(
+    row: dict[str, Any],
+    classes: Sequence[str],
+    threshold: float = DEFAULT_THRESHOLD,
+    ignore_band: float = 0.1,
+) -> np.ndarray:
+    """A ``uint8`` label map for a loaded dataset row: 0 background, ``i + 1`` for ``classes[i]``,
+    255 where the winning score lies within ``ignore_band`` of ``threshold``."""
+    width, height = row["image"].size
+    scores = class_scores(row["token_maps"], row["words"], classes, (height, width))
+    labels = np.full((height, width), BACKGROUND, dtype=np.uint8)
+    if not scores:
+        return labels
+    names = list(scores)
+    stack = np.stack([scores[n] for n in names])
+    best = stack.max(0)
+    winner = np.array([classes.index(n) + 1 for n in names], dtype=np.uint8)[stack.argmax(0)]
+    labels[best > threshold + ignore_band] = winner[best > threshold + ignore_band]
+    labels[(best > threshold - ignore_band) & (best <= threshold + ignore_band)] = IGNORE
+    return labels
