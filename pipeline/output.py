@@ -27,7 +27,7 @@ from transforms.layout import (
     WDS_DIR,
     OutputLayout,
 )
-from transforms.prompts import Corpus
+from transforms.prompts import Corpus, CorpusError
 from transforms.sharding import ShardSpec, shard_prompts
 
 READ_FAILURES = "read.jsonl"
@@ -44,6 +44,19 @@ def corpus_digest(corpus: Corpus) -> str:
     for p in corpus.prompts:
         digest.update(json.dumps([p.id, p.prompt, p.seed, p.negative_prompt]).encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:16]
+
+
+def require_prompts(corpus: Corpus, source: str) -> None:
+    """Refuse a corpus without a single usable prompt, before anything is written."""
+    if corpus.prompts:
+        return
+    parts = []
+    if corpus.failures:
+        first = corpus.failures[0]
+        parts.append(f"{len(corpus.failures)} unreadable rows, first at line {first.line}: {first.reason}")
+    if corpus.blank:
+        parts.append(f"{corpus.blank} blank rows")
+    raise CorpusError(f"--prompts {source}: no usable prompts ({'; '.join(parts) or 'the corpus is empty'})")
 
 
 def check_output_path(layout: OutputLayout) -> None:

@@ -158,6 +158,7 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
     """Run (or resume) a dataset build; raises ``RunFailed`` above the failure-rate limit."""
     started = time.time()
     corpus = read_corpus(settings.prompts, settings.seed, settings.columns, settings.limit, settings.split)
+    out.require_prompts(corpus, settings.prompts)
     source = resolve_model_source(settings.model.model, settings.model.revision)
     default_h, default_w, scale = model_geometry(settings.model, source)
     height = settings.generation.height or default_h

@@ -63,6 +63,9 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     except (CorpusError, ModelLoadError, OutputError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # e.g. a full disk while the driver writes run.json or manifests
+        print(f"error: {error}; fix the cause and rerun the same command (committed shards are kept)", file=sys.stderr)
+        return 1
     except RunFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -201,6 +201,11 @@ def _to_record(row: dict, columns: ColumnNames) -> tuple[str, str | None, int | 
     negative = row.get(columns.negative_prompt) or ""
     if not isinstance(negative, str):
         raise ValueError(f"negative prompt must be a string, got {type(negative).__name__}")
+    for name, text in (("prompt", prompt), ("id", given_id or ""), ("negative prompt", negative)):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:  # lone surrogates (JSON "\ud800") cannot be stored
+            raise ValueError(f"{name} is not valid Unicode (lone surrogate at character {error.start})") from None
     return prompt, given_id, _parse_seed(row.get(columns.seed)), negative
 
 
