@@ -25,9 +25,11 @@ setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "matplotlib>=3.7"],  # matplotlib: the preview tests
         "gcs": ["gcsfs"],
         "s3": ["s3fs"],
+        # `daam-datasets preview` and transforms.attribution.overlay: matplotlib colour maps
+        "preview": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["daam-datasets=pipeline.cli:main"]},
 )

@@ -15,6 +15,33 @@ CITATION = """@inproceedings{tang2023daam,
   booktitle = {Proceedings of the 61st Annual Meeting of the Association for Computational Linguistics},
   year      = {2023}
 }"""
+PREVIEW_IMAGE = "preview/grid.png"  # written by ``daam-datasets preview``, embedded when present
+PREVIEW_GALLERY = "preview/index.html"
+_PREVIEW_ANCHOR = "\n## Contents\n"
+
+
+def preview_section(image: str = PREVIEW_IMAGE) -> str:
+    """The card's preview section: the grid image and a pointer to the HTML gallery."""
+    return (
+        "## Preview\n\n"
+        f"![Sample images, each with the heat map of one word (jet; outline: mask at τ = 0.4)]({image})\n\n"
+        f"Interactive gallery (every word's heat map): `{PREVIEW_GALLERY}` — download the `preview/` "
+        "folder and open `index.html` in a browser.\n"
+    )
+
+
+def embed_preview(card: str, image: str = PREVIEW_IMAGE) -> str:
+    """``card`` with the preview section before "## Contents" (unchanged if it has one)."""
+    if "\n## Preview\n" in card or _PREVIEW_ANCHOR not in card:
+        return card
+    return card.replace(_PREVIEW_ANCHOR, "\n" + preview_section(image) + _PREVIEW_ANCHOR, 1)
+
+
+def remove_preview(card: str) -> str:
+    """``card`` without the preview section (for a copy published without ``preview/``)."""
+    start = card.find("\n## Preview\n")
+    end = card.find(_PREVIEW_ANCHOR, start + 1)
+    return card if start < 0 or end < 0 else card[:start] + card[end:]
 
 
 def size_category(rows: int) -> str:
@@ -59,8 +86,19 @@ def _schema_table(features: Features) -> str:
     return "\n".join(lines)
 
 
-def render_card(features: Features, summary: dict[str, Any], settings: dict[str, Any], license_id: str) -> str:
-    """The full card text."""
+def render_card(
+    features: Features,
+    summary: dict[str, Any],
+    settings: dict[str, Any],
+    license_id: str,
+    preview_image: str | None = None,
+) -> str:
+    """The full card text; ``preview_image`` (a repo path, e.g. ``PREVIEW_IMAGE``) is embedded."""
+    card = _render_card(features, summary, settings, license_id)
+    return embed_preview(card, preview_image) if preview_image else card
+
+
+def _render_card(features: Features, summary: dict[str, Any], settings: dict[str, Any], license_id: str) -> str:
     front = yaml.safe_dump(card_metadata(features, summary, license_id), sort_keys=False, allow_unicode=True)
     gen = settings["generation"]
     trace = gen["trace"]

@@ -10,7 +10,7 @@ import sys
 from typing import Sequence
 
 PROG = "daam-datasets"
-COMMAND_MODULES = ("pipeline.run_command", "pipeline.validate_command")
+COMMAND_MODULES = ("pipeline.run_command", "pipeline.validate_command", "pipeline.publish", "pipeline.preview")
 
 
 class UsageError(Exception):

@@ -24,7 +24,7 @@ from transforms.shard_dofn import GenerateShardFn
 from transforms.sharding import ShardSpec, plan_shards
 
 from . import output as out
-from .card import render_card
+from .card import PREVIEW_IMAGE, render_card
 from .options import RunSettings
 
 logger = logging.getLogger(__name__)
@@ -243,7 +243,8 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
             "image_size": [height, width],
         }
         features = build_features(map_size[0], map_size[1], settings.map_dtype)
-        card = render_card(features, card_summary, settings.to_dict(), settings.dataset_license)
+        preview = PREVIEW_IMAGE if layout.exists(layout.path(PREVIEW_IMAGE)) else None  # kept across reruns
+        card = render_card(features, card_summary, settings.to_dict(), settings.dataset_license, preview)
         if not (layout.exists(layout.path(CARD_FILE)) and _same_text(layout, CARD_FILE, card)):
             layout.write_bytes_atomic(layout.path(CARD_FILE), card.encode("utf-8"))
         run_info.update(status="complete", summary={k: v for k, v in summary.__dict__.items() if k not in ("seconds", "shards_skipped", "metrics")})
