@@ -21,6 +21,7 @@ from transforms.layout import (
     FAILURES_DIR,
     LOCK_FILE,
     MANIFEST_DIR,
+    PREVIEW_DIR,
     RUN_FILE,
     STATS_DIR,
     TMP_DIR,
@@ -182,7 +183,7 @@ class RunLock:
 
 def reset_output(layout: OutputLayout) -> None:
     """Delete everything a previous run wrote (``--overwrite``)."""
-    for folder in (DATA_DIR, WDS_DIR, STATS_DIR, FAILURES_DIR, MANIFEST_DIR, TMP_DIR):
+    for folder in (DATA_DIR, WDS_DIR, STATS_DIR, FAILURES_DIR, MANIFEST_DIR, PREVIEW_DIR, TMP_DIR):
         path = layout.path(folder)
         if layout.exists(path):
             layout.fs.rm(path, recursive=True)
