@@ -26,6 +26,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "matplotlib>=3.7"],  # matplotlib: the preview tests
+        # --runner dask: Beam's DaskRunner on a local cluster, SLURM (dask-jobqueue) or any scheduler;
+        # bokeh serves the Dask dashboard. One GPU per worker uses dask-cuda when installed (optional).
+        "dask": ["apache-beam[dask]>=2.60,<3", "dask-jobqueue>=0.8,<1", "bokeh>=3.1"],
         "gcs": ["gcsfs"],
         "s3": ["s3fs"],
         # `daam-datasets preview` and transforms.attribution.overlay: matplotlib colour maps

@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 from transforms.model_loading import ModelLoadError
 from transforms.prompts import CorpusError
 
+from . import dask_cluster
 from .cli import UsageError
 from .options import DaamOptions, RunSettings
 from .output import OutputError
@@ -26,9 +27,11 @@ def register(subparsers: Any) -> None:
         "run",
         help="generate images and token maps for a prompt corpus",
         description="Generate a DAAM dataset. Any Apache Beam option (--runner, --direct_num_workers, "
-        "--project, …) may follow; the default runner is FnApiRunner.",
+        "--project, …) may follow; the default runner is FnApiRunner. --runner dask runs on Dask "
+        "(--dask-address or --dask-workers; see docs/scaling.md).",
     )
     DaamOptions._add_argparse_args(parser)
+    dask_cluster.add_arguments(parser)
     parser.set_defaults(func=main, accepts_extra=True)
 
 
@@ -58,7 +61,7 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
 
     try:
         settings = RunSettings.from_args(args)
-        options = beam_options(extra)
+        options = beam_options(dask_cluster.beam_arguments(args, extra, settings.model.device))
         summary = run(settings, options)
     except (CorpusError, ModelLoadError, OutputError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
