@@ -17,7 +17,6 @@ Problem kinds (stable strings, for callers that filter): ``run_json``, ``card``,
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -230,7 +229,7 @@ class _Checker:
             size = self.layout.fs.size(full)
             if info.get("bytes") is not None and size != info["bytes"]:
                 self.add(shard, "size", f"{size} bytes, stats say {info['bytes']} (truncated or rewritten)", rel)
-            if info.get("sha256") and _sha256(self.layout, full) != info["sha256"]:
+            if info.get("sha256") and self.layout.sha256(full) != info["sha256"]:
                 self.add(shard, "checksum", "sha256 differs from the stats marker", rel)
             if fmt == "parquet":
                 self.check_parquet(shard, rel, stats)
@@ -499,14 +498,6 @@ class _Checker:
         self.check_unique_ids()
         self.check_card()
         return self.problems
-
-
-def _sha256(layout: OutputLayout, path: str) -> str:
-    digest = hashlib.sha256()
-    with layout.fs.open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _feature_diff(found: Any, expected: Any) -> str:

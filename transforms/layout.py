@@ -3,6 +3,7 @@ filesystem (local, ``gs://``, ``s3://``)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import uuid
@@ -86,6 +87,14 @@ class OutputLayout:
         """Read a JSON file."""
         with self.fs.open(path, "rb") as fh:
             return json.loads(fh.read().decode("utf-8"))
+
+    def sha256(self, path: str) -> str:
+        """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+        digest = hashlib.sha256()
+        with self.fs.open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
     def list(self, folder: str, suffix: str = "") -> list[str]:
         """Sorted file paths in a folder under the root ending with ``suffix`` ([] if absent)."""

@@ -7,7 +7,6 @@ data file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -56,14 +55,6 @@ def row_group_rows(table_bytes: int, num_rows: int) -> int:
     """Rows per row group: at most 100 and about 64 MB uncompressed (viewer and streaming friendly)."""
     per_row = max(1, table_bytes // max(1, num_rows))
     return max(1, min(ROW_GROUP_MAX_ROWS, ROW_GROUP_TARGET_BYTES // per_row))
-
-
-def _sha256(layout: OutputLayout, path: str) -> str:
-    digest = hashlib.sha256()
-    with layout.fs.open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_parquet(layout: OutputLayout, temp: str, records: list[Record], features: Features) -> None:
@@ -125,7 +116,7 @@ def commit_shard(
             raise
         if faults:
             faults.maybe_crash("mid_write")
-        files[fmt] = {"path": final[len(layout.base) + 1 :], "bytes": layout.fs.size(temp), "sha256": _sha256(layout, temp)}
+        files[fmt] = {"path": final[len(layout.base) + 1 :], "bytes": layout.fs.size(temp), "sha256": layout.sha256(temp)}
         layout.commit(temp, final)
     if faults:
         faults.maybe_crash("after_data_rename")
