@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "schemas", "schemas.*"]),
-    package_data={"transforms": ["assets/*"]},
+    package_data={"transforms": ["assets/*"], "pipeline": ["templates/*", "preview/templates/*", "preview/static/*"]},
     install_requires=[
         "torch>=2.4,<3",
         "diffusers>=0.32,<0.43",
@@ -23,9 +23,13 @@ setup(
         "fsspec",
         "pyyaml",
         "pillow",
+        "huggingface_hub>=1.0",
+        "filelock>=3.12",
+        "jinja2>=3.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "matplotlib>=3.7"],  # matplotlib: the preview tests
+        # matplotlib: the preview tests; import-linter: the layer contracts; hypothesis: property tests
+        "test": ["pytest>=8", "matplotlib>=3.7", "import-linter>=2.0", "hypothesis>=6.100"],
         # --runner dask: Beam's DaskRunner on a local cluster, SLURM (dask-jobqueue) or any scheduler;
         # bokeh serves the Dask dashboard. One GPU per worker uses dask-cuda when installed (optional).
         "dask": ["apache-beam[dask]>=2.60,<3", "dask-jobqueue>=0.8,<1", "bokeh>=3.1"],

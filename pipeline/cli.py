@@ -1,20 +1,21 @@
-"""The ``daam-datasets`` command line: one subcommand per module, errors as one clear line."""
+"""The ``daam-datasets`` command line: dispatch to ``pipeline.commands``; a command error is printed
+once, as one line, here."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
-import os
 import sys
 from typing import Sequence
 
+from transforms.model_loading import ModelLoadError
+from transforms.prompts import CorpusError
+
+from .errors import DaamDatasetsError, UsageError
+from .logs import setup_logging
+
 PROG = "daam-datasets"
-COMMAND_MODULES = ("pipeline.run_command", "pipeline.validate_command", "pipeline.publish", "pipeline.preview")
-
-
-class UsageError(Exception):
-    """A bad command-line argument."""
+COMMANDS = ("run", "validate", "publish", "preview")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,59 +25,13 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-class _DropImportNoise(logging.Filter):
-    """Hide Beam's import-time note about optional Google Cloud clients."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("apitools not found")
-
-
-class _ShortLibraryErrors(logging.Filter):
-    """Without -v, Beam's worker errors are logged as one line: the run's own error says what
-    failed and how to resume; -v shows the traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.name.startswith("apache_beam"):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """Log to stderr; keep libraries' chatter at warning level."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_DropImportNoise())
-        if not verbose:
-            handler.addFilter(_ShortLibraryErrors())
-    if not verbose:
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    for name in ("apache_beam", "diffusers", "transformers", "datasets", "urllib3", "filelock", "fsspec"):
-        logging.getLogger(name).setLevel(logging.WARNING if not verbose else logging.INFO)
-    try:
-        import diffusers.utils.logging as dlog
-        import transformers.utils.logging as tlog
-
-        dlog.set_verbosity_error()
-        dlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    except ImportError:
-        pass
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every registered subcommand."""
+    """The top-level parser with every subcommand of ``pipeline.commands``."""
     parser = _Parser(prog=PROG, description="Build DAAM attribution datasets with Apache Beam.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"pipeline.commands.{name}").register(sub)
     return parser
 
 
@@ -90,12 +45,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rest and not getattr(args, "accepts_extra", False):
             raise UsageError(f"{PROG} {args.command}: unrecognized arguments: {' '.join(rest)}")
         return int(args.func(args, rest) or 0)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except DaamDatasetsError as error:
+        return _fail(str(error), error.exit_code)
+    except (CorpusError, ModelLoadError, ValueError) as error:
+        return _fail(str(error), 2)
+    except OSError as error:  # e.g. a full disk while the driver writes run.json or manifests
+        return _fail(f"{error}; fix the cause and rerun the same command (committed shards are kept)", 1)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

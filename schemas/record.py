@@ -122,3 +122,31 @@ def wds_sample(key: str, record: Record) -> dict[str, Any]:
         WDS_META: json.dumps(record.metadata(), ensure_ascii=False, sort_keys=True).encode("utf-8"),
         WDS_MAPS: buffer.getvalue(),
     }
+
+
+def decode_token_maps(cell: Any, empty_shape: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """One ``token_maps`` cell of an Arrow column (``list<list<list<x>>>``, or its Array3D
+    extension) as an ``(n, h, w)`` array in the stored dtype; ``ValueError`` names what is wrong
+    (null cell, ragged rows, null values)."""
+    if isinstance(cell, pa.ExtensionScalar):
+        cell = cell.value
+    if cell is None or not cell.is_valid:
+        raise ValueError("token_maps is null")
+    tokens = cell.values  # list<list<x>>: one entry per token
+    n = len(tokens)
+    if n == 0:
+        return np.zeros((0, *empty_shape), dtype=tokens.type.value_type.value_type.to_pandas_dtype())
+    rows = tokens.flatten()
+    heights = np.asarray(tokens.value_lengths())
+    widths = np.asarray(rows.value_lengths())
+    if (heights != heights[0]).any() or (widths != widths[0]).any():
+        raise ValueError("ragged map rows")
+    values = rows.flatten()
+    if values.null_count:
+        raise ValueError("maps contain nulls")
+    return values.to_numpy(zero_copy_only=False).reshape(n, int(heights[0]), int(widths[0]))
+
+
+def token_maps_column(column: Any) -> Any:
+    """The plain nested-list storage of a ``token_maps`` column (Array3D is an extension type)."""
+    return column.storage if isinstance(column.type, pa.ExtensionType) else column

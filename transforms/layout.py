@@ -65,6 +65,17 @@ class OutputLayout:
         """Whether ``path`` exists."""
         return self.fs.exists(path)
 
+    def relative(self, path: str) -> str:
+        """``path`` (filesystem-native, under the root) relative to the root, with ``/``."""
+        return posixpath.relpath(path, self.base)
+
+    def remove(self, path: str, recursive: bool = False) -> bool:
+        """Delete ``path`` if it exists; whether it did."""
+        if not self.fs.exists(path):
+            return False
+        self.fs.rm(path, recursive=recursive)
+        return True
+
     def commit(self, temp_path: str, final_path: str) -> None:
         """Move a finished temporary file into place (atomic rename on local disks)."""
         self.fs.makedirs(posixpath.dirname(final_path), exist_ok=True)

@@ -12,9 +12,11 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from .generate import ShardGenerator
+from schemas.output_records import ShardStats
+
 from .layout import OutputLayout
 from .prompts import PromptRecord
+from .shard_generator import ShardGenerator
 from .sharding import ShardSpec
 from .sinks import commit_shard
 
@@ -73,7 +75,7 @@ class GenerateShardFn(beam.DoFn):
             self._last_log = now
             logger.info("%s: %d/%d prompts, %.2f s/batch", self._shard, self._done_in_shard, self._shard_total, seconds)
 
-    def process(self, spec: ShardSpec) -> Iterator[dict]:
+    def process(self, spec: ShardSpec) -> Iterator[ShardStats]:
         if self._layout.exists(self._layout.stats_file(spec.name)):
             self.skipped.inc()
             return
@@ -82,10 +84,10 @@ class GenerateShardFn(beam.DoFn):
         self._last_log = time.monotonic()
         result = self._generator.run_shard(spec, prompts, on_batch=self._on_batch)
         stats = commit_shard(
-            self._layout, result, self.formats, self._features, self.fingerprint, self._generator.faults
+            self._layout, result, self.formats, self._features, self.fingerprint, self._generator.hooks
         )
-        self.images.inc(stats["rows"])
-        self.failures.inc(stats["failed"])
+        self.images.inc(stats.rows)
+        self.failures.inc(stats.failed)
         self.shards.inc()
-        logger.info("%s committed: %d rows, %d failed, %.1fs", spec.name, stats["rows"], stats["failed"], result.seconds)
+        logger.info("%s committed: %d rows, %d failed, %.1fs", spec.name, stats.rows, stats.failed, result.seconds)
         yield stats

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from schemas.output_records import shard_name
+
 from .prompts import PromptRecord
 
 DEFAULT_SHARD_SIZE = 256
-SPLIT = "train"
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class ShardSpec:
     @property
     def name(self) -> str:
         """``train-00003-of-00016``: the stem of every file of this shard."""
-        return f"{SPLIT}-{self.index:05d}-of-{self.count:05d}"
+        return shard_name(self.index, self.count)
 
 
 def plan_shards(num_prompts: int, shard_size: int | None = None, num_shards: int | None = None) -> list[ShardSpec]:

@@ -7,48 +7,22 @@ data file.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import pyarrow.parquet as pq
 from datasets import Features
 
+from schemas.output_records import FileInfo, ShardStats, failure_lines
 from schemas.record import SCHEMA_VERSION, Record, records_to_table, wds_sample
 
-from .faults import FaultInjector
+from .hooks import RunHooks
 from .layout import TMP_DIR, OutputLayout
+from .results import ShardResult
 from .sharding import ShardSpec
 
 ROW_GROUP_MAX_ROWS = 100
 ROW_GROUP_TARGET_BYTES = 64 * 1024 * 1024
 WDS_MTIME = 0.0
-
-
-@dataclass
-class FailureRecord:
-    """A prompt that produced no row: where it failed and why."""
-
-    id: str
-    prompt: str
-    stage: str
-    message: str
-    shard: str = ""
-    line: int | None = None
-
-    def to_json(self) -> str:
-        """One JSON line."""
-        return json.dumps(self.__dict__, ensure_ascii=False, sort_keys=True)
-
-
-@dataclass
-class ShardResult:
-    """What one shard produced (input to the commit)."""
-
-    spec: ShardSpec
-    records: list[Record] = field(default_factory=list)
-    failures: list[FailureRecord] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def row_group_rows(table_bytes: int, num_rows: int) -> int:
@@ -78,27 +52,23 @@ def _write_webdataset(layout: OutputLayout, temp: str, records: list[Record], sp
                 writer.write(wds_sample(f"s{spec.index:05d}r{i:06d}", record))
 
 
-def _remove(layout: OutputLayout, path: str) -> None:
-    if layout.exists(path):
-        layout.fs.rm(path)
-
-
 def commit_shard(
     layout: OutputLayout,
     result: ShardResult,
     formats: Sequence[str],
     features: Features,
     fingerprint: str,
-    faults: FaultInjector | None = None,
-) -> dict[str, Any]:
+    hooks: RunHooks | None = None,
+) -> ShardStats:
     """Write data and failure files of a shard, then its stats marker; return the stats."""
+    hooks = hooks or RunHooks()
     spec = result.spec
     layout.makedirs(TMP_DIR)
-    files: dict[str, dict[str, Any]] = {}
+    files: dict[str, FileInfo] = {}
     for fmt in formats:
         final = layout.data_file(spec.name, fmt)
         if not result.records:
-            _remove(layout, final)
+            layout.remove(final)
             continue
         temp = layout.temp_file(final)
         try:
@@ -106,41 +76,36 @@ def commit_shard(
                 _write_parquet(layout, temp, result.records, features)
             else:
                 _write_webdataset(layout, temp, result.records, spec)
-            if faults:
-                faults.before_data_write(temp)
+            hooks.before_data_write(temp)
         except OSError:  # e.g. a full disk: leave no partial temp file behind
             try:
-                _remove(layout, temp)
+                layout.remove(temp)
             except OSError:
                 pass
             raise
-        if faults:
-            faults.maybe_crash("mid_write")
-        files[fmt] = {"path": final[len(layout.base) + 1 :], "bytes": layout.fs.size(temp), "sha256": layout.sha256(temp)}
+        hooks.at("mid_write")
+        files[fmt] = FileInfo(layout.relative(final), layout.fs.size(temp), layout.sha256(temp))
         layout.commit(temp, final)
-    if faults:
-        faults.maybe_crash("after_data_rename")
+    hooks.at("after_data_rename")
     failures_path = layout.failures_file(spec.name)
     if result.failures:
-        text = "".join(f.to_json() + "\n" for f in result.failures)
-        layout.write_bytes_atomic(failures_path, text.encode("utf-8"))
+        layout.write_bytes_atomic(failures_path, failure_lines(result.failures))
     else:
-        _remove(layout, failures_path)
-    stats = {
-        "shard": spec.name,
-        "index": spec.index,
-        "count": spec.count,
-        "prompts": spec.stop - spec.start,
-        "rows": len(result.records),
-        "failed": len(result.failures),
-        "ids": [r.id for r in result.records],
-        "failed_ids": [f.id for f in result.failures],
-        "files": files,
-        "seconds": round(result.seconds, 3),
-        "schema_version": SCHEMA_VERSION,
-        "fingerprint": fingerprint,
-    }
-    layout.write_json_atomic(layout.stats_file(spec.name), stats)
-    if faults:
-        faults.shard_committed()
+        layout.remove(failures_path)
+    stats = ShardStats(
+        shard=spec.name,
+        index=spec.index,
+        count=spec.count,
+        prompts=spec.stop - spec.start,
+        rows=len(result.records),
+        failed=len(result.failures),
+        ids=[r.id for r in result.records],
+        failed_ids=[str(f.id) for f in result.failures],
+        files=files,
+        seconds=round(result.seconds, 3),
+        schema_version=SCHEMA_VERSION,
+        fingerprint=fingerprint,
+    )
+    layout.write_json_atomic(layout.stats_file(spec.name), stats.to_dict())
+    hooks.shard_committed()
     return stats

@@ -102,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not run_args and not args.print_job_script:
         parser.error("give the daam-datasets run arguments after --")
 
-    from pipeline.cli import main as cli_main, setup_logging
+    from pipeline.cli import main as cli_main
+    from pipeline.logs import setup_logging
 
     setup_logging()
     cluster = make_cluster(

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 LayerSelection = Literal["reference", "all"]
+DEFAULT_THRESHOLD = 0.4  # τ of DAAM's word masks (the paper's best value)
+DEFAULT_CMAP = "jet"  # the colour map of DAAM's plot_overlay
 
 
 @dataclass(frozen=True)

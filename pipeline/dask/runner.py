@@ -1,8 +1,8 @@
 """Beam's ``DaskRunner`` for daam-datasets: one shard per Dask partition, worker setup (logging,
 torch threads) on every worker, an optional local cluster for the run, and a clean shutdown.
 
-Select it with ``daam-datasets run --runner dask`` (see ``pipeline.dask_cluster``) or, from Beam
-directly, ``--runner=pipeline.dask_runner.DaamDaskRunner`` with ``--dask_client_address`` /
+Select it with ``daam-datasets run --runner dask`` (see ``pipeline.dask.cluster``) or, from Beam
+directly, ``--runner=pipeline.dask.runner.DaamDaskRunner`` with ``--dask_client_address`` /
 ``--dask_scheduler_file`` / ``--dask_workers``.
 
 Safety does not depend on Dask: a task whose worker died is rerun elsewhere, and the shard commit
@@ -20,15 +20,15 @@ import dask.distributed as ddist
 from apache_beam.runners.dask.dask_runner import DaskOptions, DaskRunner, DaskRunnerResult
 from apache_beam.runners.runner import PipelineState
 
-from .dask_cluster import (
+from ..errors import DaskSetupError
+from .cluster import (
     DaamDaskOptions,
-    DaskSetupError,
     available_cores,
     start_local_cluster,
     threads_per_worker,
     workers_per_host,
 )
-from .dask_worker import NANNY_ABORT_TIMEOUT_S, WorkerSetup
+from .worker import NANNY_ABORT_TIMEOUT_S, WorkerSetup
 
 logger = logging.getLogger(__name__)
 QUIET_LOGGERS = {"distributed": logging.WARNING, "tornado": logging.WARNING, "bokeh": logging.ERROR}

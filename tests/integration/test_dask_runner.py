@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.dask_cluster import gpu_worker_envs, threads_per_worker, visible_gpus, workers_per_host
+from pipeline.dask.cluster import gpu_worker_envs, threads_per_worker, visible_gpus, workers_per_host
 from tests.conftest import FAST_ARGS, PROMPTS
 
 try:
@@ -28,7 +28,7 @@ except ImportError:
     HAVE_DASK = False
 needs_dask = pytest.mark.skipif(not HAVE_DASK, reason="distributed is not installed: pip install 'daam-datasets[dask]'")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 N_PROMPTS = 8
 # float32 maps and one torch thread everywhere: the same bytes whatever the runner or worker.
 RUN = FAST_ARGS + ["--shard-size", "2", "--map-dtype", "float32", "--torch-threads", "1"]
@@ -65,7 +65,7 @@ def test_each_gpu_worker_sees_only_its_own_gpu():
 
 @needs_dask
 def test_workers_undo_the_nannys_malloc_trim_setting(monkeypatch):
-    from pipeline.dask_worker import undo_malloc_trim
+    from pipeline.dask.worker import undo_malloc_trim
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     assert undo_malloc_trim() is False  # no nanny setting: glibc's default is left alone
@@ -74,7 +74,7 @@ def test_workers_undo_the_nannys_malloc_trim_setting(monkeypatch):
 
 
 def test_runner_dask_without_dask_says_how_to_install(run_cli, tmp_path, monkeypatch):
-    for module in ("distributed", "pipeline.dask_runner"):
+    for module in ("distributed", "pipeline.dask.runner"):
         monkeypatch.setitem(sys.modules, module, None)  # as if the dask extra were not installed
     (tmp_path / "p.txt").write_text("a cat\n")
     code, _, err = run_cli("run", "--prompts", tmp_path / "p.txt", "--output", tmp_path / "o", "--runner", "dask", "--dask-workers", "2")
@@ -85,8 +85,8 @@ def test_runner_dask_without_dask_says_how_to_install(run_cli, tmp_path, monkeyp
 def test_runner_dask_arguments(run_cli, tmp_path):
     import argparse
 
-    from pipeline.cli import UsageError
-    from pipeline.dask_cluster import RUNNER_PATH, beam_arguments
+    from pipeline.errors import UsageError
+    from pipeline.dask.cluster import RUNNER_PATH, beam_arguments
 
     def ns(address=None, workers=None):
         return argparse.Namespace(dask_address=address, dask_workers=workers)
@@ -113,7 +113,8 @@ def test_gpu_workers_are_pinned_one_device_each(monkeypatch):
     """``--dask-workers gpu`` without dask-cuda: real worker processes, each with its own device."""
     from distributed import Client
 
-    from pipeline.dask_cluster import DaskSetupError, start_local_cluster
+    from pipeline.dask.cluster import start_local_cluster
+    from pipeline.errors import DaskSetupError
 
     monkeypatch.setitem(sys.modules, "dask_cuda", None)  # the fallback path, even where dask-cuda exists
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")

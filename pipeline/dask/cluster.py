@@ -2,7 +2,7 @@
 pure rules behind them (threads per worker, GPU pinning). Imports Dask only when it is used.
 
 The runner itself (Beam's ``DaskRunner`` plus cluster lifetime and worker setup) is in
-``pipeline.dask_runner``; this module has no Dask import at module level, so the CLI works
+``pipeline.dask.runner``; this module has no Dask import at module level, so the CLI works
 without the ``dask`` extra.
 """
 
@@ -16,17 +16,15 @@ from typing import Any, Mapping, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from ..errors import DaskSetupError, UsageError
+
 logger = logging.getLogger(__name__)
 
-RUNNER_PATH = "pipeline.dask_runner.DaamDaskRunner"
+RUNNER_PATH = "pipeline.dask.runner.DaamDaskRunner"
 RUNNER_ALIASES = frozenset({"dask", "daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner", RUNNER_PATH.lower()})
 GPU = "gpu"
 DASHBOARD_PORT = 8787
 INSTALL_HINT = "pip install 'daam-datasets[dask]'"
-
-
-class DaskSetupError(ValueError):
-    """A Dask cluster cannot be started or reached; the message is for the user as is."""
 
 
 def parse_workers(value: str) -> int | str:
@@ -154,7 +152,7 @@ def require_dask() -> None:
     try:
         import distributed  # noqa: F401
 
-        import pipeline.dask_runner  # noqa: F401
+        import pipeline.dask.runner  # noqa: F401
     except ImportError as error:
         raise DaskSetupError(f"--runner dask needs Dask ({error.name} is not installed): {INSTALL_HINT}") from None
 
@@ -169,7 +167,6 @@ def address_flag(address: str) -> str:
 def beam_arguments(args: argparse.Namespace, extra: Sequence[str], device: str = "auto") -> list[str]:
     """Translate ``--runner dask`` / ``--dask-address`` / ``--dask-workers`` into Beam arguments for
     ``DaamDaskRunner``; other runners' arguments are returned unchanged."""
-    from .cli import UsageError
 
     address, workers = getattr(args, "dask_address", None), getattr(args, "dask_workers", None)
     runner, rest = _split_runner(extra)
@@ -232,7 +229,7 @@ def start_local_cluster(workers: int | str) -> tuple[Any, int]:
     """
     from distributed import LocalCluster
 
-    from .dask_worker import PatientNanny
+    from .worker import PatientNanny
 
     cores = available_cores()
     dashboard = _dashboard_address()
@@ -279,7 +276,7 @@ def gpu_spec_cluster(gpu_ids: Sequence[str], cores: int, **scheduler_options: An
     """One nanny-managed worker per GPU id, each with the environment of ``gpu_worker_envs``."""
     from distributed import Scheduler, SpecCluster
 
-    from .dask_worker import PatientNanny
+    from .worker import PatientNanny
 
     silence_logs = scheduler_options.pop("silence_logs", logging.ERROR)
     workers = {

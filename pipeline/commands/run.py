@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from transforms.model_loading import ModelLoadError
-from transforms.prompts import CorpusError
-
-from . import dask_cluster
-from .cli import UsageError
-from .options import DaamOptions, RunSettings
-from .output import OutputError
+from ..dask import cluster as dask_cluster
+from ..errors import UsageError
+from ..options import DaamOptions, RunSettings
 
 logger = logging.getLogger(__name__)
 DEFAULT_RUNNER = "FnApiRunner"
@@ -56,21 +51,11 @@ def beam_options(extra: list[str]) -> PipelineOptions:
 
 
 def main(args: argparse.Namespace, extra: list[str]) -> int:
-    """Run the pipeline; one line on stderr for every user-facing error."""
-    from .run import RunFailed, run
+    """Run the pipeline and print its summary line (errors are printed by ``pipeline.cli``)."""
+    from ..driver import run
 
-    try:
-        settings = RunSettings.from_args(args)
-        options = beam_options(dask_cluster.beam_arguments(args, extra, settings.model.device))
-        summary = run(settings, options)
-    except (CorpusError, ModelLoadError, OutputError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # e.g. a full disk while the driver writes run.json or manifests
-        print(f"error: {error}; fix the cause and rerun the same command (committed shards are kept)", file=sys.stderr)
-        return 1
-    except RunFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    settings = RunSettings.from_args(args)
+    options = beam_options(dask_cluster.beam_arguments(args, extra, settings.model.device))
+    summary = run(settings, options)
     print(summary.line())
     return 0

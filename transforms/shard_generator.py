@@ -6,28 +6,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from schemas.record import Record, encode_png
 
+from schemas.output_records import FailureRecord
+
 from .attribution import GenerationConfig, TracedSample, generate_traced
-from .faults import FaultInjector
+from .hooks import RunHooks
 from .prompts import PromptRecord
+from .results import PromptFailure, ShardResult
 from .sharding import ShardSpec
-from .sinks import FailureRecord, ShardResult
 
 logger = logging.getLogger(__name__)
-
-
-class PromptFailure(Exception):
-    """A single prompt cannot be turned into a record; ``stage`` says where it failed."""
-
-    def __init__(self, stage: str, message: str) -> None:
-        super().__init__(message)
-        self.stage = stage
 
 
 def row_id(prompt_id: str, image_index: int) -> str:
@@ -75,14 +69,13 @@ class ShardGenerator:
     config: GenerationConfig
     batch_size: int = 1
     map_dtype: str = "float16"
-    faults: FaultInjector | None = None
+    hooks: RunHooks = field(default_factory=RunHooks)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
 
     def _generate(self, prompts: Sequence[PromptRecord]) -> list[TracedSample]:
-        if self.faults:
-            self.faults.before_batch([p.id for p in prompts])
+        self.hooks.before_batch([p.id for p in prompts])
         with self._lock:
             return generate_traced(
                 self.pipe,
@@ -106,9 +99,10 @@ class ShardGenerator:
         try:
             return self._records_for([prompt]), None
         except PromptFailure as error:
-            return [], FailureRecord(prompt.id, prompt.prompt, error.stage, str(error), shard)
+            return [], FailureRecord(prompt.id, error.stage, str(error), prompt=prompt.prompt, shard=shard)
         except (RuntimeError, ValueError, IndexError) as error:
-            return [], FailureRecord(prompt.id, prompt.prompt, "generation", f"{type(error).__name__}: {error}", shard)
+            message = f"{type(error).__name__}: {error}"
+            return [], FailureRecord(prompt.id, "generation", message, prompt=prompt.prompt, shard=shard)
 
     def run_shard(
         self,

@@ -61,7 +61,7 @@ class WorkerSetup(WorkerPlugin):
         undo_malloc_trim()
         from distributed.comm import get_address_host
 
-        from .cli import setup_logging
+        from ..logs import setup_logging
 
         setup_logging(self.log_level <= logging.DEBUG)
         root = logging.getLogger()
@@ -75,7 +75,7 @@ class WorkerSetup(WorkerPlugin):
 
         import torch
 
-        from .dask_cluster import available_cores, threads_per_worker
+        from .cluster import available_cores, threads_per_worker
 
         host = get_address_host(worker.address)
         threads = self.torch_threads or threads_per_worker(available_cores(), self.hosts.get(host, 1))

@@ -37,10 +37,8 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     from transforms.model_loading import ModelLoadError
     from transforms.prompts import CorpusError
 
-    from .cli import UsageError
-    from .output import OutputError
-    from .run import RunFailed
-    from .validate import repair_output, validate_output
+    from ..errors import DaamDatasetsError, RunFailed, UsageError
+    from ..validate import repair_output, validate_output
 
     if extra and not args.repair:
         raise UsageError(f"validate: unrecognized arguments: {' '.join(extra)}")
@@ -53,16 +51,15 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     if not args.repair:
         return 1
     if extra:
-        from .run_command import unknown_beam_args
+        from .run import unknown_beam_args
 
         unknown = unknown_beam_args(extra)
         if unknown:
             raise UsageError(f"validate: unrecognized arguments: {' '.join(unknown)}")
     try:
         left = repair_output(args.output, prompts=args.prompts, beam_args=extra or None)
-    except (CorpusError, ModelLoadError, OutputError, RunFailed, ValueError) as error:
-        print(f"error: repair failed: {error}", file=sys.stderr)
-        return 2 if not isinstance(error, RunFailed) else 1
+    except (CorpusError, ModelLoadError, DaamDatasetsError, ValueError) as error:
+        raise DaamDatasetsError(f"repair failed: {error}", 1 if isinstance(error, RunFailed) else 2) from error
     if left:
         print(f"{args.output}: {len(left)} problems left after repair", file=sys.stderr)
         _print(left)

@@ -15,8 +15,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.shared import Shared
 
 from schemas.record import SCHEMA_VERSION, build_features
-from transforms.faults import FaultInjector
-from transforms.generate import ShardGenerator
+from transforms.hooks import hooks_from_env
+from transforms.shard_generator import ShardGenerator
 from transforms.layout import CARD_FILE, RUN_FILE, OutputLayout
 from transforms.model_loading import load_pipeline, model_geometry, resolve_model_source
 from transforms.prompts import read_corpus
@@ -25,13 +25,11 @@ from transforms.sharding import ShardSpec, plan_shards
 
 from . import output as out
 from .card import PREVIEW_IMAGE, render_card
+from .errors import RunFailed
+from .lock import RunLock
 from .options import RunSettings
 
 logger = logging.getLogger(__name__)
-
-
-class RunFailed(RuntimeError):
-    """The run finished but failed too many prompts (exit non-zero)."""
 
 
 @dataclass
@@ -99,14 +97,14 @@ def build_generator(settings_dict: dict[str, Any]) -> ShardGenerator:
         torch.set_num_threads(settings.torch_threads)
     pipe = load_pipeline(settings.model)
     return ShardGenerator(
-        pipe, settings.generation, settings.batch_size, settings.map_dtype, FaultInjector.from_env()
+        pipe, settings.generation, settings.batch_size, settings.map_dtype, hooks_from_env()
     )
 
 
 class ProgressReporter(threading.Thread):
     """Logs shards/prompts done, images/s and ETA by watching stats markers; refreshes the lock."""
 
-    def __init__(self, layout: OutputLayout, total_prompts: int, lock: out.RunLock, interval: float = 10.0) -> None:
+    def __init__(self, layout: OutputLayout, total_prompts: int, lock: RunLock, interval: float = 10.0) -> None:
         super().__init__(daemon=True, name="daam-progress")
         self.layout = layout
         self.total = total_prompts
@@ -117,7 +115,7 @@ class ProgressReporter(threading.Thread):
         self.done_at_start = self._done()
 
     def _done(self) -> int:
-        return sum(s["prompts"] for s in out.collect_stats(self.layout))
+        return sum(s.prompts for s in out.collect_stats(self.layout))
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval):
@@ -167,7 +165,7 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
 
     layout = OutputLayout(settings.output)
     out.check_output_path(layout)
-    lock = out.RunLock(layout)
+    lock = RunLock(layout)
     lock.acquire()
     try:
         fingerprint = settings.output_fingerprint(out.corpus_digest(corpus))
@@ -215,14 +213,14 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
             finally:
                 progress.stop()
         stats = out.collect_stats(layout)
-        missing = {s.name for s in specs} - {s["shard"] for s in stats}
+        missing = {s.name for s in specs} - {s.shard for s in stats}
         if missing:
             raise RunFailed(f"{len(missing)} shards were not committed (e.g. {sorted(missing)[0]}); rerun the same command to finish them")
         summary = RunSummary(
             output=settings.output,
-            rows=sum(s["rows"] for s in stats),
+            rows=sum(s.rows for s in stats),
             prompts=len(corpus.prompts),
-            failed=sum(s["failed"] for s in stats),
+            failed=sum(s.failed for s in stats),
             read_failures=len(corpus.failures),
             blank=corpus.blank,
             shards=len(specs),
@@ -232,7 +230,7 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
         )
         if metrics:
             logger.info("beam metrics: %s", ", ".join(f"{k}={v}" for k, v in sorted(metrics.items())))
-        parquet_bytes = sum(s["files"].get("parquet", {}).get("bytes", 0) for s in stats)
+        parquet_bytes = sum(s.file_bytes("parquet") for s in stats)
         card_summary = {
             "rows": summary.rows,
             "failed": summary.failed + summary.read_failures,

@@ -1,4 +1,5 @@
-"""Fault injection for tests, switched on by the ``DAAM_DATASETS_FAULTS`` environment variable.
+"""Fault injection for tests, switched on by the ``DAAM_DATASETS_FAULTS`` environment variable
+(``transforms.hooks.hooks_from_env``).
 
 Syntax: ``;``-separated ``key=value`` items, e.g.
 ``fail_prompts=id1,id2;crash_at=after_data_rename;crash_after_shards=1``.
@@ -22,14 +23,16 @@ import os
 import time
 from dataclasses import dataclass, field
 
-ENV_VAR = "DAAM_DATASETS_FAULTS"
+from ..hooks import FAULTS_ENV_VAR as ENV_VAR
+from ..hooks import RunHooks
+
 CRASH_POINTS = ("batch", "mid_write", "after_data_rename")
 CRASH_EXIT_CODE = 137
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class FaultInjector:
+class FaultInjector(RunHooks):
     """Parsed fault settings plus this process's count of committed shards."""
 
     fail_prompts: frozenset[str] = frozenset()
@@ -40,11 +43,8 @@ class FaultInjector:
     committed: int = field(default=0, init=False)
 
     @classmethod
-    def from_env(cls) -> "FaultInjector | None":
-        """The injector configured in the environment, or ``None`` when unset."""
-        spec = os.environ.get(ENV_VAR, "").strip()
-        if not spec:
-            return None
+    def parse(cls, spec: str) -> "FaultInjector":
+        """The injector for a ``key=value;…`` specification."""
         values: dict[str, str] = {}
         for item in filter(None, (part.strip() for part in spec.split(";"))):
             key, sep, value = item.partition("=")
@@ -69,12 +69,12 @@ class FaultInjector:
         """Raise for an injected bad prompt; crash if ``crash_at=batch`` is due."""
         if self.sleep_batch > 0:
             time.sleep(self.sleep_batch)
-        self.maybe_crash("batch")
+        self.at("batch")
         bad = self.fail_prompts.intersection(prompt_ids)
         if bad:
             raise RuntimeError(f"injected fault for prompt {sorted(bad)[0]}")
 
-    def maybe_crash(self, point: str) -> None:
+    def at(self, point: str) -> None:
         """Exit the process at once, without cleanup, if ``point`` is the configured crash point."""
         if self.crash_at == point and self.committed >= self.crash_after_shards:
             logger.error("fault injection: crashing at %s", point)

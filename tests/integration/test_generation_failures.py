@@ -8,10 +8,11 @@ import pytest
 from apache_beam.utils.shared import Shared
 
 from pipeline.options import RunSettings
-from pipeline.run import run
+from pipeline.driver import run
 from tests.conftest import FAST_ARGS
 from transforms.attribution import GenerationConfig, generate_traced
-from transforms.generate import PromptFailure, to_record
+from transforms.results import PromptFailure
+from transforms.shard_generator import to_record
 from transforms.prompts import PromptRecord, read_corpus
 from transforms.shard_dofn import GenerateShardFn
 
@@ -66,7 +67,7 @@ def test_one_model_per_process_across_dofn_instances(tmp_path):
 
     def make():
         calls.append(1)
-        return type("Generator", (), {"faults": None})()
+        return type("Generator", (), {"hooks": None})()
 
     shared = Shared()
     fns = [GenerateShardFn(str(tmp_path), ("parquet",), dict, "fp", make, shared) for _ in range(3)]

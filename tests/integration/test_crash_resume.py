@@ -17,15 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.output import RunLock, OutputError
+from pipeline.errors import OutputError
+from pipeline.lock import RunLock
 from pipeline.validate import validate_output
 from tests.conftest import FAST_ARGS, PROMPTS
-from transforms.faults import CRASH_EXIT_CODE
+from transforms.testing.faults import CRASH_EXIT_CODE
 from transforms.layout import OutputLayout
 from transforms.prompts import read_corpus
 
 CLI = str(Path(sys.executable).with_name("daam-datasets"))
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args, faults: str = "", **popen) -> subprocess.Popen:
@@ -159,7 +160,7 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 HOLD_LOCK = """
 import sys, time
-from pipeline.output import RunLock
+from pipeline.lock import RunLock
 from transforms.layout import OutputLayout
 RunLock(OutputLayout(sys.argv[1])).acquire()
 print("locked", flush=True)

@@ -17,7 +17,7 @@ import torch
 from transforms.attribution import GenerationConfig, generate_traced
 from transforms.tiny_model import tiny_model_path
 
-REFERENCE = Path(__file__).parent / "reference"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference"
 META = json.loads((REFERENCE / "daam_0.2.0_tiny.json").read_text())
 ARRAYS = np.load(REFERENCE / "daam_0.2.0_tiny.npz")
 MAP_ATOL = 1e-5

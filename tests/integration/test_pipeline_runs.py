@@ -138,7 +138,7 @@ def test_other_runners_give_the_same_maps(first_run, corpus, tmp_path, runner_ar
     args = list(runner_args)
     if "--runner=PortableRunner" in args:
         args.append(f"--job_endpoint={request.getfixturevalue('job_service')}")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     cmd = [sys.executable, "-m", "pipeline.cli", "run", "--prompts", str(corpus), "--output", str(tmp_path / "o"), *RUN, *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -560,9 +560,9 @@ def repair_output(path: str, prompts: str | None = None, beam_args: list[str] | 
     """
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from . import output as out
-    from .options import RunSettings
-    from .run import run
+    from ..lock import RunLock
+    from ..options import RunSettings
+    from ..driver import run
 
     problems = validate_output(path)
     if not problems:
@@ -573,7 +573,7 @@ def repair_output(path: str, prompts: str | None = None, beam_args: list[str] | 
     run_info = layout.read_json(layout.path(RUN_FILE))
     settings = RunSettings.from_dict(run_info["settings"])
     settings = replace(settings, output=path, prompts=prompts or settings.prompts, overwrite=False)
-    lock = out.RunLock(layout)
+    lock = RunLock(layout)
     lock.acquire()
     try:
         shards = damaged_shards(problems)

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed: pip install 'daam-datasets[dask]'")
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "slurm"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "slurm"
 
 
 def _recipe():

@@ -1,0 +1,1 @@
+"""The ``daam-datasets`` subcommands: argument registration and ``main`` only."""

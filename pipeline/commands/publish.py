@@ -1,0 +1,67 @@
+"""``daam-datasets publish``: arguments and ``main``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from ..publish import *  # noqa: F403  (narrowed by the publish package split)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``publish`` subcommand."""
+    parser = subparsers.add_parser(
+        "publish",
+        help="validate an output and upload it to the Hugging Face Hub (or copy it with --to)",
+        description="Validate OUTPUT, then upload data shards, dataset card, run summary and preview to a "
+        "Hugging Face dataset repository (resumable: files already there with the same sha256 are not sent "
+        "again), or copy them to any fsspec destination with --to. _stats/, _manifest/, .lock and .tmp are "
+        "never published, _failures/ only with --include-failures.",
+    )
+    parser.add_argument("output", help="output folder (local, gs:// or s3://)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--repo-id", help="Hub dataset repository ORG/NAME (created if missing)")
+    where.add_argument("--to", metavar="PATH_OR_URL", help="copy to a local folder or fsspec URL instead of the Hub")
+    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    parser.add_argument("--revision", metavar="BRANCH", help="Hub branch to commit to (created from main if missing)")
+    parser.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or `hf auth login`)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (files, sizes, commits) and send nothing")
+    parser.add_argument("--include-failures", action="store_true", help="also publish _failures/ (per-prompt failure records)")
+    parser.add_argument("--no-preview", action="store_true", help="do not publish preview/")
+    parser.add_argument("--max-files-per-commit", type=int, default=DEFAULT_MAX_FILES,
+                        help=f"data shards per commit (default {DEFAULT_MAX_FILES}; preview files go {SMALL_FILES_PER_COMMIT} a commit)")
+    parser.add_argument("--max-commit-bytes", type=float, default=DEFAULT_MAX_BYTES / 1024**3, metavar="GIB",
+                        help=f"GiB per commit (default {DEFAULT_MAX_BYTES / 1024**3:g})")
+    parser.set_defaults(func=main, accepts_extra=False)
+
+
+def main(args: argparse.Namespace, extra: list[str]) -> int:
+    """Publish; one line (or a short problem list) on stderr for user-facing errors."""
+    from ..errors import UsageError
+
+    if args.to and (args.private or args.revision or args.token):
+        raise UsageError("publish: --private, --revision and --token apply to --repo-id, not --to")
+    if args.max_files_per_commit < 1 or args.max_commit_bytes <= 0:
+        raise UsageError("publish: --max-files-per-commit and --max-commit-bytes must be positive")
+    if not getattr(args, "verbose", False):
+        for name in ("huggingface_hub", "httpx", "httpx2", "httpcore"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    common: dict[str, Any] = {
+        "include_failures": args.include_failures, "include_preview": not args.no_preview, "dry_run": args.dry_run,
+        "max_files": args.max_files_per_commit, "max_bytes": int(args.max_commit_bytes * 1024**3),
+    }
+    try:
+        if args.to:
+            result = publish_to_path(args.output, args.to, **common)
+        else:
+            result = publish_to_hub(
+                args.output, args.repo_id, token=args.token, private=args.private, revision=args.revision, **common
+            )
+    except PublishError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1 if isinstance(error, DamagedOutput) else 2
+    print(result.line())
+    return 0
+

@@ -1,0 +1,1 @@
+"""Beam on Dask: options and resource rules without a Dask import, worker set-up, clusters, the runner."""

@@ -1,0 +1,1 @@
+from .gallery import *  # noqa: F401,F403

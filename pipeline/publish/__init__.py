@@ -1,0 +1,1 @@
+from .hub import *  # noqa: F401,F403
