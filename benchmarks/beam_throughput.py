@@ -23,7 +23,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from benchmarks.common import machine_info, paired_times, write_result
 from pipeline.options import RunSettings
-from pipeline.driver import build_generator, run
+from pipeline.driver import run
+from pipeline.graph import build_generator
 from schemas.record import build_features
 from transforms.attribution import GenerationConfig
 from transforms.layout import OutputLayout

@@ -17,7 +17,7 @@ def machine_info() -> dict[str, Any]:
     """Machine, accelerator and library versions, recorded with every result."""
     import torch
 
-    from pipeline.driver import library_versions
+    from pipeline.summary import library_versions
 
     return {
         "platform": platform.platform(),

@@ -1,13 +1,20 @@
-"""The dataset card (``README.md`` with YAML front matter) the Hub and ``load_dataset`` read."""
+"""The dataset card (``README.md``): ``huggingface_hub``'s ``DatasetCardData`` for the YAML front
+matter the Hub and ``load_dataset`` read, a Jinja2 template (``templates/dataset_card.md``) for the
+text. A finished output's card is always rendered from its own records (``run.json`` and the shard
+markers), so the preview and publish steps re-render it instead of editing text."""
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
-import yaml
 from datasets import Features
+from huggingface_hub import DatasetCard, DatasetCardData
 
-from schemas.record import COLUMN_DOCS, SCHEMA_VERSION
+from schemas.output_records import RunInfo, ShardStats
+from schemas.record import COLUMN_DOCS, SCHEMA_VERSION, build_features
+from transforms.attribution.config import DEFAULT_CMAP, DEFAULT_THRESHOLD
+from transforms.layout import CARD_FILE, RUN_FILE, OutputLayout
 
 CITATION = """@inproceedings{tang2023daam,
   title     = {What the {DAAM}: Interpreting Stable Diffusion Using Cross Attention},
@@ -17,31 +24,13 @@ CITATION = """@inproceedings{tang2023daam,
 }"""
 PREVIEW_IMAGE = "preview/grid.png"  # written by ``daam-datasets preview``, embedded when present
 PREVIEW_GALLERY = "preview/index.html"
-_PREVIEW_ANCHOR = "\n## Contents\n"
+PLACEHOLDER_REPO = "path/or/org-name"  # the load example's dataset name before publishing
+TAGS = ["daam", "attribution", "cross-attention", "stable-diffusion", "synthetic", "weak-supervision"]
+UNFINISHED_DATA = "data/RUN-NOT-FINISHED-*.parquet"  # matches no file: load_dataset refuses the folder
 
 
-def preview_section(image: str = PREVIEW_IMAGE) -> str:
-    """The card's preview section: the grid image and a pointer to the HTML gallery."""
-    return (
-        "## Preview\n\n"
-        f"![Sample images, each with the heat map of one word (jet; outline: mask at τ = 0.4)]({image})\n\n"
-        f"Interactive gallery (every word's heat map): `{PREVIEW_GALLERY}` — download the `preview/` "
-        "folder and open `index.html` in a browser.\n"
-    )
-
-
-def embed_preview(card: str, image: str = PREVIEW_IMAGE) -> str:
-    """``card`` with the preview section before "## Contents" (unchanged if it has one)."""
-    if "\n## Preview\n" in card or _PREVIEW_ANCHOR not in card:
-        return card
-    return card.replace(_PREVIEW_ANCHOR, "\n" + preview_section(image) + _PREVIEW_ANCHOR, 1)
-
-
-def remove_preview(card: str) -> str:
-    """``card`` without the preview section (for a copy published without ``preview/``)."""
-    start = card.find("\n## Preview\n")
-    end = card.find(_PREVIEW_ANCHOR, start + 1)
-    return card if start < 0 or end < 0 else card[:start] + card[end:]
+def _template(name: str) -> str:
+    return resources.files("pipeline").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def size_category(rows: int) -> str:
@@ -52,37 +41,36 @@ def size_category(rows: int) -> str:
     return "1M<n<10M" if rows < 10_000_000 else "n>10M"
 
 
-def card_metadata(features: Features, summary: dict[str, Any], license_id: str) -> dict[str, Any]:
+def _config(path: str) -> dict[str, Any]:
+    return {"config_name": "default", "data_files": [{"split": "train", "path": path}]}
+
+
+def card_data(features: Features, summary: dict[str, Any], license_id: str) -> DatasetCardData:
     """YAML front matter: configs, features, split sizes, license, tags."""
-    configs: list[dict[str, Any]] = []
-    if "parquet" in summary["formats"]:
-        configs.append({"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]})
-    else:
-        # one builder per repository: WebDataset is declared only when it is the sole format
-        configs.append({"config_name": "default", "data_files": [{"split": "train", "path": "wds/train-*.tar"}]})
-    meta: dict[str, Any] = {
-        "license": license_id,
-        "task_categories": ["image-segmentation", "text-to-image"],
-        "tags": ["daam", "attribution", "cross-attention", "stable-diffusion", "synthetic", "weak-supervision"],
-        "size_categories": [size_category(summary["rows"])],
-        "pretty_name": "DAAM attribution dataset",
-        "configs": configs,
-    }
-    if "parquet" in summary["formats"]:
-        meta["dataset_info"] = {
+    parquet = "parquet" in summary["formats"]
+    # one builder per repository: WebDataset is declared only when it is the sole format
+    extra: dict[str, Any] = {"configs": [_config("data/train-*.parquet" if parquet else "wds/train-*.tar")]}
+    if parquet:
+        extra["dataset_info"] = {
             "config_name": "default",
             "features": features._to_yaml_list(),
             "splits": [{"name": "train", "num_bytes": summary["parquet_bytes"], "num_examples": summary["rows"]}],
             "download_size": summary["parquet_bytes"],
             "dataset_size": summary["parquet_bytes"],
         }
-    return meta
+    return DatasetCardData(
+        license=license_id,
+        task_categories=["image-segmentation", "text-to-image"],
+        tags=TAGS,
+        size_categories=[size_category(summary["rows"])],
+        pretty_name="DAAM attribution dataset",
+        **extra,
+    )
 
 
 def _schema_table(features: Features) -> str:
     lines = ["| column | type | meaning |", "|---|---|---|"]
-    for name, feature in features.items():
-        lines.append(f"| `{name}` | `{feature!r}` | {COLUMN_DOCS.get(name, '')} |")
+    lines += [f"| `{name}` | `{feature!r}` | {COLUMN_DOCS.get(name, '')} |" for name, feature in features.items()]
     return "\n".join(lines)
 
 
@@ -92,78 +80,105 @@ def render_card(
     settings: dict[str, Any],
     license_id: str,
     preview_image: str | None = None,
+    repo_id: str = PLACEHOLDER_REPO,
 ) -> str:
-    """The full card text; ``preview_image`` (a repo path, e.g. ``PREVIEW_IMAGE``) is embedded."""
-    card = _render_card(features, summary, settings, license_id)
-    return embed_preview(card, preview_image) if preview_image else card
+    """The full card text; ``preview_image`` (a repo path, e.g. ``PREVIEW_IMAGE``) is embedded and
+    ``repo_id`` is the dataset name in the load example."""
+    map_h, map_w = summary["map_size"]
+    generation = settings["generation"]
+    card = DatasetCard.from_template(
+        card_data(features, summary, license_id),
+        template_str=_template("dataset_card.md"),
+        summary=summary,
+        model=settings["model"],
+        generation=generation,
+        trace=generation["trace"],
+        map_dtype=settings["map_dtype"],
+        map_h=map_h,
+        map_w=map_w,
+        schema_table=_schema_table(features),
+        schema_version=SCHEMA_VERSION,
+        preview_image=preview_image,
+        preview_gallery=PREVIEW_GALLERY,
+        repo_id=repo_id,
+        cmap=DEFAULT_CMAP,
+        threshold=DEFAULT_THRESHOLD,
+        citation=CITATION,
+    )
+    return str(card) + "\n"
 
 
-def _render_card(features: Features, summary: dict[str, Any], settings: dict[str, Any], license_id: str) -> str:
-    front = yaml.safe_dump(card_metadata(features, summary, license_id), sort_keys=False, allow_unicode=True)
-    gen = settings["generation"]
-    trace = gen["trace"]
-    model = settings["model"]
-    h, w = summary["map_size"]
-    return f"""---
-{front}---
+def card_summary(info: RunInfo, stats: list[ShardStats]) -> dict[str, Any]:
+    """The card's figures from ``run.json`` and the committed shards."""
+    rows = sum(s.rows for s in stats)
+    failed = sum(s.failed for s in stats) + int((info.summary or {}).get("read_failures", 0))
+    return {
+        "rows": rows,
+        "failed": failed,
+        "shards": info.shards,
+        "formats": list(info.settings["formats"]),
+        "parquet_bytes": sum(s.file_bytes("parquet") for s in stats),
+        "map_size": list(info.map_size),
+        "image_size": list(info.image_size),
+    }
 
-# DAAM attribution dataset
 
-Images generated by a text-to-image diffusion model, each with **per-token cross-attention heat
-maps** that show where in the image every word of the prompt acted, aggregated as in DAAM
-(Tang et al., ACL 2023). Use the maps as pseudo-masks for weakly supervised segmentation.
+def output_card(
+    layout: OutputLayout,
+    stats: list[ShardStats],
+    preview_image: str | None = None,
+    repo_id: str = PLACEHOLDER_REPO,
+) -> str:
+    """The card of a finished output, rendered from its ``run.json`` and shard markers."""
+    info = RunInfo.from_dict(layout.read_json(layout.path(RUN_FILE)))
+    settings = info.settings
+    features = build_features(info.map_size[0], info.map_size[1], settings["map_dtype"])
+    summary = card_summary(info, stats)
+    return render_card(features, summary, settings, settings["dataset_license"], preview_image, repo_id)
 
-Made with daam-datasets (schema {SCHEMA_VERSION}).
 
-## Contents
+def unfinished_card() -> str:
+    """A card that ``load_dataset`` refuses (its data pattern matches no file), until the run completes."""
+    data = DatasetCardData(configs=[_config(UNFINISHED_DATA)])
+    return str(DatasetCard.from_template(data, template_str=_template("unfinished_card.md"))) + "\n"
 
-| | |
-|---|---|
-| rows (images) | {summary['rows']} |
-| prompts failed | {summary['failed']} |
-| shards | {summary['shards']} |
-| model | `{model['model']}` (revision `{model['revision']}`, scheduler `{model['scheduler'] or 'model default'}`, dtype {model['dtype']}) |
-| steps / guidance | {gen['steps']} / {gen['guidance_scale']} |
-| image size | {summary['image_size'][1]}×{summary['image_size'][0]} px; maps {w}×{h} (latent grid) |
-| map dtype | {settings['map_dtype']} |
-| traced layers | {trace['layers']}; factors {trace['factors'] or 'all kept'}; steps {trace['step_range'] or 'all'} |
-| formats | {', '.join(summary['formats'])} |
 
-## Schema
+def read_card(layout: OutputLayout) -> DatasetCard | None:
+    """The output's card, parsed by ``huggingface_hub`` (``None`` if there is none)."""
+    path = layout.path(CARD_FILE)
+    if not layout.exists(path):
+        return None
+    with layout.fs.open(path, "rb") as fh:
+        return DatasetCard(fh.read().decode("utf-8"))
 
-{_schema_table(features)}
 
-## Load
+def write_card(layout: OutputLayout, text: str) -> bool:
+    """Write the card if its text changed; whether it was written (a rerun changes no file)."""
+    path = layout.path(CARD_FILE)
+    if layout.exists(path):
+        with layout.fs.open(path, "rb") as fh:
+            if fh.read().decode("utf-8") == text:
+                return False
+    layout.write_bytes_atomic(path, text.encode("utf-8"))
+    return True
 
-```python
-from datasets import load_dataset
-ds = load_dataset("path/or/org-name", split="train")
-row = ds[0]
-row["image"]                                      # PIL image
-import numpy as np; maps = np.asarray(row["token_maps"])  # (len(tokens), {h}, {w})
-```
 
-Streaming: `load_dataset("parquet", data_files="data/*.parquet", split="train", streaming=True)`.
-WebDataset shards (if present) hold `<key>.png`, `<key>.json` and `<key>.maps.npy`.
+# Transitional: text-level preview embedding, until preview/publish re-render with ``output_card``.
+_PREVIEW_ANCHOR = "\n## Contents\n"
 
-## How the maps were made
 
-For every cross-attention layer of the UNet ({trace['layers']} selection) the softmax attention of
-each latent pixel over the text tokens is summed over the denoising steps (conditional half of the
-guidance batch only), upsampled bicubically to the latent grid, clamped at zero and averaged over
-all layers and heads. Row *i* of `token_maps` is the map of `tokens[i]`. Maps are stored raw: for
-a mask, resize a (word) map to the image, min-max normalise and threshold (DAAM uses τ = 0.4).
-A word's map is the mean of its tokens' rows (`words[j].start … end`).
+def embed_preview(card: str, image: str = PREVIEW_IMAGE) -> str:
+    """``card`` with the preview section before "## Contents" (unchanged if it has one)."""
+    if "\n## Preview\n" in card or _PREVIEW_ANCHOR not in card:
+        return card
+    section = _template("dataset_card.md").split("{% if preview_image %}\n", 1)[1].split("{% endif %}", 1)[0]
+    section = section.replace("{{ cmap }}", DEFAULT_CMAP).replace("{{ threshold }}", str(DEFAULT_THRESHOLD))
+    section = section.replace("{{ preview_image }}", image).replace("{{ preview_gallery }}", PREVIEW_GALLERY)
+    return card.replace(_PREVIEW_ANCHOR, "\n" + section + _PREVIEW_ANCHOR, 1)
 
-## Limitations
 
-Maps show where the model attended, not ground truth; they are coarse (latent resolution) and
-inherit the model's biases. Prompts longer than the text window are truncated (`truncated`).
-Settings and library versions of the run are in `run.json`.
-
-## Citation
-
-```bibtex
-{CITATION}
-```
-"""
+def remove_preview(card: str) -> str:
+    """``card`` without the preview section (for a copy published without ``preview/``)."""
+    start = card.find("\n## Preview\n")
+    end = card.find(_PREVIEW_ANCHOR, start + 1)
+    return card if start < 0 or end < 0 else card[:start] + card[end:]

@@ -1,21 +1,16 @@
-"""Preparing an output folder for a run: checks, lock, resume decisions, manifests, summary."""
+"""Preparing an output folder for a run: path checks, resume decisions, manifests, read failures, stats."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import socket
-import threading
-import time
-from typing import Any
 
 from schemas.output_records import FailureRecord, ShardStats, failure_lines
 from transforms.layout import (
     CARD_FILE,
     DATA_DIR,
     FAILURES_DIR,
-    LOCK_FILE,
     MANIFEST_DIR,
     PREVIEW_DIR,
     RUN_FILE,
@@ -70,12 +65,9 @@ def check_output_path(layout: OutputLayout) -> None:
 def reset_output(layout: OutputLayout) -> None:
     """Delete everything a previous run wrote (``--overwrite``)."""
     for folder in (DATA_DIR, WDS_DIR, STATS_DIR, FAILURES_DIR, MANIFEST_DIR, PREVIEW_DIR, TMP_DIR):
-        path = layout.path(folder)
-        if layout.exists(path):
-            layout.fs.rm(path, recursive=True)
+        layout.remove(layout.path(folder), recursive=True)
     for name in (RUN_FILE, CARD_FILE):
-        if layout.exists(layout.path(name)):
-            layout.fs.rm(layout.path(name))
+        layout.remove(layout.path(name))
 
 
 def check_resume(layout: OutputLayout, fingerprint: str, overwrite: bool) -> None:
@@ -97,9 +89,7 @@ def check_resume(layout: OutputLayout, fingerprint: str, overwrite: bool) -> Non
 
 def clean_temporaries(layout: OutputLayout) -> None:
     """Remove temp files left by crashed writers (none can be live: we hold the lock)."""
-    path = layout.path(TMP_DIR)
-    if layout.exists(path):
-        layout.fs.rm(path, recursive=True)
+    layout.remove(layout.path(TMP_DIR), recursive=True)
 
 
 def committed_shards(layout: OutputLayout) -> set[str]:
@@ -115,35 +105,11 @@ def write_manifests(layout: OutputLayout, corpus: Corpus, specs: list[ShardSpec]
         layout.write_bytes_atomic(layout.manifest_file(spec.name), ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
 
 
-INCOMPLETE_CARD = """---
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: data/RUN-NOT-FINISHED-*.parquet
----
-
-# Unfinished daam-datasets run
-
-This folder holds a run that has not finished (it is running, crashed or was stopped), so its
-card points at no data and `load_dataset` refuses it rather than load some of the shards.
-Rerun the same `daam-datasets run` command to finish it; `daam-datasets validate` lists what is
-missing. The real card replaces this one when the run completes.
-"""
-
-
-def write_incomplete_card(layout: OutputLayout) -> None:
-    """Write a card that ``load_dataset`` refuses, until the run completes. (A finished run's
-    card needs no placeholder: its split sizes make ``load_dataset`` refuse a partial folder.)"""
-    layout.write_bytes_atomic(layout.path(CARD_FILE), INCOMPLETE_CARD.encode("utf-8"))
-
-
 def write_read_failures(layout: OutputLayout, corpus: Corpus) -> None:
     """Record corpus rows that could not become prompts."""
     path = layout.path(FAILURES_DIR, READ_FAILURES)
     if not corpus.failures:
-        if layout.exists(path):
-            layout.fs.rm(path)
+        layout.remove(path)
         return
     records = [FailureRecord(None, "read", f.reason, source=f.source, line=f.line, raw=f.raw) for f in corpus.failures]
     layout.write_bytes_atomic(path, failure_lines(records))

@@ -121,19 +121,6 @@ def failure_lines(records: list[FailureRecord]) -> bytes:
 
 
 @dataclass
-class RunSummaryCounts:
-    """The counts a finished run records in ``run.json``."""
-
-    output: str
-    rows: int
-    prompts: int
-    failed: int
-    read_failures: int
-    blank: int
-    shards: int
-
-
-@dataclass
 class RunInfo:
     """``run.json``: settings, versions, geometry, fingerprint and, once complete, the summary."""
 

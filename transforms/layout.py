@@ -96,8 +96,18 @@ class OutputLayout:
 
     def read_json(self, path: str) -> Any:
         """Read a JSON file."""
+        return json.loads(self.read_text(path))
+
+    def read_text(self, path: str) -> str:
+        """A UTF-8 text file's content."""
         with self.fs.open(path, "rb") as fh:
-            return json.loads(fh.read().decode("utf-8"))
+            return fh.read().decode("utf-8")
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the output is on the local filesystem (OS locks and renames work)."""
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return "file" in protocols or "local" in protocols
 
     def sha256(self, path: str) -> str:
         """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""

@@ -1,0 +1,50 @@
+"""A progress line while a run works: shards/prompts done, prompts/s and ETA, from the stats markers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from transforms.layout import OutputLayout
+
+from .lock import RunLock
+from .output import collect_stats
+
+logger = logging.getLogger(__name__)
+
+
+class ProgressReporter(threading.Thread):
+    """Logs progress every ``interval`` seconds by watching stats markers; refreshes the lock."""
+
+    def __init__(self, layout: OutputLayout, total_prompts: int, lock: RunLock, interval: float = 10.0) -> None:
+        super().__init__(daemon=True, name="daam-progress")
+        self.layout = layout
+        self.total = total_prompts
+        self.lock = lock
+        self.interval = interval
+        self.stop_event = threading.Event()
+        self.started_at = time.time()
+        self.done_at_start = self._done()
+
+    def _done(self) -> int:
+        return sum(s.prompts for s in collect_stats(self.layout))
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            self.lock.heartbeat()
+            done = self._done()
+            rate = (done - self.done_at_start) / max(1e-9, time.time() - self.started_at)
+            eta = f"{(self.total - done) / rate / 60:.1f} min" if rate > 0 else "?"
+            logger.info("progress: %d/%d prompts, %.2f prompts/s, ETA %s", done, self.total, rate, eta)
+
+    def stop(self) -> None:
+        """Stop reporting."""
+        self.stop_event.set()
+
+    def __enter__(self) -> "ProgressReporter":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
