@@ -14,6 +14,7 @@ from pathlib import Path
 from datasets import load_dataset
 from PIL import Image
 
+from transforms.attribution.config import DEFAULT_THRESHOLD
 from transforms.attribution.pseudo_masks import pseudo_mask
 
 
@@ -22,7 +23,7 @@ def main() -> None:
     parser.add_argument("dataset", help="output folder or hub id")
     parser.add_argument("--classes", nargs="+", required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--threshold", type=float, default=0.4)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     written = 0

@@ -51,7 +51,7 @@ def test_infer_factor_handles_odd_latent_sizes():
     assert infer_factor(8 * 12, 8, 12) == (1, 8, 12)
     assert infer_factor(4 * 6, 8, 12) == (2, 4, 6)
     assert infer_factor(3 * 2, 9, 5) == (4, 3, 2)  # ceil division like strided convs
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot place 7 attention queries"):
         infer_factor(7, 8, 12)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from transforms.attribution.overlay import find_spans
 from transforms.attribution.pseudo_masks import IGNORE, pseudo_mask, word_rows
 
 WORDS = [
@@ -22,6 +23,14 @@ def test_word_rows_cover_multi_token_and_multi_word_classes():
     assert word_rows(WORDS, "Red Armadillo") == [1, 2, 3]
     assert word_rows(WORDS, "a") == [0, 5]
     assert word_rows(WORDS, "dog") == []
+
+
+def test_word_rows_use_the_row_matcher():
+    row = {"words": WORDS}
+    for query in ("armadillo", "Red Armadillo", "a", "and a cat"):
+        assert word_rows(WORDS, query) == [i for a, b in find_spans(row, query) for i in range(a, b)]
+    assert word_rows(WORDS, "armadillo and") == [2, 3, 4]
+    assert word_rows(WORDS, "arma") == []  # a word, not a prefix
 
 
 def test_pseudo_mask_assigns_classes_background_and_ignore():

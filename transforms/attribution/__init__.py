@@ -10,11 +10,11 @@ Imports torch and diffusers only (no Beam), so it can be used on its own::
 
 from .config import GenerationConfig, TraceConfig
 from .generate import TracedSample, generate_traced, image_seed
-from .heatmap import GlobalHeatMap, expand_map, normalize_rows, word_mask
+from .heatmap import GlobalHeatMap, expand_map, min_max, normalize_rows, word_heat, word_mask
 from .processor import DaamCrossAttnProcessor
 from .store import HeatMapStore
 from .tracer import CrossAttentionTracer
-from .words import TokenizedPrompt, WordSpan, token_merge_indices, tokenize_prompt
+from .words import TokenizedPrompt, WordSpan, row_spans, token_merge_indices, token_spans, tokenize_prompt
 
 __all__ = [
     "CrossAttentionTracer",
@@ -29,8 +29,12 @@ __all__ = [
     "expand_map",
     "generate_traced",
     "image_seed",
+    "min_max",
     "normalize_rows",
+    "row_spans",
     "token_merge_indices",
+    "token_spans",
     "tokenize_prompt",
+    "word_heat",
     "word_mask",
 ]

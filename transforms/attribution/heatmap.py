@@ -9,9 +9,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import DEFAULT_THRESHOLD
 from .words import TokenizedPrompt, token_merge_indices
 
-DEFAULT_THRESHOLD = 0.4
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "GlobalHeatMap",
+    "expand_map",
+    "heat_mask",
+    "min_max",
+    "normalize_rows",
+    "word_heat",
+    "word_mask",
+]
 
 
 def normalize_rows(maps: torch.Tensor) -> torch.Tensor:
@@ -29,11 +39,24 @@ def expand_map(word_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     )[0, 0]
 
 
+def min_max(values: torch.Tensor) -> torch.Tensor:
+    """DAAM's min-max normalisation: ``(x - min) / (max - min + 1e-8)``, in ``[0, 1)``."""
+    return (values - values.min()) / (values.max() - values.min() + 1e-8)
+
+
+def word_heat(word_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A word map resized bicubically to ``size`` (height, width) and min-max normalised."""
+    return min_max(expand_map(word_map, size))
+
+
+def heat_mask(heat: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """DAAM's τ rule on a ``word_heat`` map: the pixels strictly above ``threshold``."""
+    return heat > threshold
+
+
 def word_mask(word_map: torch.Tensor, size: tuple[int, int], threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
     """DAAM mask: resize to ``size``, min-max normalise (+1e-8), keep pixels ``> threshold``."""
-    big = expand_map(word_map, size)
-    big = (big - big.min()) / (big.max() - big.min() + 1e-8)
-    return big > threshold
+    return heat_mask(word_heat(word_map, size), threshold)
 
 
 @dataclass

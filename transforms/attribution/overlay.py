@@ -11,7 +11,7 @@ shape ``(len(tokens), h, w)``) and ``words`` (``[{"word", "start", "end"}]``)::
     result = word_overlay(row, "cat")       # every occurrence of "cat", DAAM's merge rule
     result.map, result.mask, result.image   # (h, w) map, (H, W) τ = 0.4 mask, PIL overlay
 
-Semantics follow DAAM (``heatmap.py``): the word map is the mean of the token-map rows of all
+Semantics follow DAAM (``heatmap.py``, ``words.py``): the word map is the mean of the token-map rows of all
 tokens of all occurrences; the mask is the map resized bicubically to the image size, min-max
 normalised (+1e-8) and thresholded ``> τ``. Unlike DAAM's ``plot_overlay`` this works for
 non-square images (the image's own size is used), lets you pick one occurrence of a repeated
@@ -24,17 +24,14 @@ maps; torch only for the bicubic resize, so results equal the pipeline's.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.4
-DEFAULT_CMAP = "jet"  # DAAM's plot_overlay colour map
-# CLIP's pre-tokeniser (``'s|'t|…|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+``): how a prompt splits into words
-_WORD_UNITS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE)
+from .config import DEFAULT_CMAP, DEFAULT_THRESHOLD
+from .words import Span, row_spans
 
 
 @dataclass
@@ -48,7 +45,7 @@ class WordOverlay:
     """
 
     word: str
-    spans: list[tuple[int, int]]
+    spans: list[Span]
     tokens: list[str]
     map: np.ndarray
     heat: np.ndarray
@@ -83,23 +80,14 @@ def row_maps(row: dict[str, Any]) -> np.ndarray:
     return maps
 
 
-def _units(text: str) -> list[str]:
-    return [u.lower() for u in _WORD_UNITS.findall(text)]
-
-
-def find_spans(
-    row: dict[str, Any],
-    word: str | int,
-    occurrence: int | None = None,
-    tokenizer: Any = None,
-) -> list[tuple[int, int]]:
+def find_spans(row: dict[str, Any], word: str | int, occurrence: int | None = None, tokenizer: Any = None) -> list[Span]:
     """Token spans ``[start, end)`` of ``word`` in the row.
 
     ``word`` is a query (one or more words, any case) or an ``int`` index into ``row["words"]``
-    (exactly that entry). A query matches every run of consecutive ``words`` entries equal to its
-    words (CLIP splits punctuation off, so ``"cat,"`` is two words). With a CLIP ``tokenizer`` the
-    match is DAAM's exact token-sequence rule on the row's ``token_ids`` instead (so ``"dog"`` does
-    not match "hotdog"; neither does the word rule). ``occurrence=k`` keeps only the k-th match
+    (exactly that entry). A query is matched by ``words.row_spans``: every run of consecutive
+    ``words`` entries equal to its words (CLIP splits punctuation off, so ``"cat,"`` is two words),
+    or with a CLIP ``tokenizer`` DAAM's exact token-sequence rule on the row's ``token_ids`` (so
+    ``"dog"`` does not match "hotdog"; neither does the word rule). ``occurrence=k`` keeps only the k-th match
     (0-based; negative counts from the end). Raises ``ValueError`` when nothing matches.
     """
     words = list(row["words"])
@@ -108,10 +96,8 @@ def find_spans(
             raise ValueError(f"word index {word} out of range: the row has {len(words)} words")
         entry = words[int(word)]
         spans = [(int(entry["start"]), int(entry["end"]))]
-    elif tokenizer is not None:
-        spans = _token_spans(row, str(word), tokenizer)
     else:
-        spans = _word_spans(row, words, str(word))
+        spans = row_spans(row, str(word), tokenizer)
     if occurrence is not None:
         if not -len(spans) <= occurrence < len(spans):
             raise ValueError(f"occurrence {occurrence} of {word!r}: it occurs {len(spans)} times")
@@ -119,44 +105,8 @@ def find_spans(
     return spans
 
 
-def _word_spans(row: dict[str, Any], words: list[dict[str, Any]], query: str) -> list[tuple[int, int]]:
-    units = _units(query)
-    if not units:
-        raise ValueError(f"word {query!r} has no words")
-    tokens = list(row.get("tokens") or [])
-
-    def same(entry: dict[str, Any], unit: str) -> bool:
-        text = str(entry["word"]).strip().lower()
-        joined = "".join(tokens[int(entry["start"]) : int(entry["end"])]).lower() if tokens else text
-        return unit in (text, joined)
-
-    spans = []
-    for i in range(len(words) - len(units) + 1):
-        if all(same(words[i + k], unit) for k, unit in enumerate(units)):
-            spans.append((int(words[i]["start"]), int(words[i + len(units) - 1]["end"])))
-    if not spans:
-        raise ValueError(
-            f"word {query!r} is not in the prompt's words {[w['word'] for w in words]} "
-            "(words are split like CLIP does: punctuation apart)"
-        )
-    return spans
-
-
-def _token_spans(row: dict[str, Any], query: str, tokenizer: Any) -> list[tuple[int, int]]:
-    from .words import _clean
-
-    tokens = [_clean(t) for t in tokenizer.convert_ids_to_tokens([int(i) for i in row["token_ids"]])]
-    wanted = [_clean(t) for t in tokenizer.tokenize(query.lower())]
-    if not wanted:
-        raise ValueError(f"word {query!r} has no tokens")
-    spans = [(s, s + len(wanted)) for s in range(len(tokens) - len(wanted) + 1) if tokens[s : s + len(wanted)] == wanted]
-    if not spans:
-        raise ValueError(f"word {query!r} (tokens {wanted}) is not a token sequence of the prompt (tokens {tokens})")
-    return spans
-
-
 # -- maps and masks --------------------------------------------------------------------------------
-def spans_map(maps: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+def spans_map(maps: np.ndarray, spans: Sequence[Span]) -> np.ndarray:
     """Mean of the map rows of every token in ``spans`` (DAAM's merge of tokens and occurrences)."""
     rows = [i for start, end in spans for i in range(start, end)]
     if not rows:
@@ -175,17 +125,14 @@ def heat_and_mask(
     word_map_: np.ndarray, size: tuple[int, int], threshold: float = DEFAULT_THRESHOLD
 ) -> tuple[np.ndarray, np.ndarray]:
     """The map resized bicubically to ``size`` (height, width) and min-max normalised, and its
-    DAAM mask ``> threshold`` (computed by the pipeline's own ``heatmap.word_mask``)."""
+    DAAM mask ``> threshold`` (the pipeline's own ``heatmap.word_heat`` and ``heatmap.heat_mask``)."""
     import torch
 
-    from .heatmap import expand_map
-    from .heatmap import word_mask as _daam_mask
+    from .heatmap import heat_mask, word_heat
 
-    tensor = torch.from_numpy(np.ascontiguousarray(word_map_, dtype=np.float32))
-    big = expand_map(tensor, size)
-    heat = ((big - big.min()) / (big.max() - big.min() + 1e-8)).clamp(0, 1).numpy()
-    mask = _daam_mask(tensor, size, threshold).numpy()
-    return heat.astype(np.float32), mask
+    big = word_heat(torch.from_numpy(np.ascontiguousarray(word_map_, dtype=np.float32)), size)
+    heat = big.clamp(0, 1).numpy()
+    return heat.astype(np.float32), heat_mask(big, threshold).numpy()
 
 
 def word_mask(

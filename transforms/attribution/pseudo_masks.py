@@ -2,8 +2,9 @@
 
 The recipe of Dataset Diffusion (Nguyen et al., NeurIPS 2023) without its self-attention refinement:
 each class named in the prompt gets the mean map of its tokens, resized to the image and min-max
-normalised; a pixel takes the class with the highest score if that score clears the threshold,
-is background well below it, and is marked ``IGNORE`` (255) in an uncertain band around it.
+normalised (``heatmap.word_heat``, the score DAAM's masks threshold); a pixel takes the class with
+the highest score if that score clears the threshold, is background well below it, and is marked
+``IGNORE`` (255) in an uncertain band around it. Classes are found with ``words.word_spans``.
 """
 
 from __future__ import annotations
@@ -13,22 +14,22 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .heatmap import DEFAULT_THRESHOLD, expand_map
+from .config import DEFAULT_THRESHOLD
+from .heatmap import word_heat
+from .words import word_spans
 
 BACKGROUND = 0
 IGNORE = 255
 
 
 def word_rows(words: Sequence[dict[str, Any]], phrase: str) -> list[int]:
-    """Token rows of every occurrence of ``phrase`` (one or more words) among a row's ``words``."""
-    wanted = phrase.lower().split()
-    texts = [w["word"].lower() for w in words]
-    rows: list[int] = []
-    for i in range(len(texts) - len(wanted) + 1):
-        if texts[i : i + len(wanted)] == wanted:
-            for w in words[i : i + len(wanted)]:
-                rows.extend(range(w["start"], w["end"]))
-    return rows
+    """Token rows of every occurrence of ``phrase`` (one or more words) among a row's ``words``
+    (the row matcher ``words.word_spans``); ``[]`` if it does not occur."""
+    try:
+        spans = word_spans(words, phrase)
+    except ValueError:
+        return []
+    return [i for start, end in spans for i in range(start, end)]
 
 
 def class_scores(token_maps: np.ndarray, words: Sequence[dict[str, Any]], classes: Sequence[str], size: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -39,8 +40,7 @@ def class_scores(token_maps: np.ndarray, words: Sequence[dict[str, Any]], classe
         rows = word_rows(words, name)
         if not rows:
             continue
-        big = expand_map(maps[rows].mean(0), size)
-        scores[name] = ((big - big.min()) / (big.max() - big.min() + 1e-8)).numpy()
+        scores[name] = word_heat(maps[rows].mean(0), size).numpy()
     return scores
 
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 END_OF_WORD = "</w>"
+# CLIP's pre-tokeniser (``'s|'t|…|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+``): how a text splits into words
+_WORD_UNITS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE)
+Span = tuple[int, int]
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -72,23 +79,94 @@ def tokenize_prompt(tokenizer: Any, prompt: str) -> TokenizedPrompt:
     )
 
 
+def split_words(text: str) -> list[str]:
+    """``text`` lower-cased and split into words as CLIP's pre-tokeniser does (punctuation apart)."""
+    return [unit.lower() for unit in _WORD_UNITS.findall(text)]
+
+
+def occurrences(
+    items: Sequence[Item],
+    query: Sequence[str],
+    same: Callable[[Item, str], bool] = operator.eq,
+) -> list[Span]:
+    """Spans ``[start, end)`` of every contiguous run of ``items`` matching ``query`` item by item.
+
+    Runs may overlap; an empty ``query`` matches nowhere.
+    """
+    n = len(query)
+    if not n:
+        return []
+    return [
+        (start, start + n)
+        for start in range(len(items) - n + 1)
+        if all(same(items[start + k], q) for k, q in enumerate(query))
+    ]
+
+
+def token_spans(tokenizer: Any, tokens: Sequence[str], query: str) -> list[Span]:
+    """Token spans ``[start, end)`` of every occurrence of ``query`` in a prompt's ``tokens``.
+
+    DAAM's rule: ``query`` (a word or a phrase) is lower-cased and tokenised like the prompt, and
+    ``</w>`` is stripped from both sides (``tokens`` may be raw BPE tokens or ``TokenizedPrompt``
+    tokens). Raises ``ValueError`` if the query is not a token sequence of the prompt (``dog`` in
+    "a hotdog": ``hotdog`` is one token).
+    """
+    wanted = [_clean(t) for t in tokenizer.tokenize(query.lower())]
+    if not wanted:
+        raise ValueError(f"word {query!r} has no tokens")
+    prompt = [_clean(t) for t in tokens]
+    spans = occurrences(prompt, wanted)
+    if not spans:
+        raise ValueError(
+            f"word {query!r} (tokens {wanted}) is not a token sequence of the prompt "
+            f"(tokens {prompt})"
+        )
+    return spans
+
+
 def token_merge_indices(tokenizer: Any, tokens: list[str], word: str) -> list[int]:
     """Global-map rows of every occurrence of ``word``'s token sequence in ``tokens``.
 
-    DAAM semantics: ``word`` is lower-cased and tokenised like the prompt; each contiguous match
-    contributes all its token positions (+1 for the start-token row). Raises ``ValueError`` if
-    the word is not a token sequence of the prompt (``dog`` in "a hotdog": ``hotdog`` is one token).
+    The spans of ``token_spans``, each token position + 1 for the start-token row.
     """
-    query = [_clean(t) for t in tokenizer.tokenize(word.lower())]
-    if not query:
-        raise ValueError(f"word {word!r} has no tokens")
-    rows: list[int] = []
-    for start in range(len(tokens) - len(query) + 1):
-        if tokens[start : start + len(query)] == query:
-            rows.extend(start + 1 + k for k in range(len(query)))
-    if not rows:
+    return [i + 1 for start, end in token_spans(tokenizer, tokens, word) for i in range(start, end)]
+
+
+def word_spans(
+    words: Sequence[Mapping[str, Any]], query: str, tokens: Sequence[str] | None = None
+) -> list[Span]:
+    """Token spans of ``query`` among a row's ``words`` entries (``{"word", "start", "end"}``).
+
+    Without a tokenizer the query is split into words like the prompt (``split_words``) and
+    matches every run of consecutive entries whose text, or whose joined ``tokens``, equals its
+    words. Raises ``ValueError`` when nothing matches.
+    """
+    units = split_words(query)
+    if not units:
+        raise ValueError(f"word {query!r} has no words")
+    tokens = list(tokens or [])
+
+    def spellings(entry: Mapping[str, Any]) -> tuple[str, str]:
+        text = str(entry["word"]).strip().lower()
+        joined = "".join(tokens[int(entry["start"]) : int(entry["end"])]).lower() if tokens else text
+        return text, joined
+
+    matches = occurrences([spellings(w) for w in words], units, operator.contains)
+    if not matches:
         raise ValueError(
-            f"word {word!r} (tokens {query}) is not a token sequence of the prompt "
-            f"(tokens {tokens})"
+            f"word {query!r} is not in the prompt's words {[w['word'] for w in words]} "
+            "(words are split like CLIP does: punctuation apart)"
         )
-    return rows
+    return [(int(words[a]["start"]), int(words[b - 1]["end"])) for a, b in matches]
+
+
+def row_spans(row: Mapping[str, Any], query: str, tokenizer: Any = None) -> list[Span]:
+    """Token spans of ``query`` in a dataset row: the one matcher for rows.
+
+    With a ``tokenizer``, DAAM's ``token_spans`` on the row's ``token_ids``; without one,
+    ``word_spans`` on its ``words`` (and ``tokens``). Both raise ``ValueError`` when nothing matches.
+    """
+    if tokenizer is not None:
+        ids = [int(i) for i in row["token_ids"]]
+        return token_spans(tokenizer, tokenizer.convert_ids_to_tokens(ids), query)
+    return word_spans(row["words"], query, row.get("tokens"))
