@@ -6,6 +6,13 @@ import argparse
 import sys
 from typing import Any
 
+from transforms.model_loading import ModelLoadError
+from transforms.prompts import CorpusError
+
+from ..errors import DaamDatasetsError, RunFailed, UsageError
+from ..validate import Problem, repair_output, validate_output
+from .run import unknown_beam_args
+
 MAX_LISTED = 50
 
 
@@ -21,11 +28,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("output", help="output folder (local, gs:// or s3://)")
     parser.add_argument("--repair", action="store_true", help="delete damaged shards and stray files, regenerate them")
-    parser.add_argument("--prompts", default=None, help="with --repair: the corpus, if not at the path recorded in run.json")
+    parser.add_argument("--prompts", default=None,
+                        help="with --repair: the corpus, if not at the path recorded in run.json")
     parser.set_defaults(func=main, accepts_extra=True)
 
 
-def _print(problems: list) -> None:
+def _print(problems: list[Problem]) -> None:
+    """List the first ``MAX_LISTED`` problems on stderr."""
     for problem in problems[:MAX_LISTED]:
         print(f"  {problem}", file=sys.stderr)
     if len(problems) > MAX_LISTED:
@@ -34,12 +43,6 @@ def _print(problems: list) -> None:
 
 def main(args: argparse.Namespace, extra: list[str]) -> int:
     """Validate (and repair); 0 when the output is sound at the end, 1 otherwise, 2 on usage errors."""
-    from transforms.model_loading import ModelLoadError
-    from transforms.prompts import CorpusError
-
-    from ..errors import DaamDatasetsError, RunFailed, UsageError
-    from ..validate import repair_output, validate_output
-
     if extra and not args.repair:
         raise UsageError(f"validate: unrecognized arguments: {' '.join(extra)}")
     problems = validate_output(args.output)
@@ -51,8 +54,6 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     if not args.repair:
         return 1
     if extra:
-        from .run import unknown_beam_args
-
         unknown = unknown_beam_args(extra)
         if unknown:
             raise UsageError(f"validate: unrecognized arguments: {' '.join(unknown)}")

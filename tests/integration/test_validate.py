@@ -7,9 +7,9 @@ import hashlib
 import io
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -56,10 +56,29 @@ def _rewrite_parquet(out: Path, rel: str, change) -> None:
     table = pq.read_table(path)
     table = change(table)
     pq.write_table(table, path)
-    data = path.read_bytes()
+    _restamp(out, rel, "parquet")
+
+
+def _rewrite_tar(out: Path, rel: str, change) -> None:
+    """Rebuild a WebDataset shard from ``change([(member name, bytes), …])`` and fix its stats entry."""
+    with tarfile.open(out / rel) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in change(members):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (out / rel).write_bytes(buffer.getvalue())
+    _restamp(out, rel, "webdataset")
+
+
+def _restamp(out: Path, rel: str, fmt: str) -> None:
+    """Set the stats marker's size and sha256 of ``rel`` to the file's current bytes."""
+    data = (out / rel).read_bytes()
     stats_path = out / "_stats" / (Path(rel).stem + ".json")
     stats = json.loads(stats_path.read_text())
-    stats["files"]["parquet"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    stats["files"][fmt].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     stats_path.write_text(json.dumps(stats))
 
 
@@ -196,6 +215,33 @@ def test_truncated_webdataset(out):
     tar.write_bytes(data[: len(data) // 3])
     kinds = {k for k, f in _kinds(validate_output(str(out))) if f == f"wds/{SHARD0}.tar"}
     assert {"size", "checksum"} <= kinds and kinds & {"unreadable", "row_count"}
+
+
+def test_webdataset_sample_with_a_duplicate_member(out):
+    tar = f"wds/{SHARD0}.tar"
+    _rewrite_tar(out, tar, lambda members: members[:1] + members)
+    problems = [p for p in validate_output(str(out)) if p.file == tar]
+    assert [p.kind for p in problems] == ["unreadable"]
+    assert "not a readable tar file" in problems[0].message and "duplicate" in problems[0].message
+
+
+def test_webdataset_sample_split_across_the_tar(out):
+    tar = f"wds/{SHARD0}.tar"
+    _rewrite_tar(out, tar, lambda members: members[1:] + members[:1])
+    kinds = {k for k, f in _kinds(validate_output(str(out))) if f == tar}
+    assert {"unreadable", "row_count", "ids"} <= kinds
+
+
+def test_stats_marker_without_a_field(out):
+    marker = out / "_stats" / f"{SHARD0}.json"
+    stats = json.loads(marker.read_text())
+    del stats["failed_ids"]
+    marker.write_text(json.dumps(stats))
+    problems = validate_output(str(out))
+    stats_problems = [p for p in problems if p.kind == "stats"]
+    assert [(p.shard, p.file) for p in stats_problems] == [(SHARD0, f"_stats/{SHARD0}.json")]
+    assert "failed_ids" in stats_problems[0].message
+    assert damaged_shards(problems) == {SHARD0}
 
 
 def test_not_an_output(tmp_path):

@@ -1,0 +1,69 @@
+"""The state of one validation: the output, what its ``run.json`` records, the stats markers read,
+the row ids seen and the problems found so far."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from schemas.output_records import RunInfo, ShardStats, parse_shard_name
+from transforms.layout import OutputLayout
+
+from .problems import Problem
+
+
+@dataclass
+class Validation:
+    """What the checks share; each check reads it and adds problems."""
+
+    layout: OutputLayout
+    problems: list[Problem] = field(default_factory=list)
+    run: RunInfo | None = None
+    features: Any = None  # datasets.Features of run.json's geometry
+    image_size: tuple[int, ...] | None = None
+    map_size: tuple[int, ...] | None = None
+    map_dtype: str = "float16"
+    formats: tuple[str, ...] = ("parquet",)
+    expected: list[str] = field(default_factory=list)
+    stats: dict[str, ShardStats] = field(default_factory=dict)
+    id_places: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, shard: str, kind: str, message: str, file: str = "") -> None:
+        """Record a problem."""
+        self.problems.append(Problem(shard, kind, message, file))
+
+    def has(self, kind: str, shard: str | None = None) -> bool:
+        """Whether a problem of ``kind`` (of ``shard``, if given) was found."""
+        return any(p.kind == kind and (shard is None or p.shard == shard) for p in self.problems)
+
+    def rel(self, full: str) -> str:
+        """A filesystem path under the output root, relative to the root."""
+        return self.layout.relative(full)
+
+    def read_bytes(self, rel_path: str) -> bytes:
+        """The bytes of a file, by root-relative path."""
+        with self.layout.fs.open(self.layout.path(rel_path), "rb") as fh:
+            return fh.read()
+
+    def committed_files(self) -> set[str]:
+        """Root-relative paths of every data file a stats marker lists."""
+        return {info.path for stats in self.stats.values() for info in stats.files.values()}
+
+    def note_ids(self, rel: str, ids: Iterable[str]) -> None:
+        """Remember that the file ``rel`` holds rows with these ids."""
+        for row_id in ids:
+            self.id_places.setdefault(row_id, []).append(rel)
+
+
+def shard_of(rel: str) -> str:
+    """The shard a data file is named after (``""`` if its name is not a shard's)."""
+    stem = posixpath.basename(rel).split(".", 1)[0]
+    return stem if parse_shard_name(stem) is not None else ""
+
+
+def feature_diff(found: Any, expected: Any) -> str:
+    """The first few columns whose features differ, for a message."""
+    names = sorted(set(found) | set(expected))
+    diffs = [f"{n}: {found.get(n)!r} vs {expected.get(n)!r}" for n in names if found.get(n) != expected.get(n)]
+    return "; ".join(diffs[:3]) or "column order differs"

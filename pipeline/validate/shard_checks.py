@@ -1,0 +1,215 @@
+"""Per-shard checks: the stats marker against the files (present, size, sha256), each Parquet file
+(schema, rows, ids, maps, images) and WebDataset tar (members, rows), and the failure records."""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+from typing import Any
+
+import numpy as np
+
+from schemas.output_records import FailureRecord, FileInfo, ShardStats
+from transforms.layout import FORMAT_DIRS, STATS_DIR
+
+from .context import Validation, feature_diff
+from .row_checks import check_row
+
+BATCH_ROWS = 32
+
+
+def check_shard(v: Validation, shard: str, stats: ShardStats) -> None:
+    """Check every data file of a committed shard, then its failure records."""
+    for fmt in v.formats:
+        if fmt not in FORMAT_DIRS:
+            continue
+        full = v.layout.data_file(shard, fmt)
+        rel = v.rel(full)
+        info = stats.files.get(fmt)
+        if stats.rows == 0:
+            if info or v.layout.exists(full):
+                v.add(shard, "stats", f"a shard with 0 rows must have no {fmt} file", rel)
+            continue
+        if not info:
+            v.add(shard, "stats", f"stats list no {fmt} file for {stats.rows} rows", f"{STATS_DIR}/{shard}.json")
+            continue
+        if not _check_file(v, shard, info):
+            continue
+        if fmt == "parquet":
+            check_parquet(v, shard, info.path, stats)
+        else:
+            check_webdataset(v, shard, info.path, stats)
+    check_failures(v, shard, stats)
+
+
+def _check_file(v: Validation, shard: str, info: FileInfo) -> bool:
+    """Size and sha256 of a listed data file; whether it exists."""
+    full = v.layout.path(info.path)
+    if not v.layout.exists(full):
+        v.add(shard, "missing_file", "data file listed in the stats marker is missing", info.path)
+        return False
+    size = v.layout.fs.size(full)
+    if info.bytes is not None and size != info.bytes:
+        v.add(shard, "size", f"{size} bytes, stats say {info.bytes} (truncated or rewritten)", info.path)
+    if info.sha256 and v.layout.sha256(full) != info.sha256:
+        v.add(shard, "checksum", "sha256 differs from the stats marker", info.path)
+    return True
+
+
+def check_rows(v: Validation, shard: str, rel: str, stats: ShardStats, ids: list[str], count: int) -> None:
+    """Row count and ids read from a file against the stats marker; remember where each id is."""
+    if count != stats.rows:
+        v.add(shard, "row_count", f"{count} rows, stats say {stats.rows}", rel)
+    if ids != list(stats.ids):
+        v.add(shard, "ids", "row ids differ from the ids in the stats marker", rel)
+    v.note_ids(rel, ids)
+
+
+def check_parquet(v: Validation, shard: str, rel: str, stats: ShardStats) -> None:
+    """Schema against run.json's features, then every row, batch by batch."""
+    import pyarrow.parquet as pq
+    from datasets import Features
+
+    try:
+        parquet = pq.ParquetFile(io.BytesIO(v.read_bytes(rel)))
+        schema = parquet.schema_arrow
+    except Exception as error:  # pyarrow raises several types for damaged files
+        v.add(shard, "unreadable", f"not a readable Parquet file ({type(error).__name__}: {error})", rel)
+        return
+    try:
+        found = Features.from_arrow_schema(schema)
+    except Exception as error:
+        v.add(shard, "schema", f"Arrow schema has no usable features metadata ({error})", rel)
+        return
+    if found != v.features:
+        v.add(shard, "schema", f"features differ from run.json's: {feature_diff(found, v.features)}", rel)
+        return
+    if schema.remove_metadata() != v.features.arrow_schema.remove_metadata():
+        v.add(shard, "schema", "Arrow schema differs from the features' schema", rel)
+        return
+    ids: list[str] = []
+    count = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+            _check_batch(v, shard, rel, batch, count)
+            ids.extend(x for x in batch.column("id").to_pylist() if x is not None)
+            count += batch.num_rows
+    except Exception as error:  # a damaged page shows only when it is read
+        v.add(shard, "unreadable", f"cannot read rows ({type(error).__name__}: {error})", rel)
+        return
+    if parquet.metadata.num_rows != count:
+        v.add(shard, "row_count", f"footer says {parquet.metadata.num_rows} rows, read {count}", rel)
+    check_rows(v, shard, rel, stats, ids, count)
+
+
+def _check_batch(v: Validation, shard: str, rel: str, batch: Any, first: int) -> None:
+    """Check the rows of one record batch; ``first`` is the index of its first row in the file."""
+    from schemas.record import token_maps_column
+
+    batch_ids = batch.column("id").to_pylist()
+    tokens = batch.column("tokens").to_pylist()
+    words = batch.column("words").to_pylist()
+    images = batch.column("image").to_pylist()
+    maps_column = token_maps_column(batch.column("token_maps"))
+    for i, row_id in enumerate(batch_ids):
+        maps, error = _decode_maps(maps_column[i], v.map_size)
+        image = images[i] or {}
+        check_row(v, shard, rel, first + i, tokens[i] or [], maps, image.get("bytes"), words[i], error)
+        if row_id is None:
+            v.add(shard, "ids", f"row {first + i}: null id", rel)
+
+
+def _decode_maps(cell: Any, map_size: tuple[int, ...] | None) -> tuple[np.ndarray | None, str]:
+    """One ``token_maps`` cell as an array, or ``None`` and why it is not one."""
+    from schemas.record import decode_token_maps
+
+    try:
+        return decode_token_maps(cell, tuple(map_size or (0, 0))), ""  # type: ignore[arg-type]
+    except ValueError as error:  # names what is wrong: null, ragged rows, null values
+        return None, str(error)
+    except (TypeError, IndexError) as error:
+        return None, f"maps do not form an array ({error})"
+
+
+def check_webdataset(v: Validation, shard: str, rel: str, stats: ShardStats) -> None:
+    """Every sample of a tar shard has image, metadata and maps, read as a WebDataset reader reads it."""
+    from schemas.record import WDS_EXTENSIONS, WDS_IMAGE, WDS_MAPS, WDS_META
+
+    try:
+        samples = read_tar_samples(v.read_bytes(rel), rel)
+    except Exception as error:  # tarfile and webdataset raise several types for damaged archives
+        v.add(shard, "unreadable", f"not a readable tar file ({type(error).__name__}: {error})", rel)
+        return
+    ids: list[str] = []
+    for row, sample in enumerate(samples):
+        key = sample["__key__"]
+        missing = [e for e in WDS_EXTENSIONS if e not in sample]
+        if missing:
+            v.add(shard, "unreadable", f"sample {key} lacks {', '.join(missing)}", rel)
+            continue
+        try:
+            meta = json.loads(sample[WDS_META].decode("utf-8"))
+            ids.append(meta["id"])
+            tokens = meta.get("tokens") or []
+            words = meta.get("words")
+        except (ValueError, KeyError) as error:
+            v.add(shard, "unreadable", f"sample {key}: bad JSON ({error})", rel)
+            continue
+        maps, error_text = None, ""
+        try:
+            maps = np.load(io.BytesIO(sample[WDS_MAPS]), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            error_text = f"maps.npy does not load ({error})"
+        check_row(v, shard, rel, row, tokens, maps, sample[WDS_IMAGE], words, error_text)
+    check_rows(v, shard, rel, stats, ids, len(samples))
+
+
+class _NamedStream(io.BytesIO):
+    """A file's bytes that print as its name (webdataset appends `` @ <stream>`` to read errors)."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def read_tar_samples(data: bytes, rel: str) -> list[dict[str, Any]]:
+    """The samples of a tar shard in file order: members grouped by key (the name up to its first dot)."""
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    stream = _NamedStream(data, rel)
+    members = ({**member, "__url__": rel} for member in tar_file_iterator(stream, skip_meta=None))
+    try:
+        return list(group_by_keys(members, keys=_split_member, lcase=False))
+    except Exception as error:
+        first = error.args[0] if error.args else ""
+        if isinstance(first, str):  # drop what webdataset appended: the stream's name, context values
+            error.args = (first.removesuffix(f" @ {stream}"),)
+        raise
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    key, _, ext = posixpath.basename(name).partition(".")
+    return key, ext
+
+
+def check_failures(v: Validation, shard: str, stats: ShardStats) -> None:
+    """As many failure records as the stats marker counts failed prompts."""
+    full = v.layout.failures_file(shard)
+    rel = v.rel(full)
+    failed = int(stats.failed)
+    if not v.layout.exists(full):
+        if failed:
+            v.add(shard, "failures", f"stats count {failed} failed prompts but there are no failure records", rel)
+        return
+    try:
+        lines = v.read_bytes(rel).decode("utf-8").splitlines()
+        records = [FailureRecord.from_json(line) for line in lines if line.strip()]
+    except (OSError, ValueError) as error:  # RecordError is a ValueError
+        v.add(shard, "failures", f"unreadable failure records ({error})", rel)
+        return
+    if len(records) != failed:
+        v.add(shard, "failures", f"{len(records)} failure records, stats say {failed}", rel)
