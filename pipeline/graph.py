@@ -15,11 +15,11 @@ import apache_beam as beam
 from apache_beam.utils.shared import Shared
 
 from schemas.record import build_features
-from transforms.hooks import hooks_from_env
 from transforms.model_loading import load_pipeline
 from transforms.shard_dofn import GenerateShardFn
 from transforms.shard_generator import ShardGenerator
 from transforms.sharding import ShardSpec
+from transforms.testing.faults import hooks_from_env
 
 from .options import RunSettings
 

@@ -1,18 +1,36 @@
-"""Shared fixtures: the built-in tiny model on CPU, small corpora and an in-process CLI runner."""
+"""Shared fixtures: the built-in tiny model on CPU, small corpora, an in-process CLI runner and a
+session-wide factory of finished outputs.
+
+Every test run gets its own caches (the tiny model's ``DAAM_DATASETS_CACHE``, the Hugging Face
+``HF_HOME``), set here before anything is imported or built, so no test reads or writes ``~/.cache``;
+subprocesses started by tests inherit them.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
-import pytest
-import torch
+_CACHE = Path(tempfile.mkdtemp(prefix="daam-datasets-tests-"))
+os.environ["DAAM_DATASETS_CACHE"] = str(_CACHE / "daam-datasets")
+os.environ["HF_HOME"] = str(_CACHE / "huggingface")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from pipeline.cli import main as cli_main
 from transforms.model_loading import ModelSpec, load_pipeline
 
 FAST_ARGS = ["--steps", "2", "--height", "64", "--width", "64"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove this run's caches."""
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

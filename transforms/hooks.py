@@ -1,10 +1,9 @@
 """Points in the shard loop where a test may act. Production runs use ``RunHooks``, which does
-nothing; ``hooks_from_env`` returns the test fault injector only when ``DAAM_DATASETS_FAULTS`` is
-set (the crash tests run real worker processes, so the switch must cross process boundaries)."""
+nothing; ``transforms.testing.faults.hooks_from_env`` returns the test fault injector instead only
+when ``DAAM_DATASETS_FAULTS`` is set (the crash tests run real worker processes, so the switch must
+cross process boundaries)."""
 
 from __future__ import annotations
-
-import os
 
 FAULTS_ENV_VAR = "DAAM_DATASETS_FAULTS"
 
@@ -23,13 +22,3 @@ class RunHooks:
 
     def shard_committed(self) -> None:
         """After a shard's stats marker was written."""
-
-
-def hooks_from_env() -> RunHooks:
-    """The fault injector configured in the environment, else the no-op hooks."""
-    spec = os.environ.get(FAULTS_ENV_VAR, "").strip()
-    if not spec:
-        return RunHooks()
-    from .testing.faults import FaultInjector
-
-    return FaultInjector.parse(spec)

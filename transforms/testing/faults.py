@@ -88,3 +88,9 @@ class FaultInjector(RunHooks):
     def shard_committed(self) -> None:
         """Count a committed shard."""
         self.committed += 1
+
+
+def hooks_from_env() -> RunHooks:
+    """The fault injector configured in ``DAAM_DATASETS_FAULTS``, else the no-op hooks."""
+    spec = os.environ.get(ENV_VAR, "").strip()
+    return FaultInjector.parse(spec) if spec else RunHooks()
