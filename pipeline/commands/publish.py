@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from typing import Any
 
-from ..publish import *  # noqa: F403  (narrowed by the publish package split)
+from ..errors import UsageError
+from ..logs import quiet
+from ..publish import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, SMALL_FILES_PER_COMMIT, publish_to_hub, publish_to_path
+
+HUB_LOGGERS = ("huggingface_hub", "httpx", "httpx2", "httpcore")  # the Hub client's HTTP lines
 
 
 def register(subparsers: Any) -> None:
@@ -38,30 +40,23 @@ def register(subparsers: Any) -> None:
 
 
 def main(args: argparse.Namespace, extra: list[str]) -> int:
-    """Publish; one line (or a short problem list) on stderr for user-facing errors."""
-    from ..errors import UsageError
-
+    """Publish and print the result line; a ``PublishError`` (exit 2) or ``DamagedOutput`` (exit 1)
+    goes up to the command line, which prints it once."""
     if args.to and (args.private or args.revision or args.token):
         raise UsageError("publish: --private, --revision and --token apply to --repo-id, not --to")
     if args.max_files_per_commit < 1 or args.max_commit_bytes <= 0:
         raise UsageError("publish: --max-files-per-commit and --max-commit-bytes must be positive")
     if not getattr(args, "verbose", False):
-        for name in ("huggingface_hub", "httpx", "httpx2", "httpcore"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        quiet(*HUB_LOGGERS)
     common: dict[str, Any] = {
         "include_failures": args.include_failures, "include_preview": not args.no_preview, "dry_run": args.dry_run,
         "max_files": args.max_files_per_commit, "max_bytes": int(args.max_commit_bytes * 1024**3),
     }
-    try:
-        if args.to:
-            result = publish_to_path(args.output, args.to, **common)
-        else:
-            result = publish_to_hub(
-                args.output, args.repo_id, token=args.token, private=args.private, revision=args.revision, **common
-            )
-    except PublishError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1 if isinstance(error, DamagedOutput) else 2
+    if args.to:
+        result = publish_to_path(args.output, args.to, **common)
+    else:
+        result = publish_to_hub(
+            args.output, args.repo_id, token=args.token, private=args.private, revision=args.revision, **common
+        )
     print(result.line())
     return 0
-

@@ -1,1 +1,41 @@
-from .hub import *  # noqa: F401,F403
+"""``daam-datasets publish OUTPUT``: upload a validated output to the Hugging Face Hub
+(``publish_to_hub``), or copy it to any fsspec destination (``publish_to_path``: a local folder,
+``gs://``, ``s3://``).
+
+The output is validated first (``pipeline.validate.validate_output``) and a damaged one is refused
+(``pipeline.errors.DamagedOutput``); what is published is chosen in ``files``, batched into commits
+in ``plan``, sent in ``hub`` or ``to_path``.
+"""
+
+from .files import check_output, collect_files, managed_prefixes
+from .hub import lfs_pointer, publish_to_hub
+from .plan import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_FILES,
+    SMALL_FILES_PER_COMMIT,
+    Commit,
+    LocalFile,
+    PublishPlan,
+    PublishResult,
+    RemoteFile,
+    make_plan,
+)
+from .to_path import publish_to_path
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_FILES",
+    "SMALL_FILES_PER_COMMIT",
+    "Commit",
+    "LocalFile",
+    "PublishPlan",
+    "PublishResult",
+    "RemoteFile",
+    "check_output",
+    "collect_files",
+    "lfs_pointer",
+    "make_plan",
+    "managed_prefixes",
+    "publish_to_hub",
+    "publish_to_path",
+]

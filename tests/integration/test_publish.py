@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import fsspec
@@ -14,17 +15,13 @@ import pytest
 import yaml
 from datasets import load_dataset
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-from huggingface_hub.errors import RepositoryNotFoundError
+from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
 from huggingface_hub.hf_api import RepoFile, RepoFolder
+from huggingface_hub.utils.sha import git_hash, sha_fileobj
 
-from pipeline.publish import (
-    DamagedOutput,
-    PublishError,
-    git_blob_id,
-    lfs_pointer,
-    publish_to_hub,
-    publish_to_path,
-)
+from pipeline.errors import DamagedOutput, PublishError
+from pipeline.publish import lfs_pointer, publish_to_hub, publish_to_path
+from transforms.layout import OutputLayout
 
 PROMPTS = ["a photo of a cat", "a dog on a sofa", "a red bicycle", "two horses in a field", "a cup of coffee"]
 REPO = "lab/daam-test"
@@ -65,10 +62,10 @@ class FakeHfApi:
             sha = hashlib.sha256(data).hexdigest()
             if path.endswith(LFS_SUFFIXES):
                 pointer = lfs_pointer(sha, len(data))
-                entries.append(RepoFile(path=path, size=len(data), oid=git_blob_id(pointer),
+                entries.append(RepoFile(path=path, size=len(data), oid=git_hash(pointer),
                                         lfs={"size": len(data), "oid": sha, "pointerSize": len(pointer)}))
             else:
-                entries.append(RepoFile(path=path, size=len(data), oid=git_blob_id(data)))
+                entries.append(RepoFile(path=path, size=len(data), oid=git_hash(data)))
         return iter(entries)
 
     def create_commit(self, repo_id, *, operations, commit_message, repo_type=None, revision=None, **kwargs):
@@ -138,6 +135,29 @@ def expected_paths(output: Path, failures: bool = False) -> set[str]:
 
 def quiet(_: str) -> None:
     pass
+
+
+# -- content ids -----------------------------------------------------------------------------------
+SAMPLES = [b"", b"Hello, World!", b"\x00\xff" * 4099, "zürich ✓\n".encode(), lfs_pointer("ab" * 32, 12345)]
+
+
+@pytest.mark.parametrize("data", SAMPLES, ids=range(len(SAMPLES)))
+def test_library_hashes_match_the_hand_written_ones(data, tmp_path):
+    """huggingface_hub's helpers compute what the hand-written git blob id and sha256 did."""
+    assert git_hash(data) == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    with path.open("rb") as fh:
+        assert sha_fileobj(fh).hex() == sha == OutputLayout(str(tmp_path)).sha256(str(path))
+
+
+def test_git_hash_and_lfs_pointer_agree_with_git_and_the_hub():
+    assert git_hash(b"Hello, World!") == "b45ef6fec89518d314f546fd6c3025367b721684"  # `git hash-object`
+    assert git_hash(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # git's empty blob
+    # the Hub lists this LFS file (497764107 bytes) with pointerSize 134
+    pointer = lfs_pointer("d88b0d6a6ff9c3f8151f9d3228f57092aaea997f09af009eefd7373a77b5abb9", 497764107)
+    assert len(pointer) == 134 and pointer.startswith(b"version https://git-lfs.github.com/spec/v1\n")
 
 
 # -- the Hub ---------------------------------------------------------------------------------------
@@ -256,7 +276,7 @@ def test_damaged_output_is_refused(copy, run_cli):
     assert api.calls == [] and api.files == {}
     code, stdout, stderr = run_cli("publish", copy, "--repo-id", REPO, "--dry-run")
     assert code == 1 and "refusing" in stderr and "validate" in stderr and stdout == ""
-    with pytest.raises(DamagedOutput):
+    with pytest.raises(DamagedOutput, match="refusing to publish a damaged output"):
         publish_to_path(str(copy), str(copy.parent / "dest"), log=quiet)
     assert not (copy.parent / "dest").exists()
 
@@ -312,6 +332,26 @@ def test_hub_errors_are_one_line(out):
         publish_to_hub(str(out), REPO, api=Forbidden(), log=quiet)
     with pytest.raises(PublishError, match="expected ORG/NAME"):
         publish_to_hub(str(out), "no-namespace", api=FakeHfApi(), log=quiet)
+
+
+@pytest.mark.parametrize("error", [
+    httpx2.ConnectTimeout("timed out"),
+    httpx2.ProxyError("407 Proxy Authentication Required"),
+    httpx2.ReadTimeout("read timed out"),
+    OfflineModeIsEnabled("HF_HUB_OFFLINE=1"),
+    ConnectionRefusedError(111, "Connection refused"),
+    socket.gaierror(-2, "Name or service not known"),
+    RuntimeError("retries exhausted"),  # raised from a network error: see the cause
+], ids=lambda e: type(e).__name__)
+def test_network_errors_are_recognised_by_type(out, error):
+    class Failing(FakeHfApi):
+        def create_repo(self, *args, **kwargs):
+            if isinstance(error, RuntimeError):
+                raise error from httpx2.ConnectError("[Errno 101] Network is unreachable")
+            raise error
+
+    with pytest.raises(PublishError, match=r"^cannot reach the Hugging Face Hub at https://hub.invalid \("):
+        publish_to_hub(str(out), REPO, api=Failing(), log=quiet)
 
 
 def test_cli_usage_errors(out, run_cli):
