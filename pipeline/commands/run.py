@@ -8,7 +8,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from ..dask import cluster as dask_cluster
+from ..dask import options as dask_options
 from ..errors import UsageError
 from ..options import DaamOptions, RunSettings
 
@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
         "(--dask-address or --dask-workers; see docs/scaling.md).",
     )
     DaamOptions._add_argparse_args(parser)
-    dask_cluster.add_arguments(parser)
+    dask_options.add_arguments(parser)
     parser.set_defaults(func=main, accepts_extra=True)
 
 
@@ -55,7 +55,7 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     from ..driver import run
 
     settings = RunSettings.from_args(args)
-    options = beam_options(dask_cluster.beam_arguments(args, extra, settings.model.device))
+    options = beam_options(dask_options.beam_arguments(args, extra, settings.model.device))
     summary = run(settings, options)
     print(summary.line())
     return 0

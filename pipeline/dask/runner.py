@@ -1,7 +1,7 @@
 """Beam's ``DaskRunner`` for daam-datasets: one shard per Dask partition, worker setup (logging,
 torch threads) on every worker, an optional local cluster for the run, and a clean shutdown.
 
-Select it with ``daam-datasets run --runner dask`` (see ``pipeline.dask.cluster``) or, from Beam
+Select it with ``daam-datasets run --runner dask`` (see ``pipeline.dask.options``) or, from Beam
 directly, ``--runner=pipeline.dask.runner.DaamDaskRunner`` with ``--dask_client_address`` /
 ``--dask_scheduler_file`` / ``--dask_workers``.
 
@@ -19,15 +19,12 @@ from typing import Any
 import dask.distributed as ddist
 from apache_beam.runners.dask.dask_runner import DaskOptions, DaskRunner, DaskRunnerResult
 from apache_beam.runners.runner import PipelineState
+from distributed.scheduler import KilledWorker
 
-from ..errors import DaskSetupError
-from .cluster import (
-    DaamDaskOptions,
-    available_cores,
-    start_local_cluster,
-    threads_per_worker,
-    workers_per_host,
-)
+from ..errors import DaskSetupError, RunFailed
+from .cluster import start_local_cluster
+from .options import DaamDaskOptions
+from .resources import available_cores, threads_per_worker, workers_per_host
 from .worker import NANNY_ABORT_TIMEOUT_S, WorkerSetup
 
 logger = logging.getLogger(__name__)
@@ -78,13 +75,9 @@ class DaamDaskResult(DaskRunnerResult):
     cluster: Any = None
 
     def wait_until_finish(self, duration: float | None = None) -> str:
-        from distributed.scheduler import KilledWorker
-
         try:
             state = super().wait_until_finish(duration)
         except KilledWorker as error:
-            from .run import RunFailed
-
             self.close(abort=True)
             raise RunFailed(
                 f"Dask gave up on a shard after its workers died repeatedly ({error}); committed shards "

@@ -1,6 +1,7 @@
 """What runs inside Dask processes: the worker setup plugin (log format, torch threads) and the
-nanny of local clusters. Kept free of Beam and torch imports at module level, so that unpickling
-the plugin on a worker configures logging before Beam's import-time chatter."""
+nanny of local clusters. Kept free of Beam and torch imports at module level (it imports only
+``pipeline.logs`` and ``pipeline.dask.resources``), so that unpickling the plugin on a worker
+configures logging before Beam's import-time chatter."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import os
 from typing import Any
 
 from distributed import Nanny
+from distributed.comm import get_address_host
 from distributed.diagnostics.plugin import WorkerPlugin
+
+from ..logs import setup_logging
+from .resources import available_cores, threads_per_worker
 
 PLUGIN_NAME = "daam-datasets-worker-setup"
 NANNY_CLOSE_TIMEOUT_S = 60.0
@@ -59,10 +64,6 @@ class WorkerSetup(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         undo_malloc_trim()
-        from distributed.comm import get_address_host
-
-        from ..logs import setup_logging
-
         setup_logging(self.log_level <= logging.DEBUG)
         root = logging.getLogger()
         root.setLevel(self.log_level)
@@ -74,8 +75,6 @@ class WorkerSetup(WorkerPlugin):
             handler.setFormatter(formatter)
 
         import torch
-
-        from .cluster import available_cores, threads_per_worker
 
         host = get_address_host(worker.address)
         threads = self.torch_threads or threads_per_worker(available_cores(), self.hosts.get(host, 1))

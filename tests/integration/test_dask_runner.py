@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.dask.cluster import gpu_worker_envs, threads_per_worker, visible_gpus, workers_per_host
+from pipeline.dask.resources import gpu_worker_envs, threads_per_worker, visible_gpus, workers_per_host
 from tests.conftest import FAST_ARGS, PROMPTS
 
 try:
@@ -74,7 +75,7 @@ def test_workers_undo_the_nannys_malloc_trim_setting(monkeypatch):
 
 
 def test_runner_dask_without_dask_says_how_to_install(run_cli, tmp_path, monkeypatch):
-    for module in ("distributed", "pipeline.dask.runner"):
+    for module in ("distributed", "apache_beam.runners.dask.dask_runner", "pipeline.dask.runner"):
         monkeypatch.setitem(sys.modules, module, None)  # as if the dask extra were not installed
     (tmp_path / "p.txt").write_text("a cat\n")
     code, _, err = run_cli("run", "--prompts", tmp_path / "p.txt", "--output", tmp_path / "o", "--runner", "dask", "--dask-workers", "2")
@@ -86,7 +87,7 @@ def test_runner_dask_arguments(run_cli, tmp_path):
     import argparse
 
     from pipeline.errors import UsageError
-    from pipeline.dask.cluster import RUNNER_PATH, beam_arguments
+    from pipeline.dask.options import RUNNER_PATH, beam_arguments
 
     def ns(address=None, workers=None):
         return argparse.Namespace(dask_address=address, dask_workers=workers)
@@ -109,6 +110,7 @@ def test_runner_dask_arguments(run_cli, tmp_path):
 
 
 @needs_dask
+@pytest.mark.slow
 def test_gpu_workers_are_pinned_one_device_each(monkeypatch):
     """``--dask-workers gpu`` without dask-cuda: real worker processes, each with its own device."""
     from distributed import Client
@@ -131,6 +133,31 @@ def test_gpu_workers_are_pinned_one_device_each(monkeypatch):
     assert sorted(device for device, _ in seen.values()) == ["3", "5"]
     assert {t for _, t in seen.values()} == {str(threads)}
     assert names == {"gpu-3", "gpu-5"}
+
+
+@needs_dask
+def test_workers_dying_repeatedly_fail_the_run_with_a_resume_hint(monkeypatch):
+    """Dask's ``KilledWorker`` becomes ``RunFailed`` (rerun to resume), after closing the client."""
+    from apache_beam.runners.dask.dask_runner import DaskRunnerResult
+    from distributed.scheduler import KilledWorker
+
+    from pipeline.dask.runner import DaamDaskResult
+    from pipeline.errors import RunFailed
+
+    class Client:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    def killed(self, duration=None):
+        raise KilledWorker("shard-3", types.SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+
+    monkeypatch.setattr(DaskRunnerResult, "wait_until_finish", killed)
+    client = Client()
+    with pytest.raises(RunFailed, match="workers died repeatedly .*rerun the same command") as caught:
+        DaamDaskResult(client, []).wait_until_finish()
+    assert caught.value.exit_code == 1 and client.closed
 
 
 # --- end to end -------------------------------------------------------------------------------
@@ -200,6 +227,7 @@ def dask_run(corpus, tmp_path_factory) -> tuple[Path, subprocess.CompletedProces
 
 
 @needs_dask
+@pytest.mark.slow
 def test_two_local_workers_give_the_fnapirunner_dataset(fnapi_run, dask_run):
     out, proc = dask_run
     assert "8 rows written, 0 shards skipped" in proc.stdout
@@ -220,6 +248,7 @@ def test_two_local_workers_give_the_fnapirunner_dataset(fnapi_run, dask_run):
 
 
 @needs_dask
+@pytest.mark.slow
 def test_rerun_on_dask_is_a_no_op(corpus, dask_run):
     out, _ = dask_run
     before = _files(out)
@@ -292,14 +321,17 @@ def external_cluster(tmp_path_factory):
 
 
 @needs_dask
+@pytest.mark.slow
 def test_resume_on_a_running_scheduler_redoes_only_missing_shards(corpus, dask_run, external_cluster, tmp_path):
     out, _ = dask_run
     target = tmp_path / "out"
     subprocess.run(["cp", "-a", str(out), str(target)], check=True)
+    past = time.time_ns() - 3600 * 10**9  # an hour ago: a rewritten data file gets a new mtime
+    for path in (target / "data").rglob("*"):
+        os.utime(path, ns=(past, past))
     before = _files(target)
     logs_before = {name: len(external_cluster.log(name)) for name in ("w0", "w1")}
     (target / "_stats" / f"{SHARDS[1]}.json").unlink()
-    time.sleep(0.01)
     proc = _cli("--prompts", corpus, "--output", target, *RUN, "--runner", "dask", "--dask-address", external_cluster.address)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "3 shards skipped" in proc.stdout
@@ -313,6 +345,7 @@ def test_resume_on_a_running_scheduler_redoes_only_missing_shards(corpus, dask_r
 
 
 @needs_dask
+@pytest.mark.slow
 def test_worker_killed_mid_run_gives_every_prompt_exactly_once(corpus, fnapi_run, external_cluster, tmp_path):
     """SIGKILL a worker that is running a shard right after the first shard is committed: Dask
     reruns its task on the other worker and the commit protocol keeps every prompt exactly once."""

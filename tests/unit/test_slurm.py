@@ -20,6 +20,7 @@ def _recipe():
     return module
 
 
+@pytest.mark.slow
 def test_job_script_requests_one_gpu_and_the_resources(tmp_path):
     recipe = _recipe()
     cluster = recipe.make_cluster(
@@ -52,6 +53,7 @@ def test_run_arguments_point_the_cli_at_the_cluster():
     ]
 
 
+@pytest.mark.slow
 def test_multi_gpu_node_batch_script_is_valid_shell():
     script = (EXAMPLES / "multi_gpu_node.sbatch").read_text()
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
