@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from typing import Any
 
-from ..preview import *  # noqa: F403  (narrowed by the preview package split)
+from transforms.attribution.config import DEFAULT_CMAP, DEFAULT_THRESHOLD
+
+from ..card import PREVIEW_IMAGE
+from ..errors import PreviewError
+from ..preview import DEFAULT_GRID, DEFAULT_SAMPLES, DEFAULT_SIZE, require_matplotlib, write_preview
+
+MIN_SIZE = 16
 
 
 def register(subparsers: Any) -> None:
@@ -24,32 +28,24 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--n", type=int, default=DEFAULT_SAMPLES, help=f"samples to show (default {DEFAULT_SAMPLES})")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"longest image side in the gallery, px (default {DEFAULT_SIZE})")
     parser.add_argument("--grid", type=int, default=DEFAULT_GRID, help=f"samples on grid.png (default {DEFAULT_GRID})")
-    parser.add_argument("--cmap", default="jet", help="matplotlib colour map (default jet, as DAAM)")
+    parser.add_argument("--cmap", default=DEFAULT_CMAP, help=f"matplotlib colour map (default {DEFAULT_CMAP}, as DAAM)")
     parser.add_argument("--alpha", type=float, default=1.0, help="overlay strength, 1 = DAAM's plot_overlay (default 1)")
-    parser.add_argument("--threshold", type=float, default=0.4, help="τ of the outlined mask (default 0.4)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help=f"τ of the outlined mask (default {DEFAULT_THRESHOLD})")
     parser.add_argument("--no-card", action="store_true", help="do not embed grid.png in README.md")
     parser.set_defaults(func=main, accepts_extra=False)
 
 
 def main(args: argparse.Namespace, extra: list[str]) -> int:
-    """Write the preview; one line on stderr for user-facing errors."""
-    try:
-        try:
-            import matplotlib
-        except ImportError:
-            raise PreviewError("preview needs matplotlib: pip install 'daam-datasets[preview]'") from None
-        if args.cmap not in matplotlib.colormaps:
-            raise PreviewError(f"--cmap {args.cmap!r}: not a matplotlib colour map")
-        if args.size < 16:
-            raise PreviewError(f"--size must be at least 16, got {args.size}")
-        result = write_preview(
-            args.output, n=args.n, size=args.size, grid=max(0, args.grid), cmap=args.cmap,
-            alpha=args.alpha, threshold=args.threshold, update_card=not args.no_card,
-        )
-    except PreviewError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    card = "; card embeds preview/grid.png" if result.card_updated else ""
+    """Write the preview; a ``PreviewError`` is reported by the command line as one line (exit 2)."""
+    matplotlib = require_matplotlib()
+    if args.cmap not in matplotlib.colormaps:
+        raise PreviewError(f"--cmap {args.cmap!r}: not a matplotlib colour map")
+    if args.size < MIN_SIZE:
+        raise PreviewError(f"--size must be at least {MIN_SIZE}, got {args.size}")
+    result = write_preview(
+        args.output, n=args.n, size=args.size, grid=max(0, args.grid), cmap=args.cmap,
+        alpha=args.alpha, threshold=args.threshold, update_card=not args.no_card,
+    )
+    card = f"; card embeds {PREVIEW_IMAGE}" if result.card_updated else ""
     print(f"{result.samples} samples, {result.overlays} word overlays -> {result.index}{card}")
     return 0
-

@@ -3,6 +3,7 @@ gallery rendered by headless Chromium (skipped when Chromium is not installed)."
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -178,18 +179,84 @@ def test_preview_survives_a_rerun_and_is_replaced(out):
 
 
 def test_webdataset_rows_equal_parquet_rows(out):
-    from pipeline.preview import _parquet_rows, _webdataset_rows
+    from pipeline.preview import parquet_rows, webdataset_rows
     from transforms.layout import OutputLayout
 
     layout = OutputLayout(str(out))
-    parquet = list(_parquet_rows(layout))
-    wds = {r["id"]: r for r in _webdataset_rows(layout)}
+    parquet = list(parquet_rows(layout))
+    wds = {r["id"]: r for r in webdataset_rows(layout)}
     assert len(parquet) == len(wds) == len(PROMPTS)
     for row in parquet:
         other = wds[row["id"]]
         assert other["words"] == row["words"] and other["tokens"] == row["tokens"]
         np.testing.assert_array_equal(other["token_maps"], row["token_maps"])
         assert other["image"]["bytes"] == row["image"]["bytes"]
+        assert row["token_maps"].dtype == other["token_maps"].dtype == np.float32
+        assert row["token_maps"].ndim == 3 and len(row["token_maps"]) == len(row["tokens"])
+    assert [r["id"] for r in parquet] == list(wds)  # same shard order
+
+
+def test_read_rows_decodes_only_the_rows_asked_for(out, rows, monkeypatch):
+    import pipeline.preview.rows as reader
+    from pipeline.preview import read_rows
+
+    decoded = []
+    real = reader.decode_token_maps
+    monkeypatch.setattr(reader, "decode_token_maps", lambda cell: decoded.append(1) or real(cell))
+    [first] = read_rows(str(out), 1)
+    assert len(decoded) == 1, "read_rows(output, 1) must decode one row's maps, not a shard's"
+    assert first["id"] == rows[0]["id"]
+    np.testing.assert_array_equal(first["token_maps"], np.asarray(rows[0]["token_maps"], dtype=np.float32))
+    with Image.open(io.BytesIO(first["image"]["bytes"])) as image:  # not decoded by the reader
+        np.testing.assert_array_equal(np.asarray(image), np.asarray(rows[0]["image"]))
+
+
+def test_read_rows_falls_back_to_webdataset(out, tmp_path):
+    from pipeline.preview import read_rows
+
+    wds_only = tmp_path / "wds-only"
+    shutil.copytree(out / "wds", wds_only / "wds")
+    got = read_rows(str(wds_only), 3)
+    assert [r["id"] for r in got] == [r["id"] for r in read_rows(str(out), 3)]
+
+
+def test_page_inlines_the_package_css_and_script(out):
+    text = (out / "preview" / "index.html").read_text(encoding="utf-8")
+    import pipeline.preview
+
+    static = Path(pipeline.preview.__file__).parent / "static"
+    for name in ("gallery.css", "gallery.js"):
+        assert (static / name).read_text(encoding="utf-8") in text, f"{name} is not inlined verbatim"
+    assert text.count("<script") == 1 and text.count("<style") == 1
+
+
+def test_prompt_markup_is_escaped(tmp_path):
+    """A prompt with markup, ``&`` and quotes reaches index.html as text (autoescaped template)."""
+    from pipeline.cli import main
+
+    prompt = """a "cat" & a <script>document.title='pwned'</script> dog's <b>bowl</b>"""
+    corpus = tmp_path / "prompts.txt"
+    corpus.write_text(prompt + "\n", encoding="utf-8")
+    output = tmp_path / "out"
+    assert main(["run", "--prompts", str(corpus), "--output", str(output), "--steps", "2", "--height", "64",
+                 "--width", "64"]) == 0
+    assert main(["preview", str(output), "--n", "1", "--grid", "1"]) == 0
+    [row] = list(load_dataset(str(output), split="train"))
+    assert row["prompt"] == prompt
+    text = (output / "preview" / "index.html").read_text(encoding="utf-8")
+    assert "<script>document" not in text and "<b>" not in text
+    assert "&lt;script&gt;" in text and "&amp;" in text and "&lt;b&gt;" in text
+    assert 'alt="a &#34;cat&#34; &amp; a &lt;script&gt;' in text  # quotes escaped inside attributes
+    assert text.count("<script") == 1  # the gallery's own script only
+    page = parse(text)
+    [fig] = page.figures
+    assert fig["base"]["alt"] == prompt
+    assert [w["text"].lower() for w in fig["words"]] == [w["word"] for w in row["words"]]
+    assert fig["tokens"] == row["tokens"]
+    if CHROMIUM is not None:  # the page as a browser builds it: the prompt's markup stays text
+        dom = chromium(tmp_path, (output / "preview" / "index.html").as_uri(), "--dump-dom").stdout
+        assert "<title>DAAM preview — 1 samples</title>" in dom  # the prompt's script did not run
+        assert parse(dom).figures[0]["base"]["alt"] == prompt
 
 
 def test_preview_errors_are_one_line(tmp_path, run_cli):
@@ -197,7 +264,14 @@ def test_preview_errors_are_one_line(tmp_path, run_cli):
     assert code == 2 and err.count("\n") == 1 and "no such folder" in err
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli("preview", tmp_path / "empty")
-    assert code == 2 and "no data shards" in err
+    assert code == 2 and err.count("\n") == 1 and "no data shards" in err
+
+
+def test_bad_preview_arguments_are_one_line(out, run_cli):
+    for args, message in ((("--cmap", "nope"), "not a matplotlib colour map"), (("--size", "8"), "at least 16"),
+                          (("--n", "0"), "at least 1")):
+        code, stdout, err = run_cli("preview", out, *args)
+        assert code == 2 and stdout == "" and err.count("\n") == 1 and err.startswith("error: ") and message in err
 
 
 # -- overlay helpers -------------------------------------------------------------------------------

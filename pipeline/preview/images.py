@@ -1,0 +1,133 @@
+"""The gallery's pictures: each sample's image and word overlays (JPEG) and the card's grid (PNG).
+
+Overlays are DAAM's (``transforms.attribution.overlay``: the word map resized to the image, min-max
+normalised, blended through the colour map, its τ mask outlined). matplotlib comes with the
+``preview`` extra and is imported on use.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from transforms.attribution.config import DEFAULT_CMAP, DEFAULT_THRESHOLD
+from transforms.attribution.overlay import compose, heat_and_mask, row_image, row_maps, spans_map
+
+from ..errors import PreviewError
+
+JPEG_QUALITY = 88
+# words not worth showing on the card's grid (the gallery shows every word)
+GRID_SKIP = frozenset(
+    ["a", "an", "the", "of", "on", "in", "at", "to", "with", "and", "or", "for", "from", "by", "into", "onto",
+     "over", "under", "next", "near", "its", "his", "her", "their", "is", "are", "was", "were", "be", "this",
+     "that", "these", "those", "some", "two", "three", "very"]
+)
+
+
+@dataclass
+class SamplePictures:
+    """One row's pictures at gallery size: the image and one overlay per entry of ``row["words"]``."""
+
+    image: Image.Image
+    overlays: list[Image.Image] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of every picture of the sample."""
+        return self.image.size
+
+
+def require_matplotlib() -> Any:
+    """The ``matplotlib`` module, or a ``PreviewError`` naming the extra to install."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise PreviewError("preview needs matplotlib: pip install 'daam-datasets[preview]'") from None
+    return matplotlib
+
+
+def fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """``size`` (width, height) scaled down so its longest side is at most ``longest``."""
+    width, height = size
+    scale = min(1.0, longest / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def jpeg(image: Image.Image) -> bytes:
+    """JPEG bytes of an RGB image."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def _word_spans(entry: dict[str, Any]) -> list[tuple[int, int]]:
+    return [(int(entry["start"]), int(entry["end"]))]
+
+
+def sample_pictures(
+    row: dict[str, Any],
+    size: int,
+    threshold: float = DEFAULT_THRESHOLD,
+    cmap: str = DEFAULT_CMAP,
+    alpha: float = 1.0,
+) -> SamplePictures:
+    """The row's image and each word's overlay, scaled so the longest side is ``size`` at most;
+    maps and masks are computed at the image's own size."""
+    image = row_image(row)
+    maps = row_maps(row)
+    shown = fit(image.size, size)
+    base = image.resize(shown, Image.Resampling.LANCZOS) if shown != image.size else image
+    pictures = SamplePictures(base)
+    for entry in row["words"]:
+        latent = spans_map(maps, _word_spans(entry))
+        heat, mask = heat_and_mask(latent, (image.size[1], image.size[0]), threshold)
+        pictures.overlays.append(compose(image, heat, mask, cmap=cmap, alpha=alpha, size=shown))
+    return pictures
+
+
+def grid_word(row: dict[str, Any]) -> int:
+    """Index of the word shown on the grid: the content word whose map is most peaked."""
+    maps = row_maps(row)
+    best, best_score = 0, -1.0
+    for k, entry in enumerate(row["words"]):
+        text = str(entry["word"]).lower()
+        if not text.isalpha() or text in GRID_SKIP:
+            continue
+        latent = spans_map(maps, _word_spans(entry))
+        score = float(latent.max() / (latent.mean() + 1e-8))
+        if score > best_score:
+            best, best_score = k, score
+    return best
+
+
+def render_grid(tiles: Sequence[tuple[Image.Image, str, str]], columns: int = 4) -> bytes:
+    """PNG of overlay tiles ``(image, word, prompt)`` in a grid, titled with the word and prompt;
+    a small white PNG when there are no tiles."""
+    if not tiles:
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), "white").save(buffer, format="PNG")
+        return buffer.getvalue()
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = max(1, min(columns, len(tiles)))
+    rows = (len(tiles) + columns - 1) // columns
+    figure = Figure(figsize=(2.6 * columns, 3.1 * rows), dpi=100, facecolor="white")
+    FigureCanvasAgg(figure)
+    for i, (image, word, prompt) in enumerate(tiles):
+        ax = figure.add_subplot(rows, columns, i + 1)
+        ax.imshow(np.asarray(image))
+        ax.set_axis_off()
+        text = textwrap.shorten(prompt, 90, placeholder=" …")
+        ax.set_title(f"“{word}”\n" + "\n".join(textwrap.wrap(text, 38)[:2]), fontsize=7.5, loc="left")
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9, wspace=0.06, hspace=0.35)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
