@@ -1,7 +1,11 @@
 """The dataset card (``README.md``): ``huggingface_hub``'s ``DatasetCardData`` for the YAML front
-matter the Hub and ``load_dataset`` read, a Jinja2 template (``templates/dataset_card.md``) for the
-text. A finished output's card is always rendered from its own records (``run.json`` and the shard
-markers), so the preview and publish steps re-render it instead of editing text."""
+matter the Hub and ``load_dataset`` read, Jinja2 templates (``templates/``) for the text.
+
+A run renders the card from the output's own records (``run.json``, the shard markers). Later steps
+keep whatever a user edited: they parse the card with ``DatasetCard`` (front matter kept as
+written) and change its Markdown body section by section (``## `` headings): ``preview`` adds or
+drops the Preview section, ``publish`` names the repository in the load example.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 from datasets import Features
+import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from schemas.output_records import RunInfo, ShardStats
@@ -29,8 +34,18 @@ TAGS = ["daam", "attribution", "cross-attention", "stable-diffusion", "synthetic
 UNFINISHED_DATA = "data/RUN-NOT-FINISHED-*.parquet"  # matches no file: load_dataset refuses the folder
 
 
+SECTION = "## "
+PREVIEW_HEADING, CONTENTS_HEADING = "## Preview", "## Contents"
+
+
 def _template(name: str) -> str:
     return resources.files("pipeline").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def preview_section(image: str = PREVIEW_IMAGE) -> str:
+    """The card's Preview section: the grid image and where the HTML gallery is."""
+    values = {"preview_image": image, "preview_gallery": PREVIEW_GALLERY, "cmap": DEFAULT_CMAP, "threshold": DEFAULT_THRESHOLD}
+    return jinja2.Template(_template("card_preview.md"), keep_trailing_newline=True).render(**values)
 
 
 def size_category(rows: int) -> str:
@@ -98,10 +113,8 @@ def render_card(
         map_w=map_w,
         schema_table=_schema_table(features),
         schema_version=SCHEMA_VERSION,
-        preview_image=preview_image,
-        preview_gallery=PREVIEW_GALLERY,
+        preview_section=preview_section(preview_image) if preview_image else "",
         repo_id=repo_id,
-        cmap=DEFAULT_CMAP,
         threshold=DEFAULT_THRESHOLD,
         citation=CITATION,
     )
@@ -163,22 +176,38 @@ def write_card(layout: OutputLayout, text: str) -> bool:
     return True
 
 
-# Transitional: text-level preview embedding, until preview/publish re-render with ``output_card``.
-_PREVIEW_ANCHOR = "\n## Contents\n"
+def _sections(body: str) -> list[str]:
+    """The Markdown body split before each ``## `` heading (the first part is what precedes them)."""
+    parts: list[str] = [""]
+    for line in body.splitlines(keepends=True):
+        if line.startswith(SECTION):
+            parts.append("")
+        parts[-1] += line
+    return parts
 
 
-def embed_preview(card: str, image: str = PREVIEW_IMAGE) -> str:
-    """``card`` with the preview section before "## Contents" (unchanged if it has one)."""
-    if "\n## Preview\n" in card or _PREVIEW_ANCHOR not in card:
-        return card
-    section = _template("dataset_card.md").split("{% if preview_image %}\n", 1)[1].split("{% endif %}", 1)[0]
-    section = section.replace("{{ cmap }}", DEFAULT_CMAP).replace("{{ threshold }}", str(DEFAULT_THRESHOLD))
-    section = section.replace("{{ preview_image }}", image).replace("{{ preview_gallery }}", PREVIEW_GALLERY)
-    return card.replace(_PREVIEW_ANCHOR, "\n" + section + _PREVIEW_ANCHOR, 1)
+def _heading(section: str) -> str:
+    return section.split("\n", 1)[0].rstrip()
 
 
-def remove_preview(card: str) -> str:
-    """``card`` without the preview section (for a copy published without ``preview/``)."""
-    start = card.find("\n## Preview\n")
-    end = card.find(_PREVIEW_ANCHOR, start + 1)
-    return card if start < 0 or end < 0 else card[:start] + card[end:]
+def with_preview(card_text: str, image: str | None = PREVIEW_IMAGE) -> str:
+    """``card_text`` with its Preview section (before Contents) for ``image``, or without one for
+    ``None``; front matter and every other section stay as they are."""
+    card = DatasetCard(card_text)
+    sections = [s for s in _sections(card.text) if _heading(s) != PREVIEW_HEADING]
+    if image is not None:
+        at = next((i for i, s in enumerate(sections) if _heading(s) == CONTENTS_HEADING), None)
+        if at is None:
+            return card_text  # not a card of ours: leave it alone
+        sections.insert(at, preview_section(image) + "\n")
+    card.text = "".join(sections)
+    return str(card)
+
+
+def for_repo(card_text: str, repo_id: str) -> str:
+    """``card_text`` with its load example naming ``repo_id`` instead of the placeholder."""
+    card = DatasetCard(card_text)
+    sections = _sections(card.text)
+    old, new = f'load_dataset("{PLACEHOLDER_REPO}"', f'load_dataset("{repo_id}"'
+    card.text = "".join(s.replace(old, new) if _heading(s) == "## Load" else s for s in sections)
+    return str(card)

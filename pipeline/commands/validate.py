@@ -9,9 +9,9 @@ from typing import Any
 from transforms.model_loading import ModelLoadError
 from transforms.prompts import CorpusError
 
+from ..beam_args import unknown_beam_args
 from ..errors import DaamDatasetsError, RunFailed, UsageError
 from ..validate import Problem, repair_output, validate_output
-from .run import unknown_beam_args
 
 MAX_LISTED = 50
 

@@ -24,7 +24,7 @@ from PIL import Image
 from transforms.attribution.config import DEFAULT_CMAP, DEFAULT_THRESHOLD
 from transforms.layout import CARD_FILE, PREVIEW_DIR, OutputLayout
 
-from ..card import PREVIEW_GALLERY, PREVIEW_IMAGE, embed_preview
+from ..card import PREVIEW_GALLERY, PREVIEW_IMAGE, with_preview, write_card
 from ..errors import PreviewError
 from .images import grid_word, jpeg, render_grid, require_matplotlib, sample_pictures
 from .page import SampleView, render_page, run_facts, sample_view
@@ -123,11 +123,7 @@ def _embed_in_card(layout: OutputLayout) -> bool:
     path = layout.path(CARD_FILE)
     if not layout.exists(path):
         return False
-    with layout.fs.open(path, "rb") as fh:
-        card = fh.read().decode("utf-8")
-    updated = embed_preview(card, image=PREVIEW_IMAGE)
-    if updated == card:
+    if not write_card(layout, with_preview(layout.read_text(path), PREVIEW_IMAGE)):
         return False
-    layout.write_bytes_atomic(path, updated.encode("utf-8"))
     logger.debug("%s embeds %s", layout.relative(path), PREVIEW_IMAGE)
     return True

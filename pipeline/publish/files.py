@@ -12,10 +12,10 @@ import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
 
 from huggingface_hub.utils.sha import sha_fileobj
 
+from schemas.output_records import ShardStats
 from transforms.layout import (
     CARD_FILE,
     FAILURES_DIR,
@@ -27,7 +27,7 @@ from transforms.layout import (
     OutputLayout,
 )
 
-from ..card import PREVIEW_IMAGE, embed_preview, remove_preview
+from ..card import PLACEHOLDER_REPO, PREVIEW_IMAGE, for_repo, with_preview
 from ..errors import DamagedOutput
 from ..validate import validate_output
 from .plan import DATA_PREFIXES, LocalFile
@@ -63,12 +63,6 @@ def managed_prefixes(include_failures: bool, include_preview: bool) -> tuple[str
     return tuple(prefixes)
 
 
-def is_local(fs: Any) -> bool:
-    """Whether ``fs`` is the local file system (paths can be passed on as is, renames are atomic)."""
-    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    return "file" in protocols
-
-
 def walk(layout: OutputLayout) -> Iterator[tuple[str, str, int]]:
     """``(full path, path relative to the root, bytes)`` of every file under the root, sorted."""
     base = layout.base.rstrip("/")
@@ -86,25 +80,20 @@ def _known_hashes(layout: OutputLayout) -> dict[str, tuple[int, str]]:
     known: dict[str, tuple[int, str]] = {}
     for full in layout.list(STATS_DIR, ".json"):
         try:
-            stats = layout.read_json(full)
-            for info in stats.get("files", {}).values():
-                if info.get("path") and info.get("sha256") and info.get("bytes") is not None:
-                    known[info["path"]] = (int(info["bytes"]), str(info["sha256"]))
-        except (OSError, ValueError, AttributeError):
+            stats = ShardStats.from_dict(layout.read_json(full))
+        except (OSError, ValueError):
             logger.debug("unreadable stats marker %s: its files are hashed again", full)
+            continue
+        known.update({info.path: (info.bytes, info.sha256) for info in stats.files.values()})
     return known
 
 
-CardText = Callable[[str, bool], str]  # (card text, has preview) -> the text to publish
-
-
-def _card(layout: OutputLayout, f: LocalFile, has_preview: bool, card_text: CardText | None) -> LocalFile:
-    """The card as published: with the preview section only when the preview goes along."""
-    with layout.fs.open(f.full, "rb") as fh:
-        text = fh.read().decode("utf-8")
-    text = embed_preview(text) if has_preview else remove_preview(text)
-    if card_text is not None:
-        text = card_text(text, has_preview)
+def _card(layout: OutputLayout, f: LocalFile, has_preview: bool, repo_id: str) -> LocalFile:
+    """The card as published (a user's edits kept): with the Preview section only when the preview
+    goes along, the load example naming ``repo_id``."""
+    text = with_preview(layout.read_text(f.full), PREVIEW_IMAGE if has_preview else None)
+    if repo_id != PLACEHOLDER_REPO:
+        text = for_repo(text, repo_id)
     data = text.encode("utf-8")
     return replace(f, size=len(data), sha256=bytes_sha256(data), data=data)
 
@@ -113,10 +102,9 @@ def collect_files(
     output: str,
     include_failures: bool = False,
     include_preview: bool = True,
-    card_text: CardText | None = None,
+    repo_id: str = PLACEHOLDER_REPO,
 ) -> list[LocalFile]:
-    """Every file of the output to publish, sorted; ``card_text(text, has_preview)`` may rewrite
-    the card for the destination."""
+    """Every file of the output to publish, sorted; the card names ``repo_id`` in its load example."""
     layout = OutputLayout(output)
     known = _known_hashes(layout)
     files: list[LocalFile] = []
@@ -126,7 +114,7 @@ def collect_files(
         sha = known[rel][1] if rel in known and known[rel][0] == size else layout.sha256(full)
         files.append(LocalFile(rel, full, size, sha))
     has_preview = include_preview and any(f.path == PREVIEW_IMAGE for f in files)
-    return [_card(layout, f, has_preview, card_text) if f.path == CARD_FILE else f for f in files]
+    return [_card(layout, f, has_preview, repo_id) if f.path == CARD_FILE else f for f in files]
 
 
 def check_output(output: str, validate: Callable[[str], list] | None = None) -> None:

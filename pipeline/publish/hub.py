@@ -32,7 +32,7 @@ from huggingface_hub.utils.sha import git_hash
 from transforms.layout import OutputLayout
 
 from ..errors import PublishError
-from .files import CardText, check_output, collect_files, is_local, managed_prefixes
+from .files import check_output, collect_files, managed_prefixes
 from .plan import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_FILES,
@@ -52,7 +52,6 @@ except ImportError:  # huggingface_hub 1.x
 logger = logging.getLogger(__name__)
 
 REPO_TYPE = "dataset"
-PLACEHOLDER_REPO = "path/or/org-name"  # the card's load example before publishing
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # no answer from the Hub at all (connect, DNS, proxy, timeout, HF_HUB_OFFLINE): the upload resumes on a rerun
 NETWORK_ERRORS = (TransportError, OfflineModeIsEnabled, ConnectionError, socket.gaierror)
@@ -151,22 +150,13 @@ def preflight(endpoint: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def card_for_repo(repo_id: str) -> CardText:
-    """Card rewrite for the Hub: the load example names ``repo_id`` instead of the placeholder."""
-
-    def rewrite(text: str, has_preview: bool) -> str:
-        return text.replace(f'load_dataset("{PLACEHOLDER_REPO}"', f'load_dataset("{repo_id}"')
-
-    return rewrite
-
-
 def _operations(layout: OutputLayout, adds: list[LocalFile], deletes: list[str], staging: str) -> list[Any]:
     """The commit's operations; files on an object store are fetched into ``staging`` first."""
     ops: list[Any] = []
     for f in adds:
         if f.data is not None:
             source: Any = f.data
-        elif is_local(layout.fs):
+        elif layout.is_local:
             source = f.full
         else:  # gs:// / s3://: to a local file first
             source = os.path.join(staging, uuid.uuid4().hex)
@@ -232,7 +222,7 @@ def publish_to_hub(
             offline = error
     endpoint = getattr(api, "endpoint", "https://huggingface.co")
     target = f"hf://datasets/{repo_id}" + (f"@{revision}" if revision else "")
-    local = collect_files(output, include_failures, include_preview, card_for_repo(repo_id))
+    local = collect_files(output, include_failures, include_preview, repo_id)
 
     def plan_for(remote: dict[str, RemoteFile]) -> PublishPlan:
         prefixes = managed_prefixes(include_failures, include_preview)

@@ -16,7 +16,7 @@ from typing import Any
 from transforms.layout import TMP_DIR, OutputLayout
 
 from ..errors import PublishError
-from .files import check_output, collect_files, is_hidden, is_local, managed_prefixes, walk
+from .files import check_output, collect_files, is_hidden, managed_prefixes, walk
 from .plan import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, LocalFile, PublishResult, RemoteFile, make_plan
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def dest_listing(dest: OutputLayout) -> dict[str, RemoteFile]:
     object store (``None`` when the manifest does not know the file at its size)."""
     if not dest.fs.exists(dest.base.rstrip("/")):
         return {}
-    local = is_local(dest.fs)
+    local = dest.is_local
     manifest = {} if local else _read_manifest(dest)
     files = {}
     for full, rel, size in walk(dest):
@@ -61,7 +61,7 @@ def _copy(src: OutputLayout, f: LocalFile, dest: OutputLayout) -> None:
     object stores write whole objects atomically anyway)."""
     final = dest.path(f.path)
     dest.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-    atomic = is_local(dest.fs)
+    atomic = dest.is_local
     if atomic:
         dest.makedirs(TMP_DIR)
     target = dest.temp_file(final) if atomic else final

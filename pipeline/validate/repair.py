@@ -14,7 +14,6 @@ from .problems import Problem, damaged_shards
 from .validator import validate_output
 
 logger = logging.getLogger(__name__)
-DEFAULT_RUNNER = "--runner=FnApiRunner"
 
 
 def repair_output(path: str, prompts: str | None = None, beam_args: list[str] | None = None) -> list[Problem]:
@@ -25,8 +24,7 @@ def repair_output(path: str, prompts: str | None = None, beam_args: list[str] | 
     lock while deleting, so a running job is never damaged.
     """
     # Apache Beam and the driver load only when there is something to regenerate
-    from apache_beam.options.pipeline_options import PipelineOptions
-
+    from ..beam_args import beam_options
     from ..driver import run
     from ..options import RunSettings
 
@@ -41,10 +39,7 @@ def repair_output(path: str, prompts: str | None = None, beam_args: list[str] | 
     settings = replace(settings, output=path, prompts=prompts or settings.prompts, overwrite=False)
     with RunLock(layout):
         _delete_damage(layout, problems)
-    beam_args = list(beam_args or [])
-    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        beam_args.insert(0, DEFAULT_RUNNER)
-    run(settings, PipelineOptions(beam_args))
+    run(settings, beam_options(list(beam_args or []), "validate"))
     return validate_output(path)
 
 

@@ -246,11 +246,11 @@ def test_changed_and_stale_files(copy):
 
 
 def test_card_preview_section_follows_the_published_files(copy):
-    from pipeline.card import embed_preview
+    from pipeline.card import with_preview
 
     card = copy / "README.md"
     original = card.read_text(encoding="utf-8")
-    card.write_text(embed_preview(original), encoding="utf-8")  # what `daam-datasets preview` leaves
+    card.write_text(with_preview(original), encoding="utf-8")  # what `daam-datasets preview` leaves
     api = FakeHfApi()
     publish_to_hub(str(copy), REPO, api=api, include_preview=False, log=quiet)
     published = api.files["README.md"].decode()
@@ -374,9 +374,9 @@ def test_to_local_folder_loads_and_resumes(out, tmp_path, run_cli):
     ds = load_dataset(str(dest), split="train")
     assert ds.num_rows == len(PROMPTS) and sorted(ds["prompt"]) == sorted(PROMPTS)
     assert ds[0]["image"].size == (64, 64)
-    from pipeline.card import embed_preview
+    from pipeline.card import with_preview
 
-    assert (dest / "README.md").read_text() == embed_preview((out / "README.md").read_text())  # grid.png is there
+    assert (dest / "README.md").read_text() == with_preview((out / "README.md").read_text())  # grid.png is there
     assert "](preview/grid.png)" in (dest / "README.md").read_text()
     # a stale shard of an earlier version at the destination goes; the rest is not copied again
     (dest / "data" / "train-00008-of-00009.parquet").write_bytes(b"old")
