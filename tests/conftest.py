@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 _CACHE = Path(tempfile.mkdtemp(prefix="daam-datasets-tests-"))
 os.environ["DAAM_DATASETS_CACHE"] = str(_CACHE / "daam-datasets")
@@ -78,3 +78,35 @@ PROMPTS = [
     "a cup of coffee next to a book",
     "a sailboat on a lake",
 ]
+
+
+CORPUS_NAME = "prompts.txt"
+
+
+@pytest.fixture(scope="session")
+def built_output(tmp_path_factory) -> Callable[..., Path]:
+    """``build(prompts, *run_args)``: the output of ``daam-datasets run`` on a ``.txt`` corpus of
+    these lines, built once per test session for each distinct (prompts, arguments). Its corpus is
+    ``out.parent / CORPUS_NAME``. Tests and fixtures that change an output work on a copy
+    (``copy_output``); only a module's own arguments may be changed in place."""
+    built: dict[tuple[tuple[str, ...], tuple[str, ...]], Path] = {}
+
+    def build(prompts: Sequence[str], *args: object) -> Path:
+        key = (tuple(prompts), tuple(str(a) for a in args))
+        if key not in built:
+            root = tmp_path_factory.mktemp("output")
+            (root / CORPUS_NAME).write_text("\n".join(prompts) + "\n", encoding="utf-8")
+            out = root / "out"
+            assert cli_main(["run", "--prompts", str(root / CORPUS_NAME), "--output", str(out), *key[1]]) == 0
+            built[key] = out
+        return built[key]
+
+    return build
+
+
+def copy_output(source: Path, target: Path) -> Path:
+    """A private copy of an output (and its corpus beside it) at ``target``."""
+    shutil.copytree(source, target)
+    if (source.parent / CORPUS_NAME).exists():
+        shutil.copy2(source.parent / CORPUS_NAME, target.parent / CORPUS_NAME)
+    return target

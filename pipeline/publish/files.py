@@ -30,7 +30,7 @@ from transforms.layout import (
 from ..card import PLACEHOLDER_REPO, PREVIEW_IMAGE, for_repo, with_preview
 from ..errors import DamagedOutput
 from ..validate import validate_output
-from .plan import DATA_PREFIXES, LocalFile
+from .plan import DATA_PREFIXES, LocalFile, PublishOptions, PublishPlan, RemoteFile, make_plan
 
 logger = logging.getLogger(__name__)
 
@@ -129,3 +129,17 @@ def check_output(output: str, validate: Callable[[str], list] | None = None) -> 
         f"{output}: refusing to publish a damaged output ({len(problems)} problems); "
         f"run `daam-datasets validate {output} --repair` first\n{listed}{more}"
     )
+
+
+def plan_publish(
+    output: str,
+    target: str,
+    remote: dict[str, RemoteFile],
+    same: Callable[[LocalFile, RemoteFile], bool],
+    options: PublishOptions,
+    repo_id: str = PLACEHOLDER_REPO,
+) -> PublishPlan:
+    """The plan for publishing ``output`` to ``target``, which holds ``remote``."""
+    local = collect_files(output, options.include_failures, options.include_preview, repo_id)
+    prefixes = managed_prefixes(options.include_failures, options.include_preview)
+    return make_plan(output, target, local, remote, same, prefixes, options.max_files, options.max_bytes)

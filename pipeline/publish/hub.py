@@ -32,17 +32,8 @@ from huggingface_hub.utils.sha import git_hash
 from transforms.layout import OutputLayout
 
 from ..errors import PublishError
-from .files import check_output, collect_files, managed_prefixes
-from .plan import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_FILES,
-    LocalFile,
-    PublishPlan,
-    PublishResult,
-    RemoteFile,
-    human_bytes,
-    make_plan,
-)
+from .files import check_output, plan_publish
+from .plan import LocalFile, PublishOptions, PublishPlan, PublishResult, RemoteFile, human_bytes
 
 try:  # the HTTP client of huggingface_hub 2.x
     from httpx2 import TransportError
@@ -194,22 +185,19 @@ def publish_to_hub(
     token: str | None = None,
     private: bool = False,
     revision: str | None = None,
-    include_failures: bool = False,
-    include_preview: bool = True,
-    dry_run: bool = False,
-    max_files: int = DEFAULT_MAX_FILES,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    validate: Callable[[str], list] | None = None,
-    log: Callable[[str], None] = print,
+    **options: Any,
 ) -> PublishResult:
     """Validate ``output`` and upload it to the dataset repo ``repo_id`` (see the module doc).
 
-    ``api`` is an ``huggingface_hub.HfApi`` (made from ``token`` when ``None``); a dry run only
-    reads the repo's file list (and plans as if it were empty when that fails).
+    ``api`` is an ``huggingface_hub.HfApi`` (made from ``token`` when ``None``); ``options`` are
+    ``PublishOptions`` fields. A dry run only reads the repo's file list (and plans as if it were
+    empty when that fails).
     """
+    opts = PublishOptions(**options)
+    dry_run, log = opts.dry_run, opts.log
     if not _REPO_ID.match(repo_id or ""):
         raise PublishError(f"--repo-id {repo_id!r}: expected ORG/NAME (e.g. my-lab/daam-coco)")
-    check_output(output, validate)
+    check_output(output, opts.validate)
     layout = OutputLayout(output)
     offline: PublishError | None = None
     if api is None:
@@ -222,11 +210,9 @@ def publish_to_hub(
             offline = error
     endpoint = getattr(api, "endpoint", "https://huggingface.co")
     target = f"hf://datasets/{repo_id}" + (f"@{revision}" if revision else "")
-    local = collect_files(output, include_failures, include_preview, repo_id)
 
     def plan_for(remote: dict[str, RemoteFile]) -> PublishPlan:
-        prefixes = managed_prefixes(include_failures, include_preview)
-        return make_plan(output, target, local, remote, same_on_hub(layout), prefixes, max_files, max_bytes)
+        return plan_publish(output, target, remote, same_on_hub(layout), opts, repo_id)
 
     if dry_run:
         notes: list[str] = []

@@ -22,6 +22,22 @@ DATA_PREFIXES = (DATA_DIR + "/", WDS_DIR + "/")
 LAST_FILES = {CARD_FILE: "dataset card", RUN_FILE: "run summary"}  # committed last, in this order
 
 
+@dataclass(frozen=True)
+class PublishOptions:
+    """What to publish and how: the keyword arguments of ``publish_to_hub`` and ``publish_to_path``.
+
+    ``validate`` replaces ``validate_output`` (tests); ``log`` receives the plan and progress lines.
+    """
+
+    include_failures: bool = False
+    include_preview: bool = True
+    dry_run: bool = False
+    max_files: int = DEFAULT_MAX_FILES
+    max_bytes: int = DEFAULT_MAX_BYTES
+    validate: Callable[[str], list] | None = None
+    log: Callable[[str], None] = print
+
+
 @dataclass
 class LocalFile:
     """A file to publish: its repo path, where it is read from (``full`` on the output's file

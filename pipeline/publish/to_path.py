@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import posixpath
 import shutil
-from collections.abc import Callable
 from typing import Any
 
 from transforms.layout import TMP_DIR, OutputLayout
 
 from ..errors import PublishError
-from .files import check_output, collect_files, is_hidden, managed_prefixes, walk
-from .plan import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, LocalFile, PublishResult, RemoteFile, make_plan
+from .files import check_output, is_hidden, plan_publish, walk
+from .plan import LocalFile, PublishOptions, PublishResult, RemoteFile
 
 logger = logging.getLogger(__name__)
 
@@ -78,37 +77,27 @@ def _copy(src: OutputLayout, f: LocalFile, dest: OutputLayout) -> None:
 def publish_to_path(
     output: str,
     dest: str,
-    *,
-    include_failures: bool = False,
-    include_preview: bool = True,
-    dry_run: bool = False,
-    max_files: int = DEFAULT_MAX_FILES,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    validate: Callable[[str], list] | None = None,
-    log: Callable[[str], None] = print,
+    **options: Any,
 ) -> PublishResult:
     """Validate ``output`` and copy what the Hub would get to ``dest`` (local folder or fsspec URL).
 
     Files already at ``dest`` with the same sha256 (computed for a local destination, recorded in
     ``dest/.daam-publish.json`` for object stores) are skipped; stale files in ``data/``, ``wds/``,
-    ``preview/`` are deleted after the card is written.
+    ``preview/`` are deleted after the card is written. ``options`` are ``PublishOptions`` fields.
     """
-    check_output(output, validate)
+    opts = PublishOptions(**options)
+    check_output(output, opts.validate)
     src = OutputLayout(output)
     target = OutputLayout(dest)
     if src.fs is target.fs and src.base.rstrip("/") == target.base.rstrip("/"):
         raise PublishError(f"--to {dest}: is the output itself")
     if target.fs.exists(target.base) and not target.fs.isdir(target.base):
         raise PublishError(f"--to {dest}: is a file, not a folder")
-    plan = make_plan(
-        output, target.root, collect_files(output, include_failures, include_preview), dest_listing(target),
-        lambda f, r: r.sha256 == f.sha256 and r.size == f.size,
-        managed_prefixes(include_failures, include_preview), max_files, max_bytes,
-    )
-    if dry_run:
-        log(plan.describe())
+    plan = plan_publish(output, target.root, dest_listing(target), lambda f, r: r.sha256 == f.sha256 and r.size == f.size, opts)
+    if opts.dry_run:
+        opts.log(plan.describe())
         return PublishResult(plan, [], True)
-    log(f"publish {output} -> {target.root}: {plan.counts('copy')}")
+    opts.log(f"publish {output} -> {target.root}: {plan.counts('copy')}")
     manifest = {f.path: {"bytes": f.size, "sha256": f.sha256} for f in plan.unchanged}
     made = []
     try:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.dask.resources import gpu_worker_envs, threads_per_worker, visible_gpus, workers_per_host
-from tests.conftest import FAST_ARGS, PROMPTS
+from tests.conftest import CORPUS_NAME, FAST_ARGS, PROMPTS
 
 try:
     import distributed  # noqa: F401
@@ -203,19 +203,14 @@ def _check_exactly_once(root: Path, corpus_ids: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("dask-corpus") / "prompts.txt"
-    path.write_text("\n".join(PROMPTS[:N_PROMPTS]) + "\n")
-    return path
+def fnapi_run(built_output) -> Path:
+    """The FnApiRunner's output of the corpus (read only)."""
+    return built_output(PROMPTS[:N_PROMPTS], *RUN)
 
 
 @pytest.fixture(scope="module")
-def fnapi_run(corpus, tmp_path_factory) -> Path:
-    from pipeline.cli import main
-
-    out = tmp_path_factory.mktemp("fnapi") / "out"
-    assert main(["run", "--prompts", str(corpus), "--output", str(out), *RUN]) == 0
-    return out
+def corpus(fnapi_run) -> Path:
+    return fnapi_run.parent / CORPUS_NAME
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,10 @@ from tests.conftest import FAST_ARGS, PROMPTS
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(built_output):
     """One run of 9 prompts (+ a blank line) into 3 shards, Parquet and WebDataset."""
-    from pipeline.cli import main
-
-    root = tmp_path_factory.mktemp("e2e")
-    corpus = root / "prompts.txt"
-    corpus.write_text("\n".join(PROMPTS[:4] + [""] + PROMPTS[4:]) + "\n", encoding="utf-8")
-    out = root / "out"
-    code = main(["run", "--prompts", str(corpus), "--output", str(out), *FAST_ARGS, "--shard-size", "3",
-                 "--batch-size", "2", "--format", "parquet,webdataset", "--negative-prompt", "blurry"])
-    assert code == 0
-    return out
+    return built_output(PROMPTS[:4] + [""] + PROMPTS[4:], *FAST_ARGS, "--shard-size", "3", "--batch-size", "2",
+                        "--format", "parquet,webdataset", "--negative-prompt", "blurry")
 
 
 def test_load_dataset_rows_and_columns(built):

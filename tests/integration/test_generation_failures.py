@@ -46,7 +46,7 @@ def test_non_finite_maps_are_rejected(tiny_pipe):
     prompt = PromptRecord(0, "x", "a cat", 0)
     assert to_record(prompt, sample, "float16").token_maps.shape == (2, 8, 8)
     sample.heat_map.maps[1, 0, 0] = float("nan")
-    with pytest.raises(PromptFailure) as info:
+    with pytest.raises(PromptFailure, match="token maps contain NaN or infinite values") as info:
         to_record(prompt, sample, "float16")
     assert info.value.stage == "attribution"
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from datasets import load_dataset
 
-from tests.conftest import FAST_ARGS, PROMPTS
+from tests.conftest import CORPUS_NAME, FAST_ARGS, PROMPTS
 
 RUN = FAST_ARGS + ["--shard-size", "3", "--format", "parquet,webdataset", "--map-dtype", "float32"]
 
@@ -34,19 +34,14 @@ def _maps(root: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "prompts.txt"
-    path.write_text("\n".join(PROMPTS[:7]) + "\n")
-    return path
+def first_run(built_output) -> Path:
+    """A 7-prompt output with this module's arguments, which its tests rerun in place."""
+    return built_output(PROMPTS[:7], *RUN)
 
 
 @pytest.fixture(scope="module")
-def first_run(corpus, tmp_path_factory) -> Path:
-    from pipeline.cli import main
-
-    out = tmp_path_factory.mktemp("run") / "out"
-    assert main(["run", "--prompts", str(corpus), "--output", str(out), *RUN]) == 0
-    return out
+def corpus(first_run) -> Path:
+    return first_run.parent / CORPUS_NAME
 
 
 def test_identical_runs_are_byte_identical(first_run, corpus, tmp_path, run_cli):
@@ -141,6 +136,7 @@ def job_service():
         pytest.param(["--runner=PortableRunner", "--environment_type=LOOPBACK"], id="portable"),
     ],
 )
+@pytest.mark.slow
 def test_other_runners_give_the_same_maps(first_run, corpus, tmp_path, runner_args, request):
     args = list(runner_args)
     if "--runner=PortableRunner" in args:

@@ -18,6 +18,8 @@ import yaml
 from datasets import load_dataset
 from PIL import Image, ImageChops
 
+from tests.conftest import copy_output
+
 PROMPTS = [
     "a dog and a dog playing with a ball",  # repeated word
     "an armadillo eating watermelon, slowly",  # multi-token word (armad + illo), punctuation
@@ -31,19 +33,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory) -> Path:
+def out(built_output, tmp_path_factory) -> Path:
     """A 5-row output (Parquet and WebDataset, 3 shards) with a preview of its first 4 rows."""
     from pipeline.cli import main
 
-    root = tmp_path_factory.mktemp("preview")
-    corpus = root / "prompts.txt"
-    corpus.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
-    output = root / "out"
-    code = main(["run", "--prompts", str(corpus), "--output", str(output), "--steps", "2", "--height", str(HEIGHT),
-                 "--width", str(WIDTH), "--shard-size", "2", "--format", "parquet,webdataset"])
-    assert code == 0
-    code = main(["preview", str(output), "--n", str(N_SHOWN), "--grid", "3"])
-    assert code == 0
+    built = built_output(PROMPTS, "--steps", "2", "--height", HEIGHT, "--width", WIDTH, "--shard-size", "2",
+                         "--format", "parquet,webdataset")
+    output = copy_output(built, tmp_path_factory.mktemp("preview") / "out")
+    assert main(["preview", str(output), "--n", str(N_SHOWN), "--grid", "3"]) == 0
     return output
 
 
@@ -383,6 +380,7 @@ needs_chromium = pytest.mark.skipif(
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_browser_dom_switches_words(out, tmp_path):
     index = (out / "preview" / "index.html").as_uri()
     plain = parse(chromium(tmp_path, index, "--dump-dom").stdout)
@@ -408,6 +406,7 @@ def test_browser_dom_switches_words(out, tmp_path):
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_browser_screenshot_shows_the_overlay(out, tmp_path):
     index = (out / "preview" / "index.html").as_uri()
     shots = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import socket
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from huggingface_hub.utils.sha import git_hash, sha_fileobj
 from pipeline.errors import DamagedOutput, PublishError
 from pipeline.publish import lfs_pointer, publish_to_hub, publish_to_path
 from transforms.layout import OutputLayout
+
+from tests.conftest import copy_output
 
 PROMPTS = ["a photo of a cat", "a dog on a sofa", "a red bicycle", "two horses in a field", "a cup of coffee"]
 REPO = "lab/daam-test"
@@ -94,17 +95,10 @@ class FakeHfApi:
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory) -> Path:
+def out(built_output, tmp_path_factory) -> Path:
     """5 prompts in 5 shards (64×64, 2 steps), plus a hand-made preview/ and the run's markers."""
-    from pipeline.cli import main
-
-    root = tmp_path_factory.mktemp("publish")
-    corpus = root / "prompts.txt"
-    corpus.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
-    output = root / "out"
-    code = main(["run", "--prompts", str(corpus), "--output", str(output), "--steps", "2", "--height", "64",
-                 "--width", "64", "--shard-size", "1"])
-    assert code == 0
+    built = built_output(PROMPTS, "--steps", "2", "--height", "64", "--width", "64", "--shard-size", "1")
+    output = copy_output(built, tmp_path_factory.mktemp("publish") / "out")
     (output / "preview" / "assets").mkdir(parents=True)
     (output / "preview" / "grid.png").write_bytes(b"\x89PNG fake grid")
     (output / "preview" / "index.html").write_text("<!doctype html><title>gallery</title>", encoding="utf-8")
@@ -118,9 +112,7 @@ def out(tmp_path_factory) -> Path:
 @pytest.fixture
 def copy(out, tmp_path) -> Path:
     """A private copy of the output that a test may change."""
-    target = tmp_path / "out"
-    shutil.copytree(out, target)
-    return target
+    return copy_output(out, tmp_path / "out")
 
 
 def data_files(output: Path) -> list[str]:

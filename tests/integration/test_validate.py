@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.validate import Problem, damaged_shards, validate_output
-from tests.conftest import FAST_ARGS, PROMPTS
+from tests.conftest import FAST_ARGS, PROMPTS, copy_output
 
 SHARD0, SHARD1 = "train-00000-of-00002", "train-00001-of-00002"
 PARQUET0 = f"data/{SHARD0}.parquet"
@@ -23,26 +23,15 @@ PARQUET1 = f"data/{SHARD1}.parquet"
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Path:
-    """One sound output: 4 prompts in 2 shards, Parquet and WebDataset (built once)."""
-    from pipeline.cli import main
-
-    root = tmp_path_factory.mktemp("validate")
-    corpus = root / "prompts.txt"
-    corpus.write_text("\n".join(PROMPTS[:4]) + "\n", encoding="utf-8")
-    out = root / "out"
-    code = main(["run", "--prompts", str(corpus), "--output", str(out), *FAST_ARGS, "--shard-size", "2",
-                 "--format", "parquet,webdataset"])
-    assert code == 0
-    return out
+def pristine(built_output) -> Path:
+    """One sound output: 4 prompts in 2 shards, Parquet and WebDataset (built once, read only)."""
+    return built_output(PROMPTS[:4], *FAST_ARGS, "--shard-size", "2", "--format", "parquet,webdataset")
 
 
 @pytest.fixture
 def out(pristine, tmp_path) -> Path:
     """A private copy of the sound output, to damage."""
-    target = tmp_path / "out"
-    shutil.copytree(pristine, target)
-    return target
+    return copy_output(pristine, tmp_path / "out")
 
 
 def _kinds(problems: list[Problem]) -> set[tuple[str, str]]:

@@ -41,7 +41,7 @@ def test_hub_id_offline_gives_one_clear_line(monkeypatch):
         raise OSError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
-    with pytest.raises(ModelLoadError) as info:
+    with pytest.raises(ModelLoadError, match="cannot reach the Hugging Face Hub") as info:
         resolve_model_source("someorg/not-a-cached-model")
     message = str(info.value)
     assert "cannot reach the Hugging Face Hub" in message and "--model PATH" in message
