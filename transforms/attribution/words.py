@@ -132,6 +132,24 @@ def token_merge_indices(tokenizer: Any, tokens: list[str], word: str) -> list[in
     return [i + 1 for start, end in token_spans(tokenizer, tokens, word) for i in range(start, end)]
 
 
+def word_spellings(
+    words: Sequence[Mapping[str, Any]], tokens: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """How each of a row's ``words`` entries may be spelled: its lower-cased text and its joined
+    ``tokens`` (the text again without tokens)."""
+    texts = [str(w["word"]).strip().lower() for w in words]
+    if not tokens:
+        return [(text, text) for text in texts]
+    joined = ["".join(tokens[int(w["start"]) : int(w["end"])]).lower() for w in words]
+    return list(zip(texts, joined))
+
+
+def word_runs(spellings: Sequence[tuple[str, str]], units: Sequence[str]) -> list[Span]:
+    """Word-index spans ``[start, end)`` of every run of consecutive words (``word_spellings``)
+    spelling ``units`` (lower-cased ``split_words`` units), one unit a word: the row word rule."""
+    return occurrences(spellings, units, operator.contains)
+
+
 def word_spans(
     words: Sequence[Mapping[str, Any]], query: str, tokens: Sequence[str] | None = None
 ) -> list[Span]:
@@ -144,14 +162,7 @@ def word_spans(
     units = split_words(query)
     if not units:
         raise ValueError(f"word {query!r} has no words")
-    tokens = list(tokens or [])
-
-    def spellings(entry: Mapping[str, Any]) -> tuple[str, str]:
-        text = str(entry["word"]).strip().lower()
-        joined = "".join(tokens[int(entry["start"]) : int(entry["end"])]).lower() if tokens else text
-        return text, joined
-
-    matches = occurrences([spellings(w) for w in words], units, operator.contains)
+    matches = word_runs(word_spellings(words, tokens), units)
     if not matches:
         raise ValueError(
             f"word {query!r} is not in the prompt's words {[w['word'] for w in words]} "
