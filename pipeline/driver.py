@@ -28,6 +28,7 @@ from .errors import RunFailed
 from .graph import build_graph
 from .lock import RunLock
 from .options import RunSettings
+from .ownership import require_usable_output
 from .progress import ProgressReporter
 from .summary import RunSummary, beam_counters, library_versions
 
@@ -144,8 +145,9 @@ def finalise(plan: RunPlan, metrics: dict[str, int], started: float) -> RunSumma
 def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: beam.Pipeline | None = None) -> RunSummary:
     """Run (or resume) a dataset build; raises ``RunFailed`` above the failure-rate limit."""
     started = time.time()
-    corpus, image_size, map_size = read_inputs(settings)
     layout = OutputLayout(settings.output)
+    require_usable_output(layout)  # a folder of a user's files is refused before any work, untouched
+    corpus, image_size, map_size = read_inputs(settings)
     out.check_output_path(layout)
     with RunLock(layout) as lock:
         plan = prepare(settings, corpus, image_size, map_size)

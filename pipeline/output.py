@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 
 from schemas.output_records import FailureRecord, ShardStats, failure_lines
-from transforms.layout import (
-    CARD_FILE,
-    DATA_DIR,
-    FAILURES_DIR,
-    MANIFEST_DIR,
-    PREVIEW_DIR,
-    RUN_FILE,
-    STATS_DIR,
-    TMP_DIR,
-    WDS_DIR,
-    OutputLayout,
-)
+from transforms.layout import FAILURES_DIR, MANIFEST_DIR, RUN_FILE, STATS_DIR, TMP_DIR, OutputLayout
 from transforms.prompts import Corpus, CorpusError
 from transforms.sharding import ShardSpec, shard_prompts
 
 from .errors import OutputError
+from .ownership import READ_FAILURES, remove_ours
 
-READ_FAILURES = "read.jsonl"
+logger = logging.getLogger(__name__)
 
 
 def corpus_digest(corpus: Corpus) -> str:
@@ -49,9 +40,8 @@ def require_prompts(corpus: Corpus, source: str) -> None:
 
 
 def check_output_path(layout: OutputLayout) -> None:
-    """Refuse an output that is a file or cannot be written, with one clear line."""
-    if layout.fs.exists(layout.base) and not layout.fs.isdir(layout.base):
-        raise OutputError(f"--output {layout.root}: is a file, not a folder")
+    """Refuse an output that cannot be written, with one clear line (after
+    ``ownership.require_usable_output``: the probe goes only into a new, empty or own folder)."""
     try:
         layout.makedirs(TMP_DIR)
         probe = layout.path(TMP_DIR, f"probe-{os.getpid()}")
@@ -63,11 +53,8 @@ def check_output_path(layout: OutputLayout) -> None:
 
 
 def reset_output(layout: OutputLayout) -> None:
-    """Delete everything a previous run wrote (``--overwrite``)."""
-    for folder in (DATA_DIR, WDS_DIR, STATS_DIR, FAILURES_DIR, MANIFEST_DIR, PREVIEW_DIR, TMP_DIR):
-        layout.remove(layout.path(folder), recursive=True)
-    for name in (RUN_FILE, CARD_FILE):
-        layout.remove(layout.path(name))
+    """``--overwrite``: delete what earlier runs wrote (``ownership.remove_ours``: a user's files stay), and say so."""
+    logger.info("--overwrite: %s", remove_ours(layout).line("the earlier run"))
 
 
 def check_resume(layout: OutputLayout, fingerprint: str, overwrite: bool) -> None:

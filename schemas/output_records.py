@@ -150,3 +150,23 @@ class RunInfo:
     def from_dict(cls, data: Any) -> "RunInfo":
         """Parse ``run.json`` (``RecordError`` if it lacks a field)."""
         return _from_mapping(cls, data, "run.json")
+
+
+@dataclass
+class PreviewRecord:
+    """``.daam-preview.json``: the files ``daam-datasets preview`` wrote (paths relative to the output
+    root), written before them, so that a later preview or ``run --overwrite`` removes exactly those."""
+
+    files: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record's JSON object."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "PreviewRecord":
+        """Parse the record (``RecordError`` if it is not a list of paths)."""
+        record = _from_mapping(cls, data, "preview record")
+        if not isinstance(record.files, list) or not all(isinstance(p, str) for p in record.files):
+            raise RecordError("preview record: 'files' must be a list of paths")
+        return record

@@ -26,6 +26,7 @@ from transforms.layout import CARD_FILE, PREVIEW_DIR, OutputLayout
 
 from ..card import PREVIEW_GALLERY, PREVIEW_IMAGE, with_preview, write_card
 from ..errors import PreviewError
+from ..ownership import record_preview, refusal, remove_ours, require_usable_output, scan
 from .images import grid_word, jpeg, render_grid, require_matplotlib, sample_pictures
 from .page import SampleView, render_page, run_facts, sample_view
 from .rows import read_rows
@@ -64,6 +65,7 @@ def write_preview(
     if n < 1:
         raise PreviewError(f"--n must be at least 1, got {n}")
     layout = OutputLayout(output)
+    require_usable_output(layout, "preview", "preview writes only into an output of daam-datasets")
     rows = read_rows(output, n)
     samples: list[SampleView] = []
     tiles: list[tuple[Image.Image, str, str]] = []
@@ -106,16 +108,25 @@ def _write(staging: str, rel: str, data: bytes) -> None:
 
 
 def _replace_folder(layout: OutputLayout, staging: str, folder: str) -> None:
-    """Replace ``OUTPUT/folder`` by the staged files (stale assets of an earlier preview go)."""
-    target = layout.path(folder)
-    if layout.remove(target, recursive=True):
-        logger.debug("removed the old %s", layout.relative(target))
+    """Replace an earlier preview's files in ``OUTPUT/folder`` by the staged ones (its stale assets
+    go, a user's files there stay): recorded in ``.daam-preview.json`` before they are written."""
+    staged = {}
     for parent, _, files in os.walk(staging):
-        for name in sorted(files):
+        for name in files:
             local = os.path.join(parent, name)
-            remote = posixpath.join(target, os.path.relpath(local, staging).replace(os.sep, "/"))
-            layout.fs.makedirs(posixpath.dirname(remote), exist_ok=True)
-            layout.fs.put_file(local, remote)
+            staged[posixpath.join(folder, os.path.relpath(local, staging).replace(os.sep, "/"))] = local
+    found = scan(layout)
+    clash = sorted(set(staged) & set(found.foreign))
+    if clash:
+        raise PreviewError(refusal(f"preview {layout.root}", clash, "move them away and rerun",
+                                   "holds files daam-datasets did not write where the gallery goes"))
+    removed = remove_ours(layout, [p for p in found.ours if p.startswith(folder + "/")], found)
+    logger.debug("preview: %s", removed.line("the earlier preview"))
+    record_preview(layout, sorted(staged))
+    for rel, local in sorted(staged.items()):
+        remote = layout.path(rel)
+        layout.fs.makedirs(posixpath.dirname(remote), exist_ok=True)
+        layout.fs.put_file(local, remote)
 
 
 def _embed_in_card(layout: OutputLayout) -> bool:

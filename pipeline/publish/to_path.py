@@ -2,7 +2,10 @@
 
     publish_to_path("out", "gs://bucket/datasets/name")
 
-The destination gets what the Hub would get; resumable like the Hub upload.
+The destination gets what the Hub would get; resumable like the Hub upload. It must be a new path,
+an empty folder or an earlier destination (``pipeline.ownership``): ``.daam-publish.json`` there
+lists every file publish copied (written before each copy), and only those are ever replaced or
+deleted; a user's files at an earlier destination stay as they are.
 """
 
 from __future__ import annotations
@@ -15,44 +18,58 @@ from typing import Any
 from transforms.layout import TMP_DIR, OutputLayout
 
 from ..errors import PublishError
+from ..ownership import refusal, require_destination
 from .files import check_output, is_hidden, plan_publish, walk
 from .plan import LocalFile, PublishOptions, PublishResult, RemoteFile
 
 logger = logging.getLogger(__name__)
 
 DEST_MANIFEST = ".daam-publish.json"  # {path: {bytes, sha256}} of what was copied to a --to destination
+PENDING = {"bytes": None, "sha256": None}  # a file being copied: ours, its content not known yet
 
 
-def _read_manifest(dest: OutputLayout) -> dict[str, Any]:
-    """The destination's manifest (``{}`` when absent or unreadable)."""
+def _read_manifest(dest: OutputLayout) -> dict[str, Any] | None:
+    """The destination's manifest (``None`` when absent or unreadable: nothing there is known as ours)."""
     path = dest.path(DEST_MANIFEST)
     if not dest.exists(path):
-        return {}
+        return None
     try:
-        return dest.read_json(path)
+        manifest = dest.read_json(path)
     except (OSError, ValueError):
-        logger.debug("unreadable %s: every file there is copied again", path)
-        return {}
+        manifest = None
+    if not isinstance(manifest, dict):
+        logger.debug("unreadable %s: no file there is known as copied by publish", path)
+        return None
+    return manifest
 
 
-def dest_listing(dest: OutputLayout) -> dict[str, RemoteFile]:
-    """The destination's files with their sha256: computed on a local disk, from the manifest on an
-    object store (``None`` when the manifest does not know the file at its size)."""
+def dest_listing(dest: OutputLayout, manifest: dict[str, Any]) -> dict[str, RemoteFile]:
+    """The destination's files that publish copied (those ``manifest`` lists) with their sha256:
+    computed on a local disk, from the manifest on an object store (``None`` when the manifest does
+    not know the file at its size)."""
     if not dest.fs.exists(dest.base.rstrip("/")):
         return {}
-    local = dest.is_local
-    manifest = {} if local else _read_manifest(dest)
     files = {}
     for full, rel, size in walk(dest):
-        if is_hidden(rel):
+        if is_hidden(rel) or rel not in manifest:
             continue
-        if local:
+        if dest.is_local:
             sha = dest.sha256(full)
         else:
             entry = manifest.get(rel) or {}
             sha = entry.get("sha256") if entry.get("bytes") == size else None
         files[rel] = RemoteFile(rel, size, sha)
     return files
+
+
+def _entry(f: LocalFile) -> dict[str, Any]:
+    """The manifest's entry of a file copied there."""
+    return {"bytes": f.size, "sha256": f.sha256}
+
+
+def _same(f: LocalFile, r: RemoteFile) -> bool:
+    """Whether the destination's file already has the output file's bytes."""
+    return r.sha256 == f.sha256 and r.size == f.size
 
 
 def _copy(src: OutputLayout, f: LocalFile, dest: OutputLayout) -> None:
@@ -82,8 +99,11 @@ def publish_to_path(
     """Validate ``output`` and copy what the Hub would get to ``dest`` (local folder or fsspec URL).
 
     Files already at ``dest`` with the same sha256 (computed for a local destination, recorded in
-    ``dest/.daam-publish.json`` for object stores) are skipped; stale files in ``data/``, ``wds/``,
-    ``preview/`` are deleted after the card is written. ``options`` are ``PublishOptions`` fields.
+    ``dest/.daam-publish.json`` for object stores) are skipped; stale files that an earlier publish
+    copied to ``data/``, ``wds/``, ``preview/`` are deleted after the card is written. A destination
+    holding other files is refused (``PublishError``), unless it is an earlier destination: then its
+    user's files stay, and a copy that would land on one is refused. ``options`` are
+    ``PublishOptions`` fields.
     """
     opts = PublishOptions(**options)
     check_output(output, opts.validate)
@@ -93,20 +113,31 @@ def publish_to_path(
         raise PublishError(f"--to {dest}: is the output itself")
     if target.fs.exists(target.base) and not target.fs.isdir(target.base):
         raise PublishError(f"--to {dest}: is a file, not a folder")
-    plan = plan_publish(output, target.root, dest_listing(target), lambda f, r: r.sha256 == f.sha256 and r.size == f.size, opts)
+    copied = _read_manifest(target)
+    foreign = set(require_destination(target, copied, DEST_MANIFEST))
+    manifest = dict(copied or {})
+    plan = plan_publish(output, target.root, dest_listing(target, manifest), _same, opts)
+    clash = sorted(f.path for f in plan.upload if f.path in foreign)
+    if clash:
+        raise PublishError(refusal(f"--to {dest}", clash, "move them away or choose a new folder",
+                                   "holds files publish did not copy there where it would copy"))
     if opts.dry_run:
         opts.log(plan.describe())
         return PublishResult(plan, [], True)
     opts.log(f"publish {output} -> {target.root}: {plan.counts('copy')}")
-    manifest = {f.path: {"bytes": f.size, "sha256": f.sha256} for f in plan.unchanged}
+    manifest.update({f.path: _entry(f) for f in plan.unchanged})  # listed there already: ours
     made = []
     try:
         for commit in plan.commits:
             for f in commit.adds:
+                manifest.setdefault(f.path, dict(PENDING))
+            target.write_json_atomic(target.path(DEST_MANIFEST), manifest)  # before the copies: a crash leaves only known files
+            for f in commit.adds:
                 _copy(src, f, target)
-                manifest[f.path] = {"bytes": f.size, "sha256": f.sha256}
+                manifest[f.path] = _entry(f)
             for path in commit.deletes:
                 target.remove(target.path(path))
+                manifest.pop(path, None)
             target.write_json_atomic(target.path(DEST_MANIFEST), manifest)
             made.append(commit.message)
         tmp = target.path(TMP_DIR)

@@ -370,8 +370,11 @@ def test_to_local_folder_loads_and_resumes(out, tmp_path, run_cli):
 
     assert (dest / "README.md").read_text() == with_preview((out / "README.md").read_text())  # grid.png is there
     assert "](preview/grid.png)" in (dest / "README.md").read_text()
-    # a stale shard of an earlier version at the destination goes; the rest is not copied again
+    # a stale shard that an earlier publish copied there goes; the rest is not copied again
     (dest / "data" / "train-00008-of-00009.parquet").write_bytes(b"old")
+    manifest = json.loads((dest / ".daam-publish.json").read_text())
+    manifest["data/train-00008-of-00009.parquet"] = {"bytes": 3, "sha256": hashlib.sha256(b"old").hexdigest()}
+    (dest / ".daam-publish.json").write_text(json.dumps(manifest))
     (dest / "data" / data_files(out)[0].split("/")[1]).write_bytes(b"damaged copy")
     result = publish_to_path(str(out), str(dest), log=quiet)
     assert [f.path for f in result.plan.upload] == [data_files(out)[0]]
