@@ -50,13 +50,23 @@ class RunPlan:
 
 
 def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[int, int]]:
-    """The corpus (refused if it has no usable prompt), image size and map size."""
+    """The corpus (refused if it has no usable prompt), image size and map size. A size the model
+    cannot take or one generation the device cannot hold is refused here, before anything is
+    allocated or written (``transforms.memory``)."""
+    from transforms.memory import model_configs, require_generation_fits
+
     corpus = read_corpus(settings.prompts, settings.seed, settings.columns, settings.limit, settings.split)
     out.require_prompts(corpus, settings.prompts)
     source = resolve_model_source(settings.model.model, settings.model.revision)
     default_h, default_w, scale = model_geometry(settings.model, source)
     height = settings.generation.height or default_h
     width = settings.generation.width or default_w
+    shards = plan_shards(len(corpus.prompts), settings.shard_size, settings.num_shards)
+    require_generation_fits(
+        model_configs(source, settings.model.revision), settings.generation, (height, width),
+        batch_size=settings.batch_size, prompts=len(corpus.prompts), shard_prompts=max(s.stop - s.start for s in shards),
+        dtype=settings.model.dtype, device=settings.model.resolved_device(), map_dtype=settings.map_dtype,
+    )
     return corpus, (height, width), (height // scale, width // scale)
 
 

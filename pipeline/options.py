@@ -6,7 +6,7 @@ import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -15,6 +15,8 @@ from transforms.attribution import GenerationConfig, TraceConfig
 from transforms.model_loading import DTYPES, SCHEDULERS, ModelSpec
 from transforms.prompts import ColumnNames
 from transforms.tiny_model import TINY_MODEL_NAME
+
+from . import argtypes
 
 FORMATS = ("parquet", "webdataset")
 
@@ -27,44 +29,33 @@ def _formats(value: str) -> tuple[str, ...]:
     return items
 
 
-def _factors(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+MAX_STEPS = 1000  # the training timesteps of Stable Diffusion schedulers: more steps cannot be scheduled
+MAX_GUIDANCE = 100.0  # far above any useful guidance (SD uses 1-20); beyond it images are noise
+MAX_SIDE = 65536  # pixels per side; what fits in memory is checked against the model (transforms.memory)
+MAX_BATCH = 1024  # prompts per UNet call, images per prompt, torch threads
+MAX_FACTOR = 64  # latent downsampling factors are powers of two; SD 1.x/2.x have 1, 2, 4, 8
+MAX_SHARD_SIZE = 1_000_000
+MAX_SHARDS = 99_999  # shard names carry the count in five digits (train-00000-of-00004)
+SEED_LIMIT = 2**63
+
+_batch = argtypes.integer(1, MAX_BATCH)
+_side = argtypes.integer(8, MAX_SIDE, multiple_of=8)
+_factors = argtypes.comma_list(
+    argtypes.power_of_two(1, MAX_FACTOR), f"comma-separated powers of two in [1, {MAX_FACTOR}] (e.g. 1,2,4)"
+)
 
 
-def _step_range(value: str) -> tuple[int, int | None]:
-    start, _, stop = value.partition(":")
-    try:
-        return int(start or 0), (int(stop) if stop else None)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected START:STOP (e.g. 0:10 or 5:), got {value!r}") from None
-
-
-def _bounded(
-    kind: type, low: float, high: float | None, description: str, include_high: bool = False
-) -> Callable[[str], Any]:
-    """An argparse type: ``kind(value)`` from ``low`` up to ``high`` (``None`` = unbounded)."""
-
-    def parse(value: str) -> Any:
-        try:
-            number = kind(value)
-        except ValueError:
-            number = None
-        within = number is not None and number >= low and (
-            high is None or (number <= high if include_high else number < high)
+def _check_step_range(step_range: tuple[int, int | None] | None, steps: int) -> None:
+    """``--step-range`` must select steps that exist among ``--steps`` (``ValueError`` if not)."""
+    if step_range is None:
+        return
+    start, stop = step_range
+    if start >= steps or (stop is not None and stop > steps):
+        shown = f"{start}:{'' if stop is None else stop}"
+        raise ValueError(
+            f"--step-range {shown} is outside --steps {steps}: steps are numbered 0 to {steps - 1} "
+            f"(STOP exclusive, at most {steps}); e.g. --step-range 0:{steps}"
         )
-        if not within:
-            raise argparse.ArgumentTypeError(f"expected {description}, got {value!r}")
-        return number
-
-    return parse
-
-
-_positive_int = _bounded(int, 1, None, "a positive integer")
-_seed = _bounded(int, 0, 2**63, "an integer in [0, 2**63)")
-_fraction = _bounded(float, 0.0, 1.0, "a number in [0, 1]", include_high=True)
 
 
 class DaamOptions(PipelineOptions):
@@ -79,30 +70,30 @@ class DaamOptions(PipelineOptions):
         parser.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS), help="replace the model's own scheduler")
         parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, …")
         parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model weights dtype")
-        parser.add_argument("--steps", type=_positive_int, default=20, help="denoising steps")
-        parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (<= 1 disables it)")
-        parser.add_argument("--height", type=_positive_int, default=None, help="image height in pixels (multiple of 8)")
-        parser.add_argument("--width", type=_positive_int, default=None, help="image width in pixels (multiple of 8)")
-        parser.add_argument("--seed", type=_seed, default=0, help="run seed: seeds rows without their own")
-        parser.add_argument("--batch-size", type=_positive_int, default=4, help="prompts per UNet call")
-        parser.add_argument("--images-per-prompt", type=_positive_int, default=1, help="images (rows) per prompt")
+        parser.add_argument("--steps", type=argtypes.integer(1, MAX_STEPS), default=20, help="denoising steps")
+        parser.add_argument("--guidance-scale", type=argtypes.number(0.0, MAX_GUIDANCE), default=7.5, help="classifier-free guidance (<= 1 disables it)")
+        parser.add_argument("--height", type=_side, default=None, help=f"image height in pixels (multiple of 8, at most {MAX_SIDE}; must fit in memory)")
+        parser.add_argument("--width", type=_side, default=None, help=f"image width in pixels (multiple of 8, at most {MAX_SIDE}; must fit in memory)")
+        parser.add_argument("--seed", type=argtypes.integer(0, SEED_LIMIT - 1, bounds="[0, 2**63)"), default=0, help="run seed: seeds rows without their own")
+        parser.add_argument("--batch-size", type=_batch, default=4, help="prompts per UNet call")
+        parser.add_argument("--images-per-prompt", type=_batch, default=1, help="images (rows) per prompt")
         parser.add_argument("--negative-prompt", default=None, help="negative prompt for rows without their own")
         parser.add_argument("--map-dtype", default="float16", choices=MAP_DTYPES, help="dtype of stored token maps")
         parser.add_argument("--layers", default="reference", choices=("reference", "all"), help="cross-attention layers traced")
         parser.add_argument("--factors", type=_factors, default=None, help="keep only these latent factors, e.g. 1,2,4")
-        parser.add_argument("--step-range", type=_step_range, default=None, help="accumulate steps START:STOP only")
+        parser.add_argument("--step-range", type=argtypes.step_range(MAX_STEPS), default=None, help="accumulate steps START:STOP only (0-based, STOP exclusive, within --steps)")
         parser.add_argument("--format", dest="formats", type=_formats, default=("parquet",), help="parquet,webdataset (either or both)")
-        parser.add_argument("--shard-size", type=_positive_int, default=None, help="prompts per shard (default 256)")
-        parser.add_argument("--num-shards", type=_positive_int, default=None, help="number of shards (instead of --shard-size)")
+        parser.add_argument("--shard-size", type=argtypes.integer(1, MAX_SHARD_SIZE), default=None, help="prompts per shard (default 256)")
+        parser.add_argument("--num-shards", type=argtypes.integer(1, MAX_SHARDS), default=None, help="number of shards (instead of --shard-size)")
         parser.add_argument("--prompt-column", default="prompt", help="column holding the prompt")
         parser.add_argument("--id-column", default="id", help="column holding a stable id (optional)")
         parser.add_argument("--seed-column", default="seed", help="column holding a per-row seed (optional)")
         parser.add_argument("--negative-prompt-column", default="negative_prompt", help="column with per-row negative prompts")
         parser.add_argument("--split", default="train", help="split of a Hugging Face dataset corpus")
-        parser.add_argument("--limit", type=_positive_int, default=None, help="use only the first N valid prompts")
-        parser.add_argument("--max-failure-rate", type=_fraction, default=0.01, help="fail the run above this fraction of failed prompts")
+        parser.add_argument("--limit", type=argtypes.integer(1, SEED_LIMIT - 1, bounds="[1, 2**63)"), default=None, help="use only the first N valid prompts")
+        parser.add_argument("--max-failure-rate", type=argtypes.number(0.0, 1.0), default=0.01, help="fail the run above this fraction of failed prompts")
         parser.add_argument("--overwrite", action="store_true", help="delete an existing output and start over")
-        parser.add_argument("--torch-threads", type=_positive_int, default=None, help="torch intra-op threads per worker")
+        parser.add_argument("--torch-threads", type=_batch, default=None, help="torch intra-op threads per worker")
         parser.add_argument("--license", dest="dataset_license", default="other", help="license id for the dataset card")
 
 
@@ -139,6 +130,7 @@ class RunSettings:
         for flag in ("prompts", "output"):
             if not getattr(o, flag):
                 raise ValueError(f"--{flag} is required")
+        _check_step_range(o.step_range, o.steps)
         trace = TraceConfig(layers=o.layers, factors=o.factors, step_range=o.step_range)
         generation = GenerationConfig(
             steps=o.steps,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .. import argtypes
 from ..errors import UsageError
 from ..logs import quiet
 from ..publish import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, SMALL_FILES_PER_COMMIT, publish_to_hub, publish_to_path
 
+MIN_COMMIT_GIB, MAX_COMMIT_GIB = 0.001, 1024.0  # 1 MiB to 1 TiB per commit
 HUB_LOGGERS = ("huggingface_hub", "httpx", "httpx2", "httpcore")  # the Hub client's HTTP lines
 
 
@@ -22,6 +24,7 @@ def register(subparsers: Any) -> None:
         "again), or copy them to any fsspec destination with --to. _stats/, _manifest/, .lock and .tmp are "
         "never published, _failures/ only with --include-failures.",
     )
+    argtypes.guard(parser)
     parser.add_argument("output", help="output folder (local, gs:// or s3://)")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--repo-id", help="Hub dataset repository ORG/NAME (created if missing)")
@@ -32,9 +35,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the plan (files, sizes, commits) and send nothing")
     parser.add_argument("--include-failures", action="store_true", help="also publish _failures/ (per-prompt failure records)")
     parser.add_argument("--no-preview", action="store_true", help="do not publish preview/")
-    parser.add_argument("--max-files-per-commit", type=int, default=DEFAULT_MAX_FILES,
+    parser.add_argument("--max-files-per-commit", type=argtypes.integer(1, SMALL_FILES_PER_COMMIT), default=DEFAULT_MAX_FILES,
                         help=f"data shards per commit (default {DEFAULT_MAX_FILES}; preview files go {SMALL_FILES_PER_COMMIT} a commit)")
-    parser.add_argument("--max-commit-bytes", type=float, default=DEFAULT_MAX_BYTES / 1024**3, metavar="GIB",
+    parser.add_argument("--max-commit-bytes", type=argtypes.number(MIN_COMMIT_GIB, MAX_COMMIT_GIB), default=DEFAULT_MAX_BYTES / 1024**3, metavar="GIB",
                         help=f"GiB per commit (default {DEFAULT_MAX_BYTES / 1024**3:g})")
     parser.set_defaults(func=main, accepts_extra=False)
 
@@ -44,8 +47,6 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     goes up to the command line, which prints it once."""
     if args.to and (args.private or args.revision or args.token):
         raise UsageError("publish: --private, --revision and --token apply to --repo-id, not --to")
-    if args.max_files_per_commit < 1 or args.max_commit_bytes <= 0:
-        raise UsageError("publish: --max-files-per-commit and --max-commit-bytes must be positive")
     if not getattr(args, "verbose", False):
         quiet(*HUB_LOGGERS)
     common: dict[str, Any] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .. import argtypes
 from ..beam_args import beam_options
 from ..dask import options as dask_options
 from ..options import DaamOptions, RunSettings
@@ -20,7 +21,7 @@ def register(subparsers: Any) -> None:
         "--project, …) may follow; the default runner is FnApiRunner. --runner dask runs on Dask "
         "(--dask-address or --dask-workers; see docs/scaling.md).",
     )
-    DaamOptions._add_argparse_args(parser)
+    DaamOptions._add_argparse_args(argtypes.guard(parser))
     dask_options.add_arguments(parser)
     parser.set_defaults(func=main, accepts_extra=True)
 

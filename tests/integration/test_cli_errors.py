@@ -49,10 +49,10 @@ def test_unknown_model_path_is_one_line(write_corpus, run_cli, tmp_path):
 def test_bad_arguments_are_one_line(write_corpus, run_cli, tmp_path):
     corpus = write_corpus(["a cat"])
     for args, expected in [
-        (["--steps", "0"], "--steps: expected a positive integer"),
+        (["--steps", "0"], "--steps: expected an integer in [1, 1000]"),
         (["--format", "zip"], "--format: choose from parquet, webdataset"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-        (["--height", "60"], "height must be a positive multiple of 8"),
+        (["--height", "60"], "--height: expected a multiple of 8 in [8, 65536]"),
         (["--shard-size", "2", "--num-shards", "3"], "not both"),
     ]:
         code, _, err = run_cli("run", "--prompts", corpus, "--output", tmp_path / "o", *args)

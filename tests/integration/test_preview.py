@@ -265,8 +265,8 @@ def test_preview_errors_are_one_line(tmp_path, run_cli):
 
 
 def test_bad_preview_arguments_are_one_line(out, run_cli):
-    for args, message in ((("--cmap", "nope"), "not a matplotlib colour map"), (("--size", "8"), "at least 16"),
-                          (("--n", "0"), "at least 1")):
+    for args, message in ((("--cmap", "nope"), "not a matplotlib colour map"), (("--size", "8"), "--size: expected an integer in [16, 4096]"),
+                          (("--n", "0"), "--n: expected an integer in [1, 1000]")):
         code, stdout, err = run_cli("preview", out, *args)
         assert code == 2 and stdout == "" and err.count("\n") == 1 and err.startswith("error: ") and message in err
 
