@@ -29,7 +29,7 @@ from schemas.record import build_features
 from transforms.attribution import GenerationConfig
 from transforms.layout import OutputLayout
 from transforms.model_loading import model_geometry
-from transforms.prompts import read_corpus
+from transforms.corpus import read_corpus
 from transforms.sharding import plan_shards, shard_prompts
 from transforms.sinks import commit_shard
 

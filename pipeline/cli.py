@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from transforms.model_loading import ModelLoadError
-from transforms.prompts import CorpusError
+from transforms.corpus import CorpusError
 
 from .errors import DaamDatasetsError, UsageError
 from .logs import setup_logging

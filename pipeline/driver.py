@@ -19,7 +19,7 @@ from schemas.output_records import RunInfo
 from schemas.record import SCHEMA_VERSION
 from transforms.layout import CARD_FILE, RUN_FILE, OutputLayout
 from transforms.model_loading import model_geometry, resolve_model_source
-from transforms.prompts import Corpus, read_corpus
+from transforms.corpus import Corpus, read_corpus
 from transforms.sharding import ShardSpec, plan_shards
 
 from . import output as out
@@ -137,9 +137,11 @@ def finalise(plan: RunPlan, metrics: dict[str, int], started: float) -> RunSumma
         failed=sum(s.failed for s in stats),
         read_failures=len(plan.corpus.failures),
         blank=plan.corpus.blank,
+        input_rows=plan.corpus.rows_read,
         shards=len(plan.specs),
         shards_skipped=len(plan.specs) - len(plan.pending),
         seconds=time.time() - started,
+        stopped_at_limit=plan.corpus.stopped_at_limit,
         metrics=metrics,
     )
     plan.info.status, plan.info.summary = "complete", summary.counts()

@@ -14,7 +14,11 @@ VERSIONED = ("torch", "diffusers", "transformers", "apache-beam", "pyarrow", "da
 
 @dataclass
 class RunSummary:
-    """What a run produced (its counts are also written to run.json)."""
+    """What a run produced (its counts are also written to run.json).
+
+    Every input row read is a prompt, a read failure or a blank row:
+    ``input_rows == prompts + read_failures + blank``; a prompt is generated or failed (``failed``).
+    ``rows`` counts images (``images_per_prompt`` rows per generated prompt)."""
 
     output: str
     rows: int
@@ -22,17 +26,28 @@ class RunSummary:
     failed: int
     read_failures: int
     blank: int
+    input_rows: int
     shards: int
     shards_skipped: int
     seconds: float
+    stopped_at_limit: bool = False
     metrics: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def accounted(self) -> bool:
+        """Whether the input rows add up to prompts, read failures and blanks."""
+        return self.input_rows == self.prompts + self.read_failures + self.blank
+
     def line(self) -> str:
-        """The one-line summary printed at the end."""
+        """The one-line summary printed at the end: the input rows accounted for, then the output."""
+        generated = self.prompts - self.failed
+        read = f"{self.input_rows} input rows" + (" (reading stopped at --limit)" if self.stopped_at_limit else "")
+        equals = "=" if self.accounted else "≠"  # never expected: every reader accounts for each row
+        images = f" ({self.rows // generated} images per prompt)" if generated and self.rows != generated else ""
         return (
-            f"{self.rows} rows written, {self.shards_skipped} shards skipped (already done), "
-            f"{self.failed + self.read_failures} prompts failed, {self.blank} blank rows skipped "
-            f"-> {self.output} ({self.seconds:.1f}s)"
+            f"{read} {equals} {generated} prompts generated + {self.failed + self.read_failures} prompts failed "
+            f"+ {self.blank} blank rows skipped; {self.rows} rows written{images}, {self.shards_skipped} shards "
+            f"skipped (already done) -> {self.output} ({self.seconds:.1f}s)"
         )
 
     def counts(self) -> dict[str, Any]:

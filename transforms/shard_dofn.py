@@ -15,7 +15,7 @@ from apache_beam.utils.shared import Shared
 from schemas.output_records import ShardStats
 
 from .layout import OutputLayout
-from .prompts import PromptRecord
+from .corpus import PromptRecord
 from .shard_generator import ShardGenerator
 from .sharding import ShardSpec
 from .sinks import commit_shard

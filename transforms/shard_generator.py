@@ -17,7 +17,7 @@ from schemas.output_records import FailureRecord
 
 from .attribution import GenerationConfig, TracedSample, generate_traced
 from .hooks import RunHooks
-from .prompts import PromptRecord
+from .corpus import PromptRecord
 from .results import PromptFailure, ShardResult
 from .sharding import ShardSpec
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from transforms.model_loading import ModelLoadError
-from transforms.prompts import CorpusError
+from transforms.corpus import CorpusError
 
 from ..beam_args import unknown_beam_args
 from ..errors import DaamDatasetsError, RunFailed, UsageError

@@ -23,7 +23,7 @@ from pipeline.validate import validate_output
 from tests.conftest import FAST_ARGS, PROMPTS
 from transforms.testing.faults import CRASH_EXIT_CODE
 from transforms.layout import OutputLayout
-from transforms.prompts import read_corpus
+from transforms.corpus import read_corpus
 
 CLI = str(Path(sys.executable).with_name("daam-datasets"))
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from tests.conftest import FAST_ARGS
 from transforms.attribution import GenerationConfig, generate_traced
 from transforms.results import PromptFailure
 from transforms.shard_generator import to_record
-from transforms.prompts import PromptRecord, read_corpus
+from transforms.corpus import PromptRecord, read_corpus
 from transforms.shard_dofn import GenerateShardFn
 
 

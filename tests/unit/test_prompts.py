@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from transforms.prompts import ColumnNames, CorpusError, derive_seed, read_corpus
+from transforms.corpus import ColumnNames, CorpusError, derive_seed, read_corpus
 
 
 def _expect(corpus, prompts):
@@ -101,3 +101,159 @@ def test_unknown_format_and_missing_file(tmp_path):
         read_corpus(str(tmp_path / "p.xml"))
     with pytest.raises(CorpusError, match="no such file"):
         read_corpus(str(tmp_path / "missing.txt"))
+
+
+# --- files as real tools write them ---------------------------------------------------------
+
+
+def test_spreadsheet_csv_with_bom_crlf_and_empty_rows(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_bytes("\ufeffprompt,id,seed\r\na cat,c1,5\r\n\"a dog, running\",c2,7.0\r\n,,\r\n\r\n".encode("utf-8"))
+    corpus = read_corpus(str(path))
+    _expect(corpus, ["a cat", "a dog, running"])
+    assert [(p.id, p.seed) for p in corpus.prompts] == [("c1", 5), ("c2", 7)]
+    assert corpus.blank == 2 and corpus.rows_read == 4 and corpus.accounted
+
+
+def test_csv_rows_with_more_or_fewer_fields_than_the_header_fail(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("prompt,id\na cat,1\na dog\na fox,3,extra\n")
+    corpus = read_corpus(str(path))
+    _expect(corpus, ["a cat"])
+    assert [(f.line, f.reason) for f in corpus.failures] == [
+        (3, "row has 1 fields, the header has 2"), (4, "row has 3 fields, the header has 2")]
+
+
+def test_csv_quote_left_open_fails_one_line_only(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text('prompt,id\n"a cat,1\na dog,2\na fox,3\n')
+    corpus = read_corpus(str(path))
+    _expect(corpus, ["a dog", "a fox"])
+    assert [(f.line, f.reason) for f in corpus.failures] == [(2, "a quote opened on line 2 is never closed")]
+
+
+@pytest.mark.parametrize("data", ["\ufeffa cat\r\na dog\r\n".encode("utf-16"), b"a cat\ra dog\r", b"\xef\xbb\xbfa cat\na dog"],
+                         ids=["utf-16 with BOM", "old Mac CR", "utf-8 BOM, no final newline"])
+def test_txt_encodings_and_line_endings(tmp_path, data):
+    path = tmp_path / "p.txt"
+    path.write_bytes(data)
+    _expect(read_corpus(str(path)), ["\ufeffa cat" if data.startswith(b"\xff\xfe\xff\xfe") else "a cat", "a dog"])
+
+
+def test_jsonl_with_bom_and_nulls_in_every_column(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"prompt": "a cat", "id": null, "seed": null, "negative_prompt": null}\r\n'
+                     b'{"prompt": null}\r\n{"prompt": null, "id": "k"}\r\n')
+    corpus = read_corpus(str(path))
+    _expect(corpus, ["a cat"])
+    assert corpus.prompts[0].negative_prompt == "" and corpus.blank == 1
+    assert [(f.line, f.id, f.reason) for f in corpus.failures] == [(3, "k", "prompt is empty")]
+
+
+@pytest.mark.parametrize(("row", "reason"), [
+    ({"prompt": "\u200b"}, "no visible character (only U+200B ZERO WIDTH SPACE)"),
+    ({"prompt": "\ufeff\u2060"}, "no visible character"),
+    ({"prompt": "\u0301\u3164"}, "no visible character"),
+    ({"prompt": "a", "id": "   "}, "id has no visible character"),
+    ({"prompt": "a", "id": "k#1"}, "contains '#'"),
+    ({"prompt": "a", "id": True}, "id must be a string or an integer"),
+    ({"prompt": "a", "seed": float("nan")}, "finite integer"),
+    ({"prompt": "a", "seed": 1.5}, "must be an integer"),
+    ({"prompt": "a", "seed": True}, "must be an integer, got bool"),
+    ({"prompt": "a", "seed": 2**63}, "outside [0, 2**63)"),
+    ({"prompt": "a", "seed": "12abc"}, "must be an integer, got text '12abc'"),
+    ({"prompt": "a", "negative_prompt": 3}, "negative prompt must be a string"),
+    ({"prompt": "x" * 70_000}, "longer than 65536 bytes"),
+], ids=lambda v: str(v)[:40])
+def test_rows_that_become_failures(tmp_path, row, reason):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(row) + "\n{\"prompt\": \"ok\"}\n")
+    corpus = read_corpus(str(path))
+    _expect(corpus, ["ok"])
+    assert corpus.failures[0].line == 1 and reason in corpus.failures[0].reason
+
+
+def test_whitespace_prompts_are_blank_and_seeds_are_exact(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": " \\u00a0\\u3000 "}\n{"prompt": "a", "seed": 9007199254740993.0}\n{"prompt": "b", "seed": "7e2"}\n')
+    corpus = read_corpus(str(path))
+    assert corpus.blank == 1 and [p.seed for p in corpus.prompts] == [9007199254740993, 700]
+
+
+@pytest.mark.parametrize("given_first", [False, True])
+def test_generated_id_given_by_another_row_is_refused(tmp_path, given_first):
+    from transforms.corpus import content_id
+
+    rows = [{"prompt": "a"}, {"prompt": "a"}, {"prompt": "b", "id": content_id("a", None) + "-2"}]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (rows[::-1] if given_first else rows)))
+    with pytest.raises(CorpusError, match="is given explicitly and also generated"):
+        read_corpus(str(path))
+
+
+# --- bounded memory -------------------------------------------------------------------------
+
+
+def test_a_huge_single_line_is_skipped_without_being_held(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "p.txt"
+    with path.open("wb") as fh:
+        fh.write(b"a cat\n")
+        for _ in range(320):
+            fh.write(b"x" * 65536)  # 20 MiB, no line break
+        fh.write(b"\na dog\n")
+    tracemalloc.start()
+    try:
+        corpus = read_corpus(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    _expect(corpus, ["a cat", "a dog"])
+    assert [(f.line, f.reason) for f in corpus.failures] == [(2, "the line is longer than 65536 bytes")]
+    assert peak < 2 * 2**20, f"reading held {peak} bytes"
+
+
+def test_paths_that_are_not_files_are_refused_before_reading(tmp_path):
+    import os
+    import socket
+
+    os.mkfifo(tmp_path / "fifo.txt")
+    with pytest.raises(CorpusError, match="is a named pipe"):
+        read_corpus(str(tmp_path / "fifo.txt"))
+    with pytest.raises(CorpusError, match="is a character device"):
+        read_corpus("/dev/zero")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "s.txt"))
+        with pytest.raises(CorpusError, match="is a socket"):
+            read_corpus(str(tmp_path / "s.txt"))
+    with pytest.raises(CorpusError, match="the path is empty"):
+        read_corpus("")
+
+
+def test_row_and_failure_caps(tmp_path, monkeypatch):
+    import transforms.corpus as corpus_module
+
+    path = tmp_path / "p.txt"
+    path.write_text("a\nb\nc\n\n")
+    monkeypatch.setattr(corpus_module, "MAX_ROWS", 3)
+    with pytest.raises(CorpusError, match="more than 3 rows; split the corpus"):
+        read_corpus(str(path))
+    limited = read_corpus(str(path), limit=2)
+    assert limited.rows_read == 2 and limited.stopped_at_limit
+    parquet = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"prompt": ["a", "b", "c", "d"]}), parquet)
+    with pytest.raises(CorpusError, match="more than 3 rows"):
+        read_corpus(str(parquet))
+    monkeypatch.setattr(corpus_module, "MAX_READ_FAILURES", 2)
+    path.write_bytes(b"\xff\n\xff\n\xff\n")
+    with pytest.raises(CorpusError, match="more than 2 unreadable rows"):
+        read_corpus(str(path))
+
+
+def test_dataset_folder_without_the_split(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"prompt": ["a"]})}).save_to_disk(str(tmp_path / "hf"))
+    with pytest.raises(CorpusError, match="no split 'train' \\(splits: test\\)"):
+        read_corpus(str(tmp_path / "hf"))

@@ -1,0 +1,219 @@
+"""One streaming reader per corpus format, each yielding numbered ``Row``s in bounded memory.
+
+Rows are: the lines of a .txt file (LF, CRLF or CR); the lines of a .jsonl file (LF or CRLF); the
+records after the header of a .csv file; the rows of a Parquet file or Hugging Face dataset (numbered
+from 1). Text files are read as UTF-8 (a byte-order mark is dropped; UTF-16/32 with one is
+transcoded). A reader reports an unreadable row as ``Row(error=…)`` and goes on; a source that cannot
+be read at all raises ``CorpusError`` before or while reading.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections import Counter
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
+
+from .csv_rows import csv_rows
+from .lines import ANY_BREAK, LF_BREAK, split_lines, utf8_chunks
+from .records import (
+    MAX_CELL_BYTES, MAX_LINE_BYTES, MAX_ROWS, ColumnNames, CorpusError, Row, check_columns, too_many_rows,
+)
+
+BATCH_ROWS = 256
+SUPPORTED_FORMATS = ".txt, .jsonl, .csv, .parquet, a Hugging Face dataset folder or hf:NAME"
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def open_rows(source: str, columns: ColumnNames, split: str, max_rows: int | None = MAX_ROWS) -> Iterator[Row]:
+    """The rows of ``source``; the path is checked now, its content as it is read.
+
+    ``max_rows``: refuse at once a table that declares more rows (``None``: no check here)."""
+    if not source.strip():
+        raise CorpusError("--prompts: the path is empty")
+    if source.startswith("hf:"):
+        return _hf_rows(source, columns, split, max_rows)
+    path = Path(source).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CorpusError(f"--prompts {source}: no such file") from None
+    except OSError as error:
+        raise CorpusError(f"--prompts {source}: cannot read ({error.strerror or error})") from None
+    if stat.S_ISDIR(mode):
+        return _hf_rows(str(path), columns, split, max_rows)
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise CorpusError(f"--prompts {source}: is {kind}, not a corpus file or folder; save the prompts to a file")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _parquet_rows(path, source, columns, max_rows)
+    reader = _TEXT_READERS.get(suffix)
+    if reader is None:
+        raise CorpusError(f"--prompts {source}: unknown format {path.suffix!r}; use {SUPPORTED_FORMATS}")
+    return _text_rows(path, source, columns, reader)
+
+
+@contextmanager
+def _open(path: Path, label: str) -> Iterator[BinaryIO]:
+    try:
+        fh = path.open("rb")
+    except OSError as error:
+        raise CorpusError(f"--prompts {label}: cannot read ({error.strerror or error})") from None
+    with fh:
+        yield fh
+
+
+def _text_rows(path: Path, label: str, columns: ColumnNames, reader: Callable[..., Iterator[Row]]) -> Iterator[Row]:
+    with _open(path, label) as fh:
+        yield from reader(utf8_chunks(fh, label), label, columns)
+
+
+def _txt_rows(chunks: Iterable[bytes], label: str, columns: ColumnNames) -> Iterator[Row]:
+    for line in split_lines(chunks, ANY_BREAK):
+        text, error = line.decode()
+        yield Row(line.number, error=error) if text is None else Row(line.number, {columns.prompt: text}, raw=text)
+
+
+class _Object(dict):
+    """A JSON object that remembers the keys it was given more than once."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.repeated = {k for k, n in Counter(k for k, _ in pairs).items() if n > 1} if len(self) < len(pairs) else set()
+
+
+def _jsonl_rows(chunks: Iterable[bytes], label: str, columns: ColumnNames) -> Iterator[Row]:
+    used = set(columns.used())
+    for line in split_lines(chunks, LF_BREAK):
+        text, error = line.decode()
+        if text is None:
+            yield Row(line.number, error=error)
+        elif not text.strip():
+            yield Row(line.number, blank=True)
+        else:
+            yield _json_row(line.number, text, used)
+
+
+def _json_row(number: int, text: str, used: set[str]) -> Row:
+    try:  # numbers are kept exact; a byte-order mark opening a line (files joined with cat) is no content
+        value = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=_Object, parse_float=Decimal)
+    except json.JSONDecodeError as error:
+        return Row(number, error=f"invalid JSON: {error.msg} at column {error.colno}", raw=text)
+    except (ValueError, RecursionError) as error:  # e.g. an integer of more than 4300 digits, deep nesting
+        return Row(number, error=f"invalid JSON: {error if isinstance(error, ValueError) else 'nested too deeply'}", raw=text)
+    if not isinstance(value, dict):
+        kind = {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+        return Row(number, error=f"expected a JSON object, got {kind}", raw=text)
+    twice = sorted(value.repeated & used)
+    if twice:
+        return Row(number, error=f"key {twice[0]!r} appears more than once", raw=text)
+    return Row(number, value, raw=text)
+
+
+def _parquet_rows(path: Path, label: str, columns: ColumnNames, max_rows: int | None) -> Iterator[Row]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(str(path), buffer_size=MAX_LINE_BYTES)  # read page by page, not whole
+        names = parquet.schema_arrow.names
+    except Exception as error:  # pyarrow raises several types for damaged files
+        raise CorpusError(f"{label}: not a readable Parquet file ({error})") from None
+    wanted = _wanted(names, columns, label, parquet.metadata.num_rows, max_rows)
+    try:
+        with parquet:
+            yield from _arrow_rows(_guarded(parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted), label, "Parquet file"))
+    finally:
+        pa.default_memory_pool().release_unused()  # decoded pages go back to the system before generation
+
+
+def _hf_rows(source: str, columns: ColumnNames, split: str, max_rows: int | None) -> Iterator[Row]:
+    dataset = _load_hf(source, split)
+    wanted = _wanted(dataset.column_names, columns, source, len(dataset), max_rows)
+    view = dataset.select_columns(wanted).with_format("arrow")
+    yield from _arrow_rows(_guarded(view.iter(batch_size=BATCH_ROWS), source, "Hugging Face dataset"))
+
+
+def _load_hf(source: str, split: str) -> Any:
+    import datasets
+
+    try:
+        if source.startswith("hf:"):
+            return datasets.load_dataset(source[3:], split=split)
+        if any((Path(source) / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            dataset = datasets.load_from_disk(source)
+            if isinstance(dataset, datasets.DatasetDict):
+                if split not in dataset:
+                    raise CorpusError(f"--prompts {source}: no split {split!r} (splits: {', '.join(dataset)}); choose one with --split")
+                dataset = dataset[split]
+            return dataset
+        return datasets.load_dataset(source, split=split)
+    except CorpusError:
+        raise
+    except Exception as error:  # datasets raises many types; the message is what matters
+        raise CorpusError(f"{source}: cannot load as a Hugging Face dataset ({error})") from None
+
+
+def _wanted(names: list[str], columns: ColumnNames, label: str, declared: int, max_rows: int | None) -> list[str]:
+    """The used columns a table has (``CorpusError`` for a missing prompt column, a repeated column
+    or more rows than ``max_rows``)."""
+    check_columns(names, columns, label)
+    if max_rows is not None and declared > max_rows:
+        raise CorpusError(too_many_rows(label, max_rows))
+    return [name for name in columns.used() if name in names]
+
+
+def _guarded(batches: Iterable[Any], label: str, what: str) -> Iterator[Any]:
+    """Arrow batches; a damaged file's error as ``CorpusError``."""
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:  # pyarrow and datasets raise several types for damaged data
+            raise CorpusError(f"{label}: not a readable {what} ({error})") from None
+        yield batch
+
+
+def _arrow_rows(batches: Iterable[Any]) -> Iterator[Row]:
+    """Rows of Arrow record batches or tables, numbered from 1; an over-long cell is left out of
+    ``values`` (never converted to Python) and makes the row an error."""
+    number = 0
+    for batch in batches:
+        cells, long = {}, {}
+        for name in batch.schema.names:
+            cells[name], long[name] = _cells(batch.column(name))
+        for i in range(batch.num_rows):
+            number += 1
+            too_long = [name for name, flags in long.items() if flags and flags[i]]
+            values = {name: cells[name][i] for name in cells if name not in too_long}
+            error = f"column {too_long[0]!r} is longer than {MAX_CELL_BYTES} bytes" if too_long else ""
+            yield Row(number, values, error=error)
+
+
+def _cells(array: Any) -> tuple[list[Any], list[bool] | None]:
+    """A column's values as Python objects, over-long strings replaced by ``None`` (and flagged)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    kind = array.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+        return array.to_pylist(), None
+    over = pc.fill_null(pc.greater(pc.binary_length(array), MAX_CELL_BYTES), False)
+    if not pc.any(over).as_py():
+        return array.to_pylist(), None
+    flags = over.to_pylist()  # rare: convert cell by cell, never the long ones (and copy nothing)
+    return [None if long else array[i].as_py() for i, long in enumerate(flags)], flags
+
+
+_TEXT_READERS: dict[str, Callable[[Iterable[bytes], str, ColumnNames], Iterator[Row]]] = {
+    ".txt": _txt_rows, ".jsonl": _jsonl_rows, ".csv": csv_rows,
+}
