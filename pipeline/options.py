@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from schemas.record import MAP_DTYPES
 from transforms.attribution import GenerationConfig, TraceConfig
 from transforms.model_loading import DTYPES, SCHEDULERS, ModelSpec
-from transforms.prompts import ColumnNames
+from transforms.corpus import ColumnNames
 from transforms.tiny_model import TINY_MODEL_NAME
 
 from . import argtypes
@@ -92,7 +92,7 @@ class DaamOptions(PipelineOptions):
         parser.add_argument("--split", default="train", help="split of a Hugging Face dataset corpus")
         parser.add_argument("--limit", type=argtypes.integer(1, SEED_LIMIT - 1, bounds="[1, 2**63)"), default=None, help="use only the first N valid prompts")
         parser.add_argument("--max-failure-rate", type=argtypes.number(0.0, 1.0), default=0.01, help="fail the run above this fraction of failed prompts")
-        parser.add_argument("--overwrite", action="store_true", help="delete an existing output and start over")
+        parser.add_argument("--overwrite", action="store_true", help="start over in an earlier output (removes only the files its run wrote)")
         parser.add_argument("--torch-threads", type=_batch, default=None, help="torch intra-op threads per worker")
         parser.add_argument("--license", dest="dataset_license", default="other", help="license id for the dataset card")
 

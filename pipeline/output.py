@@ -9,7 +9,7 @@ import os
 
 from schemas.output_records import FailureRecord, ShardStats, failure_lines
 from transforms.layout import FAILURES_DIR, MANIFEST_DIR, RUN_FILE, STATS_DIR, TMP_DIR, OutputLayout
-from transforms.prompts import Corpus, CorpusError
+from transforms.corpus import Corpus, CorpusError
 from transforms.sharding import ShardSpec, shard_prompts
 
 from .errors import OutputError
@@ -98,7 +98,7 @@ def write_read_failures(layout: OutputLayout, corpus: Corpus) -> None:
     if not corpus.failures:
         layout.remove(path)
         return
-    records = [FailureRecord(None, "read", f.reason, source=f.source, line=f.line, raw=f.raw) for f in corpus.failures]
+    records = [FailureRecord(f.id, "read", f.reason, source=f.source, line=f.line, raw=f.raw) for f in corpus.failures]
     layout.write_bytes_atomic(path, failure_lines(records))
 
 

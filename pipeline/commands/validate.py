@@ -23,11 +23,11 @@ def register(subparsers: Any) -> None:
         help="check an output folder shard by shard (schema, stats, ids, maps, images, card, stray files)",
         description="Check every shard of an output folder against its stats marker, the features in "
         "run.json and the dataset card. Exit 0 when sound, 1 with a list of problems. --repair deletes "
-        "damaged shards and stray files and regenerates those shards with the recorded settings; any "
+        "damaged shards and stray files of ours (never a user's file) and regenerates those shards with the recorded settings; any "
         "Apache Beam option (--runner, …) may follow for that.",
     )
     parser.add_argument("output", help="output folder (local, gs:// or s3://)")
-    parser.add_argument("--repair", action="store_true", help="delete damaged shards and stray files, regenerate them")
+    parser.add_argument("--repair", action="store_true", help="delete damaged shards and our stray files, regenerate them")
     parser.add_argument("--prompts", default=None,
                         help="with --repair: the corpus, if not at the path recorded in run.json")
     parser.set_defaults(func=main, accepts_extra=True)

@@ -190,7 +190,6 @@ def test_images_per_prompt_are_counted_apart_from_prompts(tmp_path, run_cli):
     assert len(_dataset(tmp_path / "o")) == 4
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/output.py:write_read_failures does not yet pass ReadFailure.id")
 def test_failure_records_carry_the_row_id(tmp_path, run_cli):
     corpus = _jsonl(tmp_path / "p.jsonl", [{"prompt": "a cat", "id": "c1"}, {"prompt": 42, "id": "c2"}])
     code, _, err = _run(run_cli, corpus, tmp_path / "o")
