@@ -10,12 +10,14 @@ from typing import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from ..argtypes import parse_integer, refuse
 from ..errors import DaskSetupError, UsageError
 from .resources import GPU
 
 RUNNER_PATH = "pipeline.dask.runner.DaamDaskRunner"
 RUNNER_ALIASES = frozenset({"dask", "daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner", RUNNER_PATH.lower()})
 INSTALL_HINT = "pip install 'daam-datasets[dask]'"
+MAX_WORKERS = 1024  # worker processes of a local cluster
 BEAM_TARGET_FLAGS = ("--dask_client_address", "--dask_scheduler_file", "--dask_workers")
 
 
@@ -23,12 +25,9 @@ def parse_workers(value: str) -> int | str:
     """``--dask-workers``: a positive number of worker processes, or ``gpu`` (one per visible GPU)."""
     if value.strip().lower() == GPU:
         return GPU
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'gpu', got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'gpu', got {value!r}")
+    number = parse_integer(value)
+    if number is None or not 1 <= number <= MAX_WORKERS:
+        raise refuse(f"a positive integer or 'gpu' (at most {MAX_WORKERS} workers)", value)
     return number
 
 

@@ -32,7 +32,7 @@ def test_options_and_resources_do_not_import_dask():
 def test_dask_workers_value():
     assert parse_workers("3") == 3
     assert parse_workers(" GPU ") == "gpu"
-    for value in ("0", "-2", "two", ""):
+    for value in ("0", "-2", "two", "", "1.5", "\u0661\u0662", "5000", "nan"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected a positive integer or 'gpu'"):
             parse_workers(value)
 
