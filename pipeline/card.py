@@ -156,22 +156,11 @@ def unfinished_card() -> str:
     return str(DatasetCard.from_template(data, template_str=_template("unfinished_card.md"))) + "\n"
 
 
-def read_card(layout: OutputLayout) -> DatasetCard | None:
-    """The output's card, parsed by ``huggingface_hub`` (``None`` if there is none)."""
-    path = layout.path(CARD_FILE)
-    if not layout.exists(path):
-        return None
-    with layout.fs.open(path, "rb") as fh:
-        return DatasetCard(fh.read().decode("utf-8"))
-
-
 def write_card(layout: OutputLayout, text: str) -> bool:
     """Write the card if its text changed; whether it was written (a rerun changes no file)."""
     path = layout.path(CARD_FILE)
-    if layout.exists(path):
-        with layout.fs.open(path, "rb") as fh:
-            if fh.read().decode("utf-8") == text:
-                return False
+    if layout.exists(path) and layout.read_text(path) == text:
+        return False
     layout.write_bytes_atomic(path, text.encode("utf-8"))
     return True
 
