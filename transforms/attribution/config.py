@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 LayerSelection = Literal["reference", "all"]
 DEFAULT_THRESHOLD = 0.4  # τ of DAAM's word masks (the paper's best value)
@@ -95,3 +95,63 @@ class GenerationConfig:
     def uses_cfg(self) -> bool:
         """Classifier-free guidance is on (the UNet batch is [uncond; cond])."""
         return self.guidance_scale > 1.0
+
+
+# Dataset Diffusion's label recipe (Nguyen et al., NeurIPS 2023, and its released code): self-attention
+# at 32x32 (latent factor 2 at 512 px) raised to the power 4, foreground threshold 0.6, [0.5, 0.6) ignored.
+REFINE_FACTOR = 2
+REFINE_POWER = 4
+LABEL_THRESHOLD = 0.6
+IGNORE_LOW = 0.5
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """How class label maps are made from a traced generation (``--classes``).
+
+    Attributes:
+        vocabulary: the classes (a ``classes.ClassVocabulary``; label 0 is background).
+        refine: refine each class map with self-attention (``A^power · M``).
+        refine_factor: latent downsampling factor of the self-attention (``attn1``) layers whose
+            affinity is captured (2: the 32x32 layers of SD 1.x/2.x at 512 px).
+        power: the exponent τ of the affinity (Dataset Diffusion: 4).
+        threshold: a pixel is its best class where that class's min-max score is ``>= threshold``.
+        ignore_low: pixels whose best score is in ``[ignore_low, threshold)`` are 255 (ignored).
+        append_class_prompt: generate from ``"prompt; name name"`` (the matched classes' names).
+    """
+
+    vocabulary: Any
+    refine: bool = True
+    refine_factor: int = REFINE_FACTOR
+    power: int = REFINE_POWER
+    threshold: float = LABEL_THRESHOLD
+    ignore_low: float = IGNORE_LOW
+    append_class_prompt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.refine_factor < 1 or self.refine_factor & (self.refine_factor - 1):
+            raise ValueError(f"refine_factor must be a power of two >= 1, got {self.refine_factor}")
+        if self.power < 1:
+            raise ValueError(f"power must be >= 1, got {self.power}")
+        if not 0.0 <= self.ignore_low <= self.threshold <= 1.0:
+            raise ValueError(
+                f"need 0 <= ignore_low <= threshold <= 1, got ignore_low={self.ignore_low}, threshold={self.threshold}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (run.json): the class list and synonyms themselves, and the recipe."""
+        recipe = {k: v for k, v in asdict(self).items() if k != "vocabulary"}
+        return {
+            "classes": list(self.vocabulary.names),
+            "synonyms": {name: list(values) for name, values in self.vocabulary.synonyms.items()},
+            **recipe,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SegmentationConfig":
+        """Inverse of ``to_dict``."""
+        from .classes import ClassVocabulary
+
+        values = dict(data)
+        vocabulary = ClassVocabulary(tuple(values.pop("classes")), {k: tuple(v) for k, v in values.pop("synonyms").items()})
+        return cls(vocabulary=vocabulary, **values)

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .class_maps import SampleSegmentation
 from .config import GenerationConfig
 from .heatmap import GlobalHeatMap
 from .store import HeatMapStore
@@ -27,6 +28,7 @@ class TracedSample:
     seed: int
     image: np.ndarray
     heat_map: GlobalHeatMap
+    segmentation: SampleSegmentation | None = None
 
     def pil_image(self) -> Any:
         """The image as an 8-bit RGB ``PIL.Image`` (diffusers' rounding)."""
