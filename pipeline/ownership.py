@@ -22,6 +22,7 @@ logs what it removed and what it kept).
 **A publish destination** (``publish --to``) must be a new path, an empty folder or an earlier
 destination: ``.daam-publish.json`` there lists what publish copied, and only those files (and its
 own ``.tmp/``) are ever replaced or deleted; a copy that would land on any other file is refused.
+``export --to`` follows the same rule with ``.daam-export.json`` (``require_destination``).
 """
 
 from __future__ import annotations
@@ -239,11 +240,11 @@ def remove_ours(layout: OutputLayout, paths: Iterable[str] | None = None, found:
     for rel in removed:
         layout.remove(layout.path(rel))
         removal.removed[KINDS.get(rel.split("/", 1)[0], "file")] += 1
-    _prune(layout, removed)
+    prune_folders(layout, removed)
     return removal
 
 
-def _prune(layout: OutputLayout, removed: list[str]) -> None:
+def prune_folders(layout: OutputLayout, removed: list[str]) -> None:
     """Remove the folders of ``removed`` files (deepest first) that are now empty."""
     folders: set[str] = set()
     for rel in removed:
@@ -268,15 +269,22 @@ def record_preview(layout: OutputLayout, files: list[str]) -> None:
         fh.write(data.encode("utf-8"))
 
 
-def require_destination(dest: OutputLayout, copied: dict | None, record: str) -> list[str]:
-    """Refuse (``PublishError``) a publish destination that holds files publish did not copy there,
-    unless it is an earlier destination (``copied``: its record, ``None`` when it has none); the
-    files of a user's at an earlier destination, which publish leaves alone."""
-    known = set(copied or {}) | {record}
+def require_destination(
+    dest: OutputLayout,
+    copied: Iterable[str] | None,
+    record: str,
+    error: type[Exception] = PublishError,
+    writer: str = "publish did not copy there",
+) -> list[str]:
+    """Refuse (``error``, default ``PublishError``) a destination that holds files we did not write
+    there, unless it is an earlier destination (``copied``: the paths its record lists, ``None``
+    when it has none); the files of a user's at an earlier destination, which are left alone
+    (logged as files ``writer``)."""
+    known = set(copied or ()) | {record}
     limit = SCAN_LIMIT if copied is None else None
     _, foreign = _split(dest, lambda rel: rel in known or rel.split("/", 1)[0] == TMP_DIR, limit)
     where = f"--to {dest.root}"
     if foreign and copied is None:
-        raise PublishError(refusal(where, foreign, NEW_FOLDER))
-    _left_untouched(where, foreign, "publish did not copy there")
+        raise error(refusal(where, foreign, NEW_FOLDER))
+    _left_untouched(where, foreign, writer)
     return foreign
