@@ -44,3 +44,7 @@ class PreviewError(DaamDatasetsError):
 
 class DaskSetupError(DaamDatasetsError, ValueError):
     """A Dask cluster cannot be started or reached (missing extra, no GPU, unreachable scheduler)."""
+
+
+class ExportError(DaamDatasetsError):
+    """An output cannot be exported as asked (no segmentation config, a destination of a user's, …)."""
