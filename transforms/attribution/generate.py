@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .class_maps import SampleSegmentation
-from .config import GenerationConfig
+from .affinity import AffinityStore
+from .class_maps import SampleSegmentation, segment_sample
+from .classes import ClassMatch, append_class_prompt, match_classes
+from .config import GenerationConfig, SegmentationConfig
 from .heatmap import GlobalHeatMap
 from .store import HeatMapStore
 from .tracer import CrossAttentionTracer
-from .words import tokenize_prompt
+from .words import TokenizedPrompt, tokenize_prompt
 
 SEED_MODULUS = 2**63
 
@@ -69,21 +72,52 @@ def check_inputs(prompts: Sequence[str], seeds: Sequence[int]) -> None:
             raise ValueError(f"seed {i} = {seed} is outside [0, 2**63)")
 
 
+def prompt_classes(
+    tokenizer: Any, prompt: str, segmentation: SegmentationConfig
+) -> tuple[TokenizedPrompt, list[ClassMatch]]:
+    """The prompt as generated, tokenised, and the classes it names: with ``append_class_prompt``
+    the distinct matched names are appended (``classes.append_class_prompt``) and matched again."""
+    tokenized = tokenize_prompt(tokenizer, prompt)
+    matches = _matches(tokenized, segmentation)
+    if segmentation.append_class_prompt and matches:
+        names = list(dict.fromkeys(m.name for m in matches))
+        tokenized = tokenize_prompt(tokenizer, append_class_prompt(prompt, names))
+        matches = _matches(tokenized, segmentation)
+    return tokenized, matches
+
+
+def _matches(tokenized: TokenizedPrompt, segmentation: SegmentationConfig) -> list[ClassMatch]:
+    words = [{"word": w.word, "start": w.start, "end": w.end} for w in tokenized.words]
+    return match_classes(words, segmentation.vocabulary, tokenized.tokens)
+
+
 def generate_traced(
     pipe: Any,
     prompts: Sequence[str],
     seeds: Sequence[int],
     config: GenerationConfig | None = None,
     negative_prompts: Sequence[str | None] | None = None,
+    segmentation: SegmentationConfig | None = None,
 ) -> list[TracedSample]:
     """Generate ``images_per_prompt`` images for each prompt in one batched call, with maps.
 
     Each image gets its own CPU ``torch.Generator`` seeded from its prompt's seed, so a prompt
     gives the same image and maps alone or inside any batch, on any device.
     Results are ordered prompt-major: prompt 0 image 0, prompt 0 image 1, prompt 1 image 0, …
+
+    With ``segmentation`` every sample also gets a ``SampleSegmentation`` (class maps, label map,
+    quality); under ``append_class_prompt`` the prompt generated (``heat_map.prompt``) has the
+    matched class names appended; with ``refine`` the self-attention affinity at
+    ``refine_factor`` is captured and the class maps are refined with it, on the model's device.
     """
     config = config or GenerationConfig()
     check_inputs(prompts, seeds)
+    tokenizer = pipe.tokenizer
+    if segmentation is None:
+        tokenized = [tokenize_prompt(tokenizer, prompt) for prompt in prompts]
+        matched: list[list[ClassMatch]] = [[] for _ in prompts]
+    else:
+        tokenized, matched = map(list, zip(*(prompt_classes(tokenizer, p, segmentation) for p in prompts)))
     height, width = image_size(pipe, config)
     per_prompt = config.images_per_prompt
     generators = [
@@ -98,15 +132,18 @@ def generate_traced(
 
     store = HeatMapStore(config.trace)
     scale = int(pipe.vae_scale_factor)
-    store.begin(len(generators), config.uses_cfg, (height // scale, width // scale))
+    latent = (height // scale, width // scale)
+    store.begin(len(generators), config.uses_cfg, latent)
+    refining = segmentation is not None and segmentation.refine
+    affinity = AffinityStore(store, segmentation.refine_factor) if refining else None
 
     def _on_step_end(_pipe: Any, _step: int, _timestep: Any, tensors: dict) -> dict:
         store.next_step()
         return tensors
 
-    with CrossAttentionTracer(pipe.unet, store):
+    with CrossAttentionTracer(pipe.unet, store, affinity):
         output = pipe(
-            list(prompts),
+            [t.prompt for t in tokenized],
             height=height,
             width=width,
             num_inference_steps=config.steps,
@@ -118,19 +155,46 @@ def generate_traced(
             callback_on_step_end=_on_step_end,
         )
     maps = store.global_maps()
+    affinities = None if affinity is None else affinity.affinity()
     samples = []
-    for p, prompt in enumerate(prompts):
-        tokenized = tokenize_prompt(pipe.tokenizer, prompt)
-        rows = len(tokenized.tokens) + 2
+    for p, prompt in enumerate(tokenized):
+        rows = len(prompt.tokens) + 2
         for k in range(per_prompt):
             i = p * per_prompt + k
-            samples.append(
-                TracedSample(
-                    prompt_index=p,
-                    image_index=k,
-                    seed=image_seed(int(seeds[p]), k),
-                    image=output.images[i],
-                    heat_map=GlobalHeatMap(pipe.tokenizer, tokenized, maps[i, :rows]),
-                )
+            heat_map = GlobalHeatMap(tokenizer, prompt, maps[i, :rows])
+            sample = TracedSample(
+                prompt_index=p,
+                image_index=k,
+                seed=image_seed(int(seeds[p]), k),
+                image=output.images[i],
+                heat_map=heat_map,
             )
+            if segmentation is not None:
+                sample.segmentation = _segment(
+                    heat_map, matched[p], (height, width), segmentation, None if affinities is None else affinities[i]
+                )
+            samples.append(sample)
     return samples
+
+
+def _segment(
+    heat_map: GlobalHeatMap,
+    matches: list[ClassMatch],
+    size: tuple[int, int],
+    segmentation: SegmentationConfig,
+    affinity: torch.Tensor | None,
+) -> SampleSegmentation:
+    """One image's segmentation from its global map (and affinity, when refining)."""
+    h, w = heat_map.maps.shape[-2:]
+    factor = segmentation.refine_factor
+    return segment_sample(
+        heat_map.prompt.prompt,
+        matches,
+        heat_map.token_maps,
+        size,
+        segmentation.threshold,
+        segmentation.ignore_low,
+        affinity=affinity,
+        grid=(math.ceil(h / factor), math.ceil(w / factor)),
+        power=segmentation.power,
+    )

@@ -5,6 +5,12 @@ each class named in the prompt gets the mean map of its tokens, resized to the i
 normalised (``heatmap.word_heat``, the score DAAM's masks threshold); a pixel takes the class with
 the highest score if that score clears the threshold, is background well below it, and is marked
 ``IGNORE`` (255) in an uncertain band around it. Classes are found with ``words.word_spans``.
+
+The label rule is ``class_maps.label_rule`` (the one the pipeline's ``--classes`` label maps use),
+with the band ``[threshold - ignore_band, threshold + ignore_band)`` ignored and scores from
+``threshold + ignore_band`` up labelled. Before it shared that rule the band was
+``(threshold - ignore_band, threshold + ignore_band]``: only pixels scoring exactly on a band edge
+changed.
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .class_maps import BACKGROUND, IGNORE, label_rule
 from .config import DEFAULT_THRESHOLD
 from .heatmap import word_heat
 from .words import word_spans
 
-BACKGROUND = 0
-IGNORE = 255
+__all__ = ["BACKGROUND", "IGNORE", "class_scores", "pseudo_mask", "word_rows"]
 
 
 def word_rows(words: Sequence[dict[str, Any]], phrase: str) -> list[int]:
@@ -51,16 +57,10 @@ def pseudo_mask(
     ignore_band: float = 0.1,
 ) -> np.ndarray:
     """A ``uint8`` label map for a loaded dataset row: 0 background, ``i + 1`` for ``classes[i]``,
-    255 where the winning score lies within ``ignore_band`` of ``threshold``."""
+    255 where the winning score lies in ``[threshold - ignore_band, threshold + ignore_band)``."""
     width, height = row["image"].size
     scores = class_scores(row["token_maps"], row["words"], classes, (height, width))
-    labels = np.full((height, width), BACKGROUND, dtype=np.uint8)
     if not scores:
-        return labels
-    names = list(scores)
-    stack = np.stack([scores[n] for n in names])
-    best = stack.max(0)
-    winner = np.array([classes.index(n) + 1 for n in names], dtype=np.uint8)[stack.argmax(0)]
-    labels[best > threshold + ignore_band] = winner[best > threshold + ignore_band]
-    labels[(best > threshold - ignore_band) & (best <= threshold + ignore_band)] = IGNORE
-    return labels
+        return np.full((height, width), BACKGROUND, dtype=np.uint8)
+    labels = [list(classes).index(name) + 1 for name in scores]
+    return label_rule(np.stack(list(scores.values())), labels, threshold + ignore_band, threshold - ignore_band)

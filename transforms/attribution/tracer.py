@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .affinity import AffinityStore, DaamSelfAttnProcessor, require_self_attention
 from .config import TraceConfig
 from .processor import DaamCrossAttnProcessor
 from .store import HeatMapStore
@@ -22,7 +23,9 @@ class CrossAttentionTracer:
     """Context manager that swaps DAAM processors onto the selected cross-attention modules.
 
     Self-attention and unselected modules keep their original (fused SDPA) processors; all
-    originals come back on exit. Nothing on the pipeline is monkey-patched.
+    originals come back on exit. Nothing on the pipeline is monkey-patched. With an ``affinity``
+    store, the self-attention modules at its factor also get a ``DaamSelfAttnProcessor`` (their
+    output still comes from the original processor); ``ValueError`` if the model has none there.
 
     Example:
         >>> store = HeatMapStore()
@@ -31,9 +34,10 @@ class CrossAttentionTracer:
         ...     pipe("a cat", callback_on_step_end=...)
     """
 
-    def __init__(self, denoiser: Any, store: HeatMapStore) -> None:
+    def __init__(self, denoiser: Any, store: HeatMapStore, affinity: AffinityStore | None = None) -> None:
         self.denoiser = denoiser
         self.store = store
+        self.affinity = affinity
         self._originals: dict[str, Any] | None = None
 
     @property
@@ -47,10 +51,14 @@ class CrossAttentionTracer:
         traced = set(self.traced_names)
         if not traced:
             raise ValueError(f"{type(self.denoiser).__name__} has no cross-attention module to trace")
-        processors = {
-            name: DaamCrossAttnProcessor(self.store, name, proc) if name in traced else proc
-            for name, proc in originals.items()
-        }
+        probed = set(require_self_attention(self.denoiser, self.affinity.factor)) if self.affinity else set()
+        processors = {}
+        for name, proc in originals.items():
+            if name in traced:
+                proc = DaamCrossAttnProcessor(self.store, name, proc)
+            elif name in probed:
+                proc = DaamSelfAttnProcessor(self.affinity, name, proc)  # type: ignore[arg-type]
+            processors[name] = proc
         self.denoiser.set_attn_processor(processors)
         self._originals = originals
         return self

@@ -1,0 +1,190 @@
+"""Self-attention affinity for class-map refinement (``--classes`` with refinement).
+
+Dataset Diffusion (Nguyen et al., NeurIPS 2023, and its released code) refines a class map ``M``
+with the UNet's self-attention ``A`` at one resolution (32x32 at 512 px, latent factor 2): ``A^τ·M``.
+Here ``A`` is, per image, the mean over heads, kept denoising steps and every ``attn1`` layer at that
+factor of the conditional half's ``softmax(q·kᵀ·scale)``: a row-stochastic ``(Q, Q)`` matrix with
+``Q = h·w`` the layer grid in row-major order.
+
+The probe keeps each module's own (fused) processor for the attention output and computes the
+probabilities of the conditional images a second time, in float32, a few heads at a time, summed over
+heads on the module's device: the state is ``Q²·4`` bytes per image, the transient at most
+``CHUNK_ELEMENTS`` float32 values twice (scores and softmax).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from .store import HeatMapStore, infer_factor
+
+CHUNK_ELEMENTS = 2**26  # float32 scores computed at once (256 MiB), at least one head
+_LEVEL = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^mid_block\.")
+
+
+def _module_level(name: str, levels: int) -> int | None:
+    """UNet level (latent factor ``2**level``) of a module name, from diffusers' block naming."""
+    found = _LEVEL.match(name)
+    if found is None:
+        return None
+    if found.group(1) is None:
+        return levels - 1
+    index = int(found.group(2))
+    return index if found.group(1) == "down_blocks" else levels - 1 - index
+
+
+def self_attention_names(denoiser: Any) -> dict[str, int | None]:
+    """Processor name (``…attn1.processor``) -> latent factor of every self-attention module of a
+    UNet (``None`` where the block naming does not tell)."""
+    levels = len(getattr(getattr(denoiser, "config", {}), "block_out_channels", ()) or ())
+    names: dict[str, int | None] = {}
+    for module_name, module in denoiser.named_modules():
+        if hasattr(module, "set_processor") and getattr(module, "is_cross_attention", None) is False:
+            level = _module_level(module_name, levels) if levels else None
+            names[f"{module_name}.processor"] = None if level is None else 2**level
+    return names
+
+
+def require_self_attention(denoiser: Any, factor: int) -> list[str]:
+    """The processor names of the self-attention modules at ``factor``; ``ValueError`` naming the
+    factors the model has when there is none."""
+    names = self_attention_names(denoiser)
+    chosen = sorted(n for n, f in names.items() if f == factor)
+    if not chosen:
+        have = ", ".join(str(f) for f in sorted({f for f in names.values() if f is not None})) or "none"
+        raise ValueError(
+            f"refine factor {factor}: {type(denoiser).__name__} has no self-attention there "
+            f"(it has self-attention at factors {have})"
+        )
+    return chosen
+
+
+class AffinityStore:
+    """Per-image sums of conditional self-attention probabilities at one latent factor.
+
+    Shares the step counter, the step selection, the image count and the CFG layout of the
+    ``HeatMapStore`` it follows (``begin``/``next_step`` on that store drive both), so the affinity
+    covers exactly the steps the cross-attention maps do. Make one per generation (or ``reset``).
+    """
+
+    def __init__(self, heat: HeatMapStore, factor: int) -> None:
+        self.heat = heat
+        self.factor = factor
+        self.sum: torch.Tensor | None = None
+        self.count = 0
+
+    def reset(self) -> None:
+        """Forget what was accumulated."""
+        self.sum = None
+        self.count = 0
+
+    def wants(self, query_len: int) -> bool:
+        """Whether a self-attention call with this many queries, at the current step, is recorded."""
+        heat = self.heat
+        if heat.num_images == 0 or not heat.config.keeps_step(heat.step):
+            return False
+        return infer_factor(query_len, *heat.latent_size)[0] == self.factor
+
+    def add(self, probs_sum: torch.Tensor, heads: int) -> None:
+        """Add one call's head-summed probabilities ``(num_images, Q, Q)`` of ``heads`` heads."""
+        if self.sum is None:
+            self.sum = probs_sum.float().clone()
+        else:
+            self.sum += probs_sum
+        self.count += heads
+
+    def affinity(self) -> torch.Tensor:
+        """The row-stochastic affinity ``(num_images, Q, Q)``, float32, on the model's device."""
+        if self.sum is None:
+            raise RuntimeError(
+                f"no self-attention was recorded at factor {self.factor}: check the step range "
+                "against the number of steps"
+            )
+        return self.sum / self.count
+
+
+def conditional_self_attention(
+    attn: Any,
+    hidden_states: torch.Tensor,
+    images: int,
+    cfg: bool,
+    attention_mask: torch.Tensor | None = None,
+    temb: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``softmax(q·kᵀ·scale)`` of a self-attention module for the conditional images, summed over
+    heads: ``(images, Q, Q)`` float32. Mirrors the input path of diffusers' ``AttnProcessor2_0``
+    (spatial norm, group norm, q/k norms); computed ``CHUNK_ELEMENTS`` scores at a time."""
+    if cfg:
+        hidden_states = hidden_states[images:]
+        temb = None if temb is None else temb[images:]
+        attention_mask = None if attention_mask is None else attention_mask[images:]
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    if hidden_states.ndim == 4:
+        batch, channel, height, width = hidden_states.shape
+        hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+    batch, length, _ = hidden_states.shape
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    query, key = attn.to_q(hidden_states), attn.to_k(hidden_states)
+    heads = attn.heads
+    head_dim = key.shape[-1] // heads
+    query = query.view(batch, -1, heads, head_dim).transpose(1, 2)
+    key = key.view(batch, -1, heads, head_dim).transpose(1, 2)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    if attention_mask is not None:
+        attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
+        attention_mask = attention_mask.view(batch, heads, -1, attention_mask.shape[-1]).float()
+    chunk = max(1, CHUNK_ELEMENTS // max(batch * length * length, 1))
+    total = torch.zeros(batch, length, length, dtype=torch.float32, device=hidden_states.device)
+    for start in range(0, heads, chunk):
+        heads_slice = slice(start, start + chunk)
+        scores = query[:, heads_slice].float() @ key[:, heads_slice].float().transpose(-1, -2)
+        scores *= attn.scale
+        if attention_mask is not None:
+            scores += attention_mask[:, heads_slice]
+        total += scores.softmax(-1).sum(1)
+    return total
+
+
+class DaamSelfAttnProcessor:
+    """Diffusers attention processor for a self-attention module (``attn1``): the output comes from
+    ``original`` (the module's own, fused processor), unchanged; on calls ``store`` wants, the
+    conditional images' head-summed probabilities are added to it."""
+
+    def __init__(self, store: AffinityStore, name: str, original: Any) -> None:
+        self.store = store
+        self.name = name
+        self.original = original
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        query_len = (
+            hidden_states.shape[2] * hidden_states.shape[3] if hidden_states.ndim == 4 else hidden_states.shape[1]
+        )
+        if self.store.wants(query_len):
+            heat = self.store.heat
+            batch = hidden_states.shape[0]
+            expected = heat.num_images * (2 if heat.cfg else 1)
+            if batch != expected:
+                raise RuntimeError(f"expected a batch of {expected}, got {batch} in {self.name}")
+            with torch.no_grad():
+                probs = conditional_self_attention(
+                    attn, hidden_states, heat.num_images, heat.cfg, attention_mask, temb
+                )
+            self.store.add(probs, attn.heads)
+        return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
