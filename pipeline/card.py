@@ -17,9 +17,10 @@ import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from schemas.output_records import RunInfo, ShardStats
-from schemas.record import COLUMN_DOCS, SCHEMA_VERSION, build_features
+from schemas.record import COLUMN_DOCS, SCHEMA_VERSION, build_features, segmentation_features
+from transforms.attribution.classes import BACKGROUND_NAME
 from transforms.attribution.config import DEFAULT_CMAP, DEFAULT_THRESHOLD
-from transforms.layout import CARD_FILE, RUN_FILE, OutputLayout
+from transforms.layout import CARD_FILE, RUN_FILE, SEGMENTATION_DIR, SEGMENTATION_FORMAT, OutputLayout
 
 CITATION = """@inproceedings{tang2023daam,
   title     = {What the {DAAM}: Interpreting Stable Diffusion Using Cross Attention},
@@ -48,6 +49,19 @@ def preview_section(image: str = PREVIEW_IMAGE) -> str:
     return jinja2.Template(_template("card_preview.md"), keep_trailing_newline=True).render(**values)
 
 
+def segmentation_section(segmentation: dict[str, Any] | None, summary: dict[str, Any], repo_id: str) -> str:
+    """The card's Segmentation section (classes, recipe, filter columns); empty without classes."""
+    if not segmentation:
+        return ""
+    values = {**segmentation, "labels": [BACKGROUND_NAME, *segmentation["classes"]], "rows": summary.get("segmentation_rows", 0), "repo_id": repo_id}
+    return jinja2.Template(_template("card_segmentation.md"), keep_trailing_newline=True).render(**values)
+
+
+def id2label(segmentation: dict[str, Any]) -> dict[str, str]:
+    """``id2label.json`` of a run with classes: ``{"0": "background", "1": first class, …}``."""
+    return {str(i): name for i, name in enumerate([BACKGROUND_NAME, *segmentation["classes"]])}
+
+
 def size_category(rows: int) -> str:
     """The Hub's size category for a row count."""
     for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
@@ -56,23 +70,32 @@ def size_category(rows: int) -> str:
     return "1M<n<10M" if rows < 10_000_000 else "n>10M"
 
 
-def _config(path: str) -> dict[str, Any]:
-    return {"config_name": "default", "data_files": [{"split": "train", "path": path}]}
+def _config(path: str, name: str = "default") -> dict[str, Any]:
+    return {"config_name": name, "data_files": [{"split": "train", "path": path}]}
+
+
+def _info(name: str, features: Features, size: int, rows: int) -> dict[str, Any]:
+    return {
+        "config_name": name,
+        "features": features._to_yaml_list(),
+        "splits": [{"name": "train", "num_bytes": size, "num_examples": rows}],
+        "download_size": size,
+        "dataset_size": size,
+    }
 
 
 def card_data(features: Features, summary: dict[str, Any], license_id: str) -> DatasetCardData:
     """YAML front matter: configs, features, split sizes, license, tags."""
     parquet = "parquet" in summary["formats"]
-    # one builder per repository: WebDataset is declared only when it is the sole format
-    extra: dict[str, Any] = {"configs": [_config("data/train-*.parquet" if parquet else "wds/train-*.tar")]}
-    if parquet:
-        extra["dataset_info"] = {
-            "config_name": "default",
-            "features": features._to_yaml_list(),
-            "splits": [{"name": "train", "num_bytes": summary["parquet_bytes"], "num_examples": summary["rows"]}],
-            "download_size": summary["parquet_bytes"],
-            "dataset_size": summary["parquet_bytes"],
-        }
+    # WebDataset is declared only when it is the sole format (one builder per config)
+    configs = [_config("data/train-*.parquet" if parquet else "wds/train-*.tar")]
+    infos = [_info("default", features, summary["parquet_bytes"], summary["rows"])] if parquet else []
+    if summary.get("segmentation_rows"):  # a pattern must match a file: no config without rows
+        configs.append(_config(f"{SEGMENTATION_DIR}/train-*.parquet", SEGMENTATION_FORMAT))
+        infos.append(_info(SEGMENTATION_FORMAT, segmentation_features(), summary["segmentation_bytes"], summary["segmentation_rows"]))
+    extra: dict[str, Any] = {"configs": configs}
+    if infos:
+        extra["dataset_info"] = infos[0] if len(infos) == 1 else infos
     return DatasetCardData(
         license=license_id,
         task_categories=["image-segmentation", "text-to-image"],
@@ -114,6 +137,7 @@ def render_card(
         schema_table=_schema_table(features),
         schema_version=SCHEMA_VERSION,
         preview_section=preview_section(preview_image) if preview_image else "",
+        segmentation_section=segmentation_section(settings.get("segmentation"), summary, repo_id),
         repo_id=repo_id,
         threshold=DEFAULT_THRESHOLD,
         citation=CITATION,
@@ -131,6 +155,8 @@ def card_summary(info: RunInfo, stats: list[ShardStats]) -> dict[str, Any]:
         "shards": info.shards,
         "formats": list(info.settings["formats"]),
         "parquet_bytes": sum(s.file_bytes("parquet") for s in stats),
+        "segmentation_rows": sum(len(s.segmentation_ids or []) for s in stats),
+        "segmentation_bytes": sum(s.file_bytes(SEGMENTATION_FORMAT) for s in stats),
         "map_size": list(info.map_size),
         "image_size": list(info.image_size),
     }
@@ -145,7 +171,7 @@ def output_card(
     """The card of a finished output, rendered from its ``run.json`` and shard markers."""
     info = RunInfo.from_dict(layout.read_json(layout.path(RUN_FILE)))
     settings = info.settings
-    features = build_features(info.map_size[0], info.map_size[1], settings["map_dtype"])
+    features = build_features(info.map_size[0], info.map_size[1], settings["map_dtype"], bool(settings.get("segmentation")))
     summary = card_summary(info, stats)
     return render_card(features, summary, settings, settings["dataset_license"], preview_image, repo_id)
 

@@ -17,13 +17,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from schemas.output_records import RunInfo
 from schemas.record import SCHEMA_VERSION
-from transforms.layout import CARD_FILE, RUN_FILE, OutputLayout
+from transforms.layout import CARD_FILE, ID2LABEL_FILE, RUN_FILE, OutputLayout
 from transforms.model_loading import model_geometry, resolve_model_source
 from transforms.corpus import Corpus, read_corpus
 from transforms.sharding import ShardSpec, plan_shards
 
 from . import output as out
-from .card import PREVIEW_IMAGE, output_card, unfinished_card, write_card
+from .card import PREVIEW_IMAGE, id2label, output_card, unfinished_card, write_card
 from .errors import RunFailed
 from .graph import build_graph
 from .lock import RunLock
@@ -62,10 +62,11 @@ def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[i
     height = settings.generation.height or default_h
     width = settings.generation.width or default_w
     shards = plan_shards(len(corpus.prompts), settings.shard_size, settings.num_shards)
+    segmentation = {"segmentation": settings.segmentation_config} if settings.segmentation else {}
     require_generation_fits(
         model_configs(source, settings.model.revision), settings.generation, (height, width),
         batch_size=settings.batch_size, prompts=len(corpus.prompts), shard_prompts=max(s.stop - s.start for s in shards),
-        dtype=settings.model.dtype, device=settings.model.resolved_device(), map_dtype=settings.map_dtype,
+        dtype=settings.model.dtype, device=settings.model.resolved_device(), map_dtype=settings.map_dtype, **segmentation,
     )
     return corpus, (height, width), (height // scale, width // scale)
 
@@ -149,6 +150,8 @@ def finalise(plan: RunPlan, metrics: dict[str, int], started: float) -> RunSumma
     run_file = layout.path(RUN_FILE)
     if plan.pending or layout.read_json(run_file) != plan.info.to_dict():
         layout.write_json_atomic(run_file, plan.info.to_dict())
+    if plan.settings.segmentation:
+        out.write_json_if_changed(layout, ID2LABEL_FILE, id2label(plan.settings.segmentation))
     write_card(layout, output_card(layout, stats, preview))
     out.clean_temporaries(layout)
     return summary

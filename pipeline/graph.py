@@ -32,7 +32,9 @@ def build_generator(settings_dict: dict[str, Any]) -> ShardGenerator:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     pipe = load_pipeline(settings.model)
-    return ShardGenerator(pipe, settings.generation, settings.batch_size, settings.map_dtype, hooks_from_env())
+    return ShardGenerator(
+        pipe, settings.generation, settings.batch_size, settings.map_dtype, hooks_from_env(), settings.segmentation_config
+    )
 
 
 class GenerateAndCommitShards(beam.PTransform):
@@ -56,7 +58,9 @@ class GenerateAndCommitShards(beam.PTransform):
         self.make_generator = make_generator or functools.partial(build_generator, settings.to_dict())
 
     def expand(self, shards: beam.PCollection) -> beam.PCollection:
-        features = functools.partial(build_features, self.map_size[0], self.map_size[1], self.settings.map_dtype)
+        features = functools.partial(
+            build_features, *self.map_size, self.settings.map_dtype, self.settings.segmentation is not None
+        )
         generate = GenerateShardFn(
             self.settings.output, self.settings.formats, features, self.fingerprint, self.make_generator, Shared()
         )

@@ -12,6 +12,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from schemas.record import MAP_DTYPES
 from transforms.attribution import GenerationConfig, TraceConfig
+from transforms.attribution.classes import SHIPPED, load_vocabulary
+from transforms.attribution.config import IGNORE_LOW, LABEL_THRESHOLD, REFINE_FACTOR, REFINE_POWER, SegmentationConfig
 from transforms.model_loading import DTYPES, SCHEDULERS, ModelSpec
 from transforms.corpus import ColumnNames
 from transforms.tiny_model import TINY_MODEL_NAME
@@ -37,12 +39,58 @@ MAX_FACTOR = 64  # latent downsampling factors are powers of two; SD 1.x/2.x hav
 MAX_SHARD_SIZE = 1_000_000
 MAX_SHARDS = 99_999  # shard names carry the count in five digits (train-00000-of-00004)
 SEED_LIMIT = 2**63
+MAX_REFINE_POWER = 64  # A^64 of a row-stochastic affinity is already its stationary spread
+MAX_CLASS_FILE_BYTES = 1 << 20  # a class or synonym list beyond 1 MiB is not a class list
+SEGMENTATION_FLAGS = ("class_synonyms", "append_class_prompt", "refine", "refine_factor", "refine_power", "label_threshold", "ignore_below")
 
 _batch = argtypes.integer(1, MAX_BATCH)
 _side = argtypes.integer(8, MAX_SIDE, multiple_of=8)
 _factors = argtypes.comma_list(
     argtypes.power_of_two(1, MAX_FACTOR), f"comma-separated powers of two in [1, {MAX_FACTOR}] (e.g. 1,2,4)"
 )
+
+
+def _class_file(flag: str, path: str) -> str:
+    """``path`` if it is a readable class or synonym file of sane size (``ValueError`` naming ``flag``)."""
+    import os
+
+    if not os.path.exists(path):
+        raise ValueError(f"{flag} {path!r}: no such file (shipped class lists: {', '.join(SHIPPED)})")
+    if not os.path.isfile(path):
+        raise ValueError(f"{flag} {path!r} is not a file")
+    if os.path.getsize(path) > MAX_CLASS_FILE_BYTES:
+        raise ValueError(f"{flag} {path!r} is over {MAX_CLASS_FILE_BYTES >> 20} MiB: not a class list")
+    return path
+
+
+def segmentation_config(o: Any) -> SegmentationConfig | None:
+    """The segmentation settings of ``--classes`` and its flags; ``None`` without ``--classes``
+    (``ValueError`` for a segmentation flag without it, or a bad class or synonym file)."""
+    if o.classes is None:
+        given = [f"--{name.replace('_', '-')}" for name in SEGMENTATION_FLAGS if getattr(o, name, None) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} need --classes (voc, coco or a class file)")
+        return None
+    source = o.classes if o.classes in SHIPPED else _class_file("--classes", o.classes)
+    synonyms = None if o.class_synonyms is None else _class_file("--class-synonyms", o.class_synonyms)
+    try:
+        vocabulary = load_vocabulary(source, synonyms)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read the class list: {error}") from error
+    chosen = {
+        "refine": o.refine,
+        "refine_factor": o.refine_factor,
+        "power": o.refine_power,
+        "threshold": o.label_threshold,
+        "ignore_low": o.ignore_below,
+        "append_class_prompt": o.append_class_prompt,
+    }
+    values = {k: v for k, v in chosen.items() if v is not None}
+    threshold = values.get("threshold", LABEL_THRESHOLD)
+    if values.get("ignore_low", min(IGNORE_LOW, threshold)) > threshold:
+        raise ValueError(f"--ignore-below {values['ignore_low']} is above --label-threshold {threshold}")
+    values.setdefault("ignore_low", min(IGNORE_LOW, threshold))
+    return SegmentationConfig(vocabulary=vocabulary, **values)
 
 
 def _check_step_range(step_range: tuple[int, int | None] | None, steps: int) -> None:
@@ -95,6 +143,15 @@ class DaamOptions(PipelineOptions):
         parser.add_argument("--overwrite", action="store_true", help="start over in an earlier output (removes only the files its run wrote)")
         parser.add_argument("--torch-threads", type=_batch, default=None, help="torch intra-op threads per worker")
         parser.add_argument("--license", dest="dataset_license", default="other", help="license id for the dataset card")
+        seg = parser.add_argument_group("segmentation (label maps; see docs/segmentation.md)")
+        seg.add_argument("--classes", default=None, help=f"class list: {' or '.join(SHIPPED)} (shipped) or a file, one class a line; adds label maps and the segmentation config")
+        seg.add_argument("--class-synonyms", default=None, help="synonym file ('class: synonym, synonym' lines); replaces the shipped list's synonyms")
+        seg.add_argument("--append-class-prompt", action="store_true", default=None, help="generate from 'prompt; names of its classes' (Dataset Diffusion)")
+        seg.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None, help="refine class maps with self-attention (default: on with --classes)")
+        seg.add_argument("--refine-factor", type=argtypes.power_of_two(1, MAX_FACTOR), default=None, help=f"latent factor of the self-attention layers used (default {REFINE_FACTOR}: 32x32 at 512 px)")
+        seg.add_argument("--refine-power", type=argtypes.integer(1, MAX_REFINE_POWER), default=None, help=f"exponent of the self-attention affinity (default {REFINE_POWER})")
+        seg.add_argument("--label-threshold", type=argtypes.number(0.0, 1.0), default=None, help=f"foreground threshold of the min-max class score (default {LABEL_THRESHOLD})")
+        seg.add_argument("--ignore-below", type=argtypes.number(0.0, 1.0), default=None, help=f"scores in [this, threshold) are labelled 255 = ignore (default {IGNORE_LOW})")
 
 
 @dataclass(frozen=True)
@@ -118,6 +175,12 @@ class RunSettings:
     overwrite: bool = False
     torch_threads: int | None = None
     dataset_license: str = "other"
+    segmentation: dict[str, Any] | None = None  # ``SegmentationConfig.to_dict()`` with --classes
+
+    @property
+    def segmentation_config(self) -> SegmentationConfig | None:
+        """The typed segmentation settings (``None``: a run without classes)."""
+        return None if self.segmentation is None else SegmentationConfig.from_dict(self.segmentation)
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "RunSettings":
@@ -161,6 +224,7 @@ class RunSettings:
             overwrite=o.overwrite,
             torch_threads=o.torch_threads,
             dataset_license=o.dataset_license,
+            segmentation=None if (seg := segmentation_config(o)) is None else seg.to_dict(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,5 +255,7 @@ class RunSettings:
         for key in ("prompts", "output", "batch_size", "max_failure_rate", "overwrite", "torch_threads", "dataset_license"):
             relevant.pop(key)
         relevant["model"].pop("device")
+        if relevant.get("segmentation") is None:
+            relevant.pop("segmentation", None)  # runs without classes keep their fingerprint
         relevant["corpus"] = corpus_digest
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

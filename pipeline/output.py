@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+from typing import Any
 
 from schemas.output_records import FailureRecord, ShardStats, failure_lines
 from transforms.layout import FAILURES_DIR, MANIFEST_DIR, RUN_FILE, STATS_DIR, TMP_DIR, OutputLayout
@@ -105,3 +106,10 @@ def write_read_failures(layout: OutputLayout, corpus: Corpus) -> None:
 def collect_stats(layout: OutputLayout) -> list[ShardStats]:
     """Every committed shard's stats, in shard order."""
     return [ShardStats.from_dict(layout.read_json(p)) for p in layout.list(STATS_DIR, ".json")]
+
+
+def write_json_if_changed(layout: OutputLayout, name: str, obj: Any) -> None:
+    """Write ``obj`` to the root file ``name`` unless it already holds it (a rerun changes no file)."""
+    path = layout.path(name)
+    if not layout.exists(path) or layout.read_json(path) != obj:
+        layout.write_json_atomic(path, obj)

@@ -11,7 +11,8 @@ folder, or an earlier output of ours, recognised by its own records: a ``run.jso
   writing ``run.json`` leaves only these, and a rerun must still be able to resume;
 - in a recognised output: ``run.json``, the card ``README.md``, the data files (named as a shard's:
   ``data/<shard>.parquet``, ``wds/<shard>.tar``, which covers every file a marker lists and a
-  commit that crashed before its marker), and the gallery's files: those ``.daam-preview.json``
+  commit that crashed before its marker; ``segmentation/<shard>.parquet`` and ``id2label.json`` of a
+  run with classes), and the gallery's files: those ``.daam-preview.json``
   lists, or, for a preview made before that record existed, those named as the gallery names them.
 
 Every other file is a user's. A folder holding any is refused before anything is read or written,
@@ -40,6 +41,7 @@ from transforms.layout import (
     CARD_FILE,
     FAILURES_DIR,
     FORMAT_DIRS,
+    ID2LABEL_FILE,
     LOCK_FILE,
     MANIFEST_DIR,
     PREVIEW_DIR,
@@ -174,7 +176,7 @@ def owned(rel: str, records: Records) -> bool:
         return True
     if not records.recognised:
         return False
-    if rel in (RUN_FILE, CARD_FILE) or _shard_named(rel, DATA_NAMES):
+    if rel in (RUN_FILE, CARD_FILE, ID2LABEL_FILE) or _shard_named(rel, DATA_NAMES):
         return True
     if top != PREVIEW_DIR:
         return False

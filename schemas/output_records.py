@@ -65,6 +65,7 @@ class ShardStats:
     seconds: float
     schema_version: str
     fingerprint: str | None = None
+    segmentation_ids: list[str] | None = None  # rows of the segmentation config (runs with classes)
 
     def to_dict(self) -> dict[str, Any]:
         """The marker's JSON object."""

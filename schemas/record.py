@@ -13,10 +13,12 @@ import pyarrow as pa
 from datasets import Array3D, Features, Image, List, Value
 from datasets.arrow_writer import TypedSequence
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"  # 1.1: the optional segmentation columns (classes, class_maps, label)
 MAP_DTYPES = ("float16", "float32")
 WDS_IMAGE, WDS_META, WDS_MAPS = "png", "json", "maps.npy"
 WDS_EXTENSIONS = (WDS_IMAGE, WDS_META, WDS_MAPS)
+WDS_LABEL, WDS_CLASS_MAPS = "label.png", "class_maps.npy"  # with classes; ``classes`` goes in the json
+SEGMENTATION_COLUMNS = ("classes", "class_maps", "label")
 
 COLUMN_DOCS = {
     "id": "stable row id: the corpus id (suffixed -k for image k > 0) or a hash of prompt and seed",
@@ -31,27 +33,59 @@ COLUMN_DOCS = {
     "token_maps": "DAAM map per token: row i belongs to tokens[i]; (len(tokens), h, w) at latent resolution, raw",
     "words": "words of the prompt with their token span [start, end)",
     "truncated": "true if the prompt had more tokens than the text encoder's window",
+    "classes": "classes the prompt names (with --classes): label, name, token spans of every mention, "
+    "and filter statistics peak, area, ignore_fraction, agreement (see docs/segmentation.md)",
+    "class_maps": "one map per entry of `classes`, (len(classes), h, w) at latent resolution: the (refined) "
+    "class map the label rule thresholds",
+    "label": "class label map at image size (single-channel PNG): 0 background, i = class i, 255 ignore",
+}
+
+CLASS_FEATURE = {
+    "label": Value("int32"),
+    "name": Value("string"),
+    "spans": List({"start": Value("int32"), "end": Value("int32")}),
+    "peak": Value("float32"),
+    "area": Value("float32"),
+    "ignore_fraction": Value("float32"),
+    "agreement": Value("float32"),
 }
 
 
-def build_features(map_height: int, map_width: int, map_dtype: str = "float16") -> Features:
-    """The dataset's features for maps of ``(None, map_height, map_width)`` in ``map_dtype``."""
+def build_features(map_height: int, map_width: int, map_dtype: str = "float16", segmentation: bool = False) -> Features:
+    """The dataset's features for maps of ``(None, map_height, map_width)`` in ``map_dtype``; with
+    ``segmentation`` (a run with classes) also ``classes``, ``class_maps`` and ``label``."""
     if map_dtype not in MAP_DTYPES:
         raise ValueError(f"map dtype must be one of {MAP_DTYPES}, got {map_dtype!r}")
+    columns = {
+        "id": Value("string"),
+        "prompt_id": Value("string"),
+        "prompt": Value("string"),
+        "negative_prompt": Value("string"),
+        "seed": Value("int64"),
+        "image_index": Value("int32"),
+        "image": Image(),
+        "tokens": List(Value("string")),
+        "token_ids": List(Value("int32")),
+        "token_maps": Array3D(shape=(None, map_height, map_width), dtype=map_dtype),
+        "words": List({"word": Value("string"), "start": Value("int32"), "end": Value("int32")}),
+        "truncated": Value("bool"),
+    }
+    if segmentation:
+        columns["classes"] = List(CLASS_FEATURE)
+        columns["class_maps"] = Array3D(shape=(None, map_height, map_width), dtype=map_dtype)
+        columns["label"] = Image()
+    return Features(columns)
+
+
+def segmentation_features() -> Features:
+    """Features of the ``segmentation`` config: what semantic-segmentation trainers read."""
     return Features(
         {
             "id": Value("string"),
-            "prompt_id": Value("string"),
             "prompt": Value("string"),
-            "negative_prompt": Value("string"),
-            "seed": Value("int64"),
-            "image_index": Value("int32"),
             "image": Image(),
-            "tokens": List(Value("string")),
-            "token_ids": List(Value("int32")),
-            "token_maps": Array3D(shape=(None, map_height, map_width), dtype=map_dtype),
-            "words": List({"word": Value("string"), "start": Value("int32"), "end": Value("int32")}),
-            "truncated": Value("bool"),
+            "label": Image(),
+            "classes": List(Value("string")),
         }
     )
 
@@ -72,10 +106,18 @@ class Record:
     token_maps: np.ndarray
     words: list[dict[str, Any]]
     truncated: bool
+    classes: list[dict[str, Any]] | None = None  # with --classes: one ``CLASS_FEATURE`` dict per class
+    class_maps: np.ndarray | None = None
+    label_png: bytes | None = None
+
+    @property
+    def segmented(self) -> bool:
+        """Whether the row carries segmentation columns (a run with classes)."""
+        return self.classes is not None
 
     def metadata(self) -> dict[str, Any]:
         """Everything but the image and maps (the WebDataset ``.json`` member)."""
-        return {
+        meta = {
             "id": self.id,
             "prompt_id": self.prompt_id,
             "prompt": self.prompt,
@@ -88,10 +130,14 @@ class Record:
             "truncated": self.truncated,
             "schema_version": SCHEMA_VERSION,
         }
+        if self.segmented:
+            meta["classes"] = self.classes
+        return meta
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """Encode an 8-bit ``(H, W, 3)`` array as PNG (deterministic bytes)."""
+    """Encode an 8-bit ``(H, W, 3)`` (RGB) or ``(H, W)`` (single-channel) array as PNG
+    (deterministic bytes)."""
     from PIL import Image as PILImage
 
     buffer = io.BytesIO()
@@ -99,29 +145,63 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def records_to_table(records: list[Record], features: Features) -> pa.Table:
-    """Encode records as an Arrow table whose schema carries the HF features metadata."""
-    columns: dict[str, list] = {name: [] for name in features}
-    for record in records:
-        for name in features:
-            if name == "image":
-                columns[name].append({"bytes": record.png, "path": None})
-            else:
-                columns[name].append(getattr(record, name))
-    arrays = [pa.array(TypedSequence(columns[name], type=feature)) for name, feature in features.items()]
+_IMAGE_ATTRIBUTES = {"image": "png", "label": "label_png"}
+
+
+def _cell(record: Record, name: str) -> Any:
+    if name in _IMAGE_ATTRIBUTES:
+        return {"bytes": getattr(record, _IMAGE_ATTRIBUTES[name]), "path": None}
+    return getattr(record, name)
+
+
+def _table(rows: list[dict[str, Any]], features: Features) -> pa.Table:
+    arrays = [pa.array(TypedSequence([row[name] for row in rows], type=feature)) for name, feature in features.items()]
     return pa.Table.from_arrays(arrays, schema=features.arrow_schema)
 
 
-def wds_sample(key: str, record: Record) -> dict[str, Any]:
-    """A WebDataset sample dict (same extensions in every sample)."""
+def records_to_table(records: list[Record], features: Features) -> pa.Table:
+    """Encode records as an Arrow table whose schema carries the HF features metadata."""
+    return _table([{name: _cell(record, name) for name in features} for record in records], features)
+
+
+def segmentation_rows(records: list[Record]) -> list[Record]:
+    """The records that belong in the ``segmentation`` config: those whose prompt names a class."""
+    return [r for r in records if r.classes]
+
+
+def segmentation_table(records: list[Record]) -> pa.Table:
+    """The ``segmentation`` config's table of ``segmentation_rows(records)``."""
+    rows = [
+        {
+            "id": r.id,
+            "prompt": r.prompt,
+            "image": {"bytes": r.png, "path": None},
+            "label": {"bytes": r.label_png, "path": None},
+            "classes": [c["name"] for c in r.classes or []],
+        }
+        for r in segmentation_rows(records)
+    ]
+    return _table(rows, segmentation_features())
+
+
+def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.save(buffer, record.token_maps, allow_pickle=False)
-    return {
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def wds_sample(key: str, record: Record) -> dict[str, Any]:
+    """A WebDataset sample dict (same extensions in every sample of a run)."""
+    sample = {
         "__key__": key,
         WDS_IMAGE: record.png,
         WDS_META: json.dumps(record.metadata(), ensure_ascii=False, sort_keys=True).encode("utf-8"),
-        WDS_MAPS: buffer.getvalue(),
+        WDS_MAPS: _npy(record.token_maps),
     }
+    if record.segmented:
+        sample[WDS_LABEL] = record.label_png
+        sample[WDS_CLASS_MAPS] = _npy(record.class_maps)
+    return sample
 
 
 def decode_token_maps(cell: Any, empty_shape: tuple[int, int] = (0, 0)) -> np.ndarray:

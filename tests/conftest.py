@@ -110,3 +110,23 @@ def copy_output(source: Path, target: Path) -> Path:
     if (source.parent / CORPUS_NAME).exists():
         shutil.copy2(source.parent / CORPUS_NAME, target.parent / CORPUS_NAME)
     return target
+
+
+# A corpus whose prompts name VOC classes every way the matcher knows (multi-word names, plurals,
+# synonyms), with one prompt that names none and words that only contain a class name.
+SEGMENTATION_PROMPTS = [
+    "a dog sleeping on a couch",
+    "two cats and a potted plant",
+    "a red bicycle next to a dining table",
+    "puppies playing near a sheep",
+    "a caterpillar eating a hotdog",
+    "a person riding a horse",
+]
+SEGMENTATION_ARGS = ("--classes", "voc", "--steps", "2", "--height", "64", "--width", "64", "--shard-size", "3", "--batch-size", "2")
+
+
+@pytest.fixture(scope="session")
+def segmentation_output(built_output) -> Path:
+    """An output of ``run --classes voc`` on ``SEGMENTATION_PROMPTS`` (two shards; read-only: copy
+    it with ``copy_output`` to change it)."""
+    return built_output(SEGMENTATION_PROMPTS, *SEGMENTATION_ARGS)

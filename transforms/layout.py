@@ -23,7 +23,8 @@ TMP_DIR = ".tmp"
 RUN_FILE = "run.json"
 CARD_FILE = "README.md"
 LOCK_FILE = ".lock"
-FORMAT_DIRS = {"parquet": (DATA_DIR, "parquet"), "webdataset": (WDS_DIR, "tar")}
+SEGMENTATION_FORMAT = "segmentation"  # not a --format: written beside the others when a run has classes
+FORMAT_DIRS = {"parquet": (DATA_DIR, "parquet"), "webdataset": (WDS_DIR, "tar"), SEGMENTATION_FORMAT: (SEGMENTATION_DIR, "parquet")}
 
 
 class OutputLayout:

@@ -16,6 +16,8 @@ from schemas.record import Record, encode_png
 from schemas.output_records import FailureRecord
 
 from .attribution import GenerationConfig, TracedSample, generate_traced
+from .attribution.class_maps import SampleSegmentation
+from .attribution.config import SegmentationConfig
 from .hooks import RunHooks
 from .corpus import PromptRecord
 from .results import PromptFailure, ShardResult
@@ -45,7 +47,7 @@ def to_record(prompt: PromptRecord, sample: TracedSample, map_dtype: str, negati
     except (OSError, ValueError) as error:
         raise PromptFailure("encoding", f"cannot encode the image as PNG: {error}") from error
     tokenized = heat_map.prompt
-    return Record(
+    record = Record(
         id=row_id(prompt.id, sample.image_index),
         prompt_id=prompt.id,
         prompt=prompt.prompt,
@@ -59,6 +61,38 @@ def to_record(prompt: PromptRecord, sample: TracedSample, map_dtype: str, negati
         words=[{"word": w.word, "start": w.start, "end": w.end} for w in tokenized.words],
         truncated=tokenized.truncated,
     )
+    if sample.segmentation is not None:
+        add_segmentation(record, sample.segmentation, map_dtype)
+    return record
+
+
+def class_entries(segmentation: SampleSegmentation) -> list[dict[str, Any]]:
+    """The row's ``classes`` column: per class its label, name, token spans and statistics."""
+    entries = []
+    for label, quality in zip(segmentation.labels, segmentation.quality):
+        spans = [m.token_span for m in segmentation.matches if m.label == label]
+        entries.append(
+            {
+                "label": label,
+                "name": next(m.name for m in segmentation.matches if m.label == label),
+                "spans": [{"start": start, "end": end} for start, end in spans],
+                "peak": quality.peak,
+                "area": quality.area,
+                "ignore_fraction": quality.ignore_fraction,
+                "agreement": quality.agreement,
+            }
+        )
+    return entries
+
+
+def add_segmentation(record: Record, segmentation: SampleSegmentation, map_dtype: str) -> None:
+    """Fill a record's ``classes``, ``class_maps`` and ``label`` (``PromptFailure`` if not finite)."""
+    class_maps = np.asarray(segmentation.class_maps).astype(map_dtype)
+    if not np.isfinite(class_maps).all():
+        raise PromptFailure("segmentation", "class maps contain NaN or infinite values")
+    record.classes = class_entries(segmentation)
+    record.class_maps = class_maps
+    record.label_png = encode_png(np.asarray(segmentation.label_map, dtype=np.uint8))
 
 
 @dataclass
@@ -70,12 +104,14 @@ class ShardGenerator:
     batch_size: int = 1
     map_dtype: str = "float16"
     hooks: RunHooks = field(default_factory=RunHooks)
+    segmentation: SegmentationConfig | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
 
     def _generate(self, prompts: Sequence[PromptRecord]) -> list[TracedSample]:
         self.hooks.before_batch([p.id for p in prompts])
+        extra = {"segmentation": self.segmentation} if self.segmentation is not None else {}
         with self._lock:
             return generate_traced(
                 self.pipe,
@@ -83,6 +119,7 @@ class ShardGenerator:
                 [p.seed for p in prompts],
                 self.config,
                 negative_prompts=[p.negative_prompt or None for p in prompts],
+                **extra,
             )
 
     def _negative(self, prompt: PromptRecord) -> str:

@@ -13,10 +13,12 @@ import pyarrow.parquet as pq
 from datasets import Features
 
 from schemas.output_records import FileInfo, ShardStats, failure_lines
-from schemas.record import SCHEMA_VERSION, Record, records_to_table, wds_sample
+import pyarrow as pa
+
+from schemas.record import SCHEMA_VERSION, Record, records_to_table, segmentation_rows, segmentation_table, wds_sample
 
 from .hooks import RunHooks
-from .layout import TMP_DIR, OutputLayout
+from .layout import SEGMENTATION_FORMAT, TMP_DIR, OutputLayout
 from .results import ShardResult
 from .sharding import ShardSpec
 
@@ -31,8 +33,7 @@ def row_group_rows(table_bytes: int, num_rows: int) -> int:
     return max(1, min(ROW_GROUP_MAX_ROWS, ROW_GROUP_TARGET_BYTES // per_row))
 
 
-def _write_parquet(layout: OutputLayout, temp: str, records: list[Record], features: Features) -> None:
-    table = records_to_table(records, features)
+def _write_parquet(layout: OutputLayout, temp: str, table: pa.Table) -> None:
     with layout.fs.open(temp, "wb") as fh:
         pq.write_table(
             table,
@@ -52,6 +53,27 @@ def _write_webdataset(layout: OutputLayout, temp: str, records: list[Record], sp
                 writer.write(wds_sample(f"s{spec.index:05d}r{i:06d}", record))
 
 
+def shard_formats(formats: Sequence[str], features: Features) -> list[str]:
+    """The files a shard writes: the run's formats, and the segmentation config's Parquet file when
+    the features carry labels (a run with classes)."""
+    return [*formats, SEGMENTATION_FORMAT] if "label" in features else list(formats)
+
+
+def _write(layout: OutputLayout, fmt: str, temp: str, result: ShardResult, features: Features) -> None:
+    if fmt == "parquet":
+        _write_parquet(layout, temp, records_to_table(result.records, features))
+    elif fmt == SEGMENTATION_FORMAT:
+        _write_parquet(layout, temp, segmentation_table(result.records))
+    else:
+        _write_webdataset(layout, temp, result.records, result.spec)
+
+
+def _has_rows(fmt: str, records: list[Record]) -> bool:
+    if fmt == SEGMENTATION_FORMAT:
+        return bool(segmentation_rows(records))  # rows that name no class are not segmentation rows
+    return bool(records)
+
+
 def commit_shard(
     layout: OutputLayout,
     result: ShardResult,
@@ -65,17 +87,14 @@ def commit_shard(
     spec = result.spec
     layout.makedirs(TMP_DIR)
     files: dict[str, FileInfo] = {}
-    for fmt in formats:
+    for fmt in shard_formats(formats, features):
         final = layout.data_file(spec.name, fmt)
-        if not result.records:
+        if not _has_rows(fmt, result.records):
             layout.remove(final)
             continue
         temp = layout.temp_file(final)
         try:
-            if fmt == "parquet":
-                _write_parquet(layout, temp, result.records, features)
-            else:
-                _write_webdataset(layout, temp, result.records, spec)
+            _write(layout, fmt, temp, result, features)
             hooks.before_data_write(temp)
         except OSError:  # e.g. a full disk: leave no partial temp file behind
             try:
@@ -105,6 +124,7 @@ def commit_shard(
         seconds=round(result.seconds, 3),
         schema_version=SCHEMA_VERSION,
         fingerprint=fingerprint,
+        segmentation_ids=[r.id for r in segmentation_rows(result.records)] if "label" in features else None,
     )
     layout.write_json_atomic(layout.stats_file(spec.name), stats.to_dict())
     hooks.shard_committed()

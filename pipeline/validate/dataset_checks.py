@@ -10,6 +10,9 @@ from schemas.output_records import RunInfo, ShardStats, shard_name
 from transforms.layout import (
     CARD_FILE,
     DATA_DIR,
+    ID2LABEL_FILE,
+    SEGMENTATION_DIR,
+    SEGMENTATION_FORMAT,
     FAILURES_DIR,
     LOCK_FILE,
     MANIFEST_DIR,
@@ -43,8 +46,12 @@ def load_run(v: Validation) -> bool:
         v.map_size = tuple(int(x) for x in run.map_size)
         v.map_dtype = run.settings.get("map_dtype", "float16")
         v.formats = tuple(run.settings.get("formats", ("parquet",)))
+        segmentation = run.settings.get("segmentation")
+        if segmentation:
+            v.formats += (SEGMENTATION_FORMAT,)
+            v.num_classes = len(segmentation["classes"])
         count = int(run.shards)
-        v.features = build_features(v.map_size[0], v.map_size[1], v.map_dtype)
+        v.features = build_features(v.map_size[0], v.map_size[1], v.map_dtype, bool(segmentation))
     except (OSError, ValueError, KeyError, TypeError, IndexError) as error:  # RecordError is a ValueError
         v.add("", "run_json", f"unreadable or incomplete {RUN_FILE} ({type(error).__name__}: {error})", RUN_FILE)
         return False
@@ -87,7 +94,7 @@ def load_stats(v: Validation) -> None:
 
 def expected_files(v: Validation) -> set[str]:
     """Root-relative paths of every file an output of this plan may hold."""
-    files = {RUN_FILE, CARD_FILE, LOCK_FILE, f"{FAILURES_DIR}/{READ_FAILURES}"}
+    files = {RUN_FILE, CARD_FILE, LOCK_FILE, ID2LABEL_FILE, f"{FAILURES_DIR}/{READ_FAILURES}"}
     for shard in v.expected:
         files.add(f"{STATS_DIR}/{shard}.json")
         files.add(f"{FAILURES_DIR}/{shard}.jsonl")
@@ -105,7 +112,7 @@ def check_strays(v: Validation) -> None:
             continue
         if top == TMP_DIR:
             v.add("", "stray_file", "leftover temporary file of a crashed writer", rel)
-        elif top in (DATA_DIR, WDS_DIR):
+        elif top in (DATA_DIR, WDS_DIR, SEGMENTATION_DIR):
             shard = shard_of(rel)
             why = "data file without a stats marker (uncommitted shard; load_dataset would read it)"
             if shard not in v.expected:

@@ -10,6 +10,8 @@ import numpy as np
 
 from .context import Validation
 
+IGNORE = 255  # the label value of ignored pixels
+
 
 def check_row(v: Validation, shard: str, rel: str, row: int, tokens: list, maps: np.ndarray | None,
               png: bytes | None, words: list | None = None, maps_error: str = "") -> None:
@@ -63,3 +65,26 @@ def _check_image(v: Validation, shard: str, rel: str, where: str, png: bytes | N
     if v.image_size and size != (v.image_size[1], v.image_size[0]):
         v.add(shard, "image", f"{where}: image is {size[0]}x{size[1]}, run.json says "
               f"{v.image_size[1]}x{v.image_size[0]}", rel)
+
+
+def check_label(v: Validation, shard: str, rel: str, where: str, png: bytes | None) -> None:
+    """A label map decodes as a single-channel image of the run's size with values in {0..K, 255}."""
+    from PIL import Image as PILImage
+
+    if png is None:
+        v.add(shard, "label", f"{where}: no label map", rel)
+        return
+    try:
+        with PILImage.open(io.BytesIO(png)) as image:
+            mode, size, values = image.mode, image.size, np.asarray(image)
+    except Exception as error:  # PIL raises many types for damaged images
+        v.add(shard, "label", f"{where}: label map does not decode ({type(error).__name__}: {error})", rel)
+        return
+    if mode != "L":
+        v.add(shard, "label", f"{where}: label map is mode {mode}, expected single-channel L", rel)
+        return
+    if v.image_size and size != (v.image_size[1], v.image_size[0]):
+        v.add(shard, "label", f"{where}: label map is {size[0]}x{size[1]}, images are {v.image_size[1]}x{v.image_size[0]}", rel)
+    bad = sorted({int(x) for x in np.unique(values)} - {*range(v.num_classes + 1), IGNORE})
+    if bad:
+        v.add(shard, "label", f"{where}: label values {bad[:5]} are not classes 0..{v.num_classes} or {IGNORE}", rel)

@@ -11,36 +11,42 @@ from typing import Any
 import numpy as np
 
 from schemas.output_records import FailureRecord, FileInfo, ShardStats
-from transforms.layout import FORMAT_DIRS, STATS_DIR
+from transforms.layout import FORMAT_DIRS, SEGMENTATION_FORMAT, STATS_DIR
 
 from .context import Validation, feature_diff
-from .row_checks import check_row
+from .row_checks import check_label, check_row
 
 BATCH_ROWS = 32
 
 
-def check_shard(v: Validation, shard: str, stats: ShardStats) -> None:
-    """Check every data file of a committed shard, then its failure records."""
+def check_shard(v: Validation, shard: str, stats: ShardStats) -> dict[str, FileInfo]:
+    """Check every data file of a committed shard, then its failure records; the files whose rows
+    are left to other checks (the segmentation config's), by format."""
+    present: dict[str, FileInfo] = {}
     for fmt in v.formats:
         if fmt not in FORMAT_DIRS:
             continue
         full = v.layout.data_file(shard, fmt)
         rel = v.rel(full)
         info = stats.files.get(fmt)
-        if stats.rows == 0:
+        rows = len(stats.segmentation_ids or []) if fmt == SEGMENTATION_FORMAT else stats.rows
+        if rows == 0:
             if info or v.layout.exists(full):
                 v.add(shard, "stats", f"a shard with 0 rows must have no {fmt} file", rel)
             continue
         if not info:
-            v.add(shard, "stats", f"stats list no {fmt} file for {stats.rows} rows", f"{STATS_DIR}/{shard}.json")
+            v.add(shard, "stats", f"stats list no {fmt} file for {rows} rows", f"{STATS_DIR}/{shard}.json")
             continue
         if not _check_file(v, shard, info):
             continue
         if fmt == "parquet":
             check_parquet(v, shard, info.path, stats)
+        elif fmt == SEGMENTATION_FORMAT:
+            present[fmt] = info  # its rows are checked by segmentation_checks
         else:
             check_webdataset(v, shard, info.path, stats)
     check_failures(v, shard, stats)
+    return present
 
 
 def _check_file(v: Validation, shard: str, info: FileInfo) -> bool:
@@ -66,8 +72,9 @@ def check_rows(v: Validation, shard: str, rel: str, stats: ShardStats, ids: list
     v.note_ids(rel, ids)
 
 
-def check_parquet(v: Validation, shard: str, rel: str, stats: ShardStats) -> None:
-    """Schema against run.json's features, then every row, batch by batch."""
+def read_parquet(v: Validation, shard: str, rel: str, features: Any) -> Any:
+    """The Parquet file at ``rel`` if it reads and its schema is ``features``' (else ``None``,
+    with the problem reported)."""
     import pyarrow.parquet as pq
     from datasets import Features
 
@@ -76,17 +83,25 @@ def check_parquet(v: Validation, shard: str, rel: str, stats: ShardStats) -> Non
         schema = parquet.schema_arrow
     except Exception as error:  # pyarrow raises several types for damaged files
         v.add(shard, "unreadable", f"not a readable Parquet file ({type(error).__name__}: {error})", rel)
-        return
+        return None
     try:
         found = Features.from_arrow_schema(schema)
     except Exception as error:
         v.add(shard, "schema", f"Arrow schema has no usable features metadata ({error})", rel)
-        return
-    if found != v.features:
-        v.add(shard, "schema", f"features differ from run.json's: {feature_diff(found, v.features)}", rel)
-        return
-    if schema.remove_metadata() != v.features.arrow_schema.remove_metadata():
+        return None
+    if found != features:
+        v.add(shard, "schema", f"features differ from run.json's: {feature_diff(found, features)}", rel)
+        return None
+    if schema.remove_metadata() != features.arrow_schema.remove_metadata():
         v.add(shard, "schema", "Arrow schema differs from the features' schema", rel)
+        return None
+    return parquet
+
+
+def check_parquet(v: Validation, shard: str, rel: str, stats: ShardStats) -> None:
+    """Schema against run.json's features, then every row, batch by batch."""
+    parquet = read_parquet(v, shard, rel, v.features)
+    if parquet is None:
         return
     ids: list[str] = []
     count = 0
@@ -111,11 +126,14 @@ def _check_batch(v: Validation, shard: str, rel: str, batch: Any, first: int) ->
     tokens = batch.column("tokens").to_pylist()
     words = batch.column("words").to_pylist()
     images = batch.column("image").to_pylist()
+    labels = batch.column("label").to_pylist() if "label" in batch.schema.names else None
     maps_column = token_maps_column(batch.column("token_maps"))
     for i, row_id in enumerate(batch_ids):
         maps, error = _decode_maps(maps_column[i], v.map_size)
         image = images[i] or {}
         check_row(v, shard, rel, first + i, tokens[i] or [], maps, image.get("bytes"), words[i], error)
+        if labels is not None:
+            check_label(v, shard, rel, f"row {first + i}", (labels[i] or {}).get("bytes"))
         if row_id is None:
             v.add(shard, "ids", f"row {first + i}: null id", rel)
 

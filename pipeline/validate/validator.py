@@ -8,6 +8,8 @@ from .context import Validation
 from .dataset_checks import check_card, check_strays, load_run, load_stats
 from .id_checks import check_prompts, check_unique_ids, note_stray_parquet_ids
 from .problems import Problem
+from .segmentation_checks import check_id2label, check_segmentation_file
+from transforms.layout import SEGMENTATION_FORMAT
 from .shard_checks import check_shard
 
 
@@ -21,9 +23,12 @@ def validate_output(path: str) -> list[Problem]:
     for shard in v.expected:
         stats = v.stats.get(shard)
         if stats is not None:
-            check_shard(v, shard, stats)
+            left = check_shard(v, shard, stats)
+            if SEGMENTATION_FORMAT in left:
+                check_segmentation_file(v, shard, left[SEGMENTATION_FORMAT], stats)
             check_prompts(v, shard, stats)
     note_stray_parquet_ids(v)
     check_unique_ids(v)
     check_card(v)
+    check_id2label(v)
     return v.problems

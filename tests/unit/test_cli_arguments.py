@@ -31,6 +31,7 @@ class Flag:
     high: float
     integer: bool = True
     multiple_of: int = 1
+    needs: tuple[str, ...] = ()  # other arguments the flag is only valid with
 
     @property
     def dest(self) -> str:
@@ -53,6 +54,9 @@ FLAGS = [
     Flag("run", "--limit", 1, 2**63 - 1),
     Flag("run", "--max-failure-rate", 0, 1, integer=False),
     Flag("run", "--torch-threads", 1, 1024),
+    Flag("run", "--refine-power", 1, 64, needs=("--classes", "voc")),
+    Flag("run", "--label-threshold", 0, 1, integer=False, needs=("--classes", "voc", "--ignore-below", "0")),
+    Flag("run", "--ignore-below", 0, 1, integer=False, needs=("--classes", "voc", "--label-threshold", "1")),
     Flag("preview", "--n", 1, 1000),
     Flag("preview", "--size", 16, 4096),
     Flag("preview", "--grid", 0, 64),
@@ -126,7 +130,7 @@ def test_numeric_flag_values(flag, missing, capsys):
     @example(text="-0")
     @example(text="")
     def check(text: str) -> None:
-        argv = [*prefix(flag.command, missing), f"{flag.name}={text}"]
+        argv = [*prefix(flag.command, missing), *flag.needs, f"{flag.name}={text}"]
         code, out, err = run_main(capsys, argv)
         assert "Traceback" not in err and out == "", err
         value = expected(flag, text)
@@ -156,7 +160,7 @@ def test_flags_cover_every_numeric_option():
             module = getattr(action.type, "__module__", "")
             if action.type in (int, float) or module == argtypes.__name__:
                 numeric.add((command, action.option_strings[0]))
-    assert numeric - {(f.command, f.name) for f in FLAGS} == {("run", "--factors"), ("run", "--step-range")}
+    assert numeric - {(f.command, f.name) for f in FLAGS} == {("run", "--factors"), ("run", "--step-range"), ("run", "--refine-factor")}
     assert not any(action.type in (int, float) for s in sub.choices.values() for action in s._actions)
     guarded = {(c, a.option_strings[0]) for c, s in sub.choices.items() for a in s._actions
                if a.option_strings and isinstance(a, argtypes.StoreValue)}
