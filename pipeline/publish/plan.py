@@ -11,14 +11,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from transforms.layout import CARD_FILE, DATA_DIR, PREVIEW_DIR, RUN_FILE, WDS_DIR
+from transforms.layout import CARD_FILE, DATA_DIR, PREVIEW_DIR, RUN_FILE, SEGMENTATION_DIR, WDS_DIR
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FILES = 50
 DEFAULT_MAX_BYTES = 4 * 1024**3
 SMALL_FILES_PER_COMMIT = 1000  # preview assets, failure records: small, many
-DATA_PREFIXES = (DATA_DIR + "/", WDS_DIR + "/")
+DATA_PREFIXES = (DATA_DIR + "/", WDS_DIR + "/", SEGMENTATION_DIR + "/")
 LAST_FILES = {CARD_FILE: "dataset card", RUN_FILE: "run summary"}  # committed last, in this order
 
 
