@@ -191,6 +191,8 @@ def segmentation_dataset(
     without the word are skipped or given an all-``ignore_index`` target; ``seed``: of the
     per-item augmentation generators.
     """
+    if not isinstance(hf_dataset, (datasets.Dataset, datasets.IterableDataset)):
+        raise TypeError(f"expected a datasets.Dataset or datasets.IterableDataset (one split), got {type(hf_dataset).__name__}")
     if missing not in ("skip", "ignore"):
         raise ValueError(f"missing must be 'skip' or 'ignore', got {missing!r}")
     read_target, word = _target_reader(target, threshold, ignore_index, image_column)
@@ -209,11 +211,8 @@ def segmentation_dataset(
             keep, input_columns = functools.partial(_has_word, word=word), [c for c in ("words", "tokens") if c in columns]
         options = {"keep_in_memory": True} if isinstance(hf_dataset, datasets.Dataset) else {}
         hf_dataset = hf_dataset.filter(keep, input_columns=input_columns, **options)
-    if isinstance(hf_dataset, datasets.IterableDataset):
-        return IterableSegmentationDataset(hf_dataset, read_target, transforms, seed, image_column)
-    if isinstance(hf_dataset, datasets.Dataset):
-        return SegmentationDataset(hf_dataset, read_target, transforms, seed, image_column)
-    raise TypeError(f"expected a datasets.Dataset or datasets.IterableDataset (one split), got {type(hf_dataset).__name__}")
+    kind = IterableSegmentationDataset if isinstance(hf_dataset, datasets.IterableDataset) else SegmentationDataset
+    return kind(hf_dataset, read_target, transforms, seed, image_column)
 
 
 def collate(batch: Sequence[Pair], ignore_index: int = IGNORE_INDEX, fill: float = 0.0) -> Pair:
