@@ -17,6 +17,11 @@ latent grid of ``h × w = p`` pixels (image size / the VAE's factor):
   plus the float32 copy the store adds, ``N·heads·p·77`` values each;
 - **accumulated maps**: the float32 per-layer sums kept across steps for every traced layer,
   ``images·heads·p_layer·77``, and their aggregation to the latent grid at the end;
+- **self-attention affinity** (segmentation with refinement): the float32 sum of head-summed
+  self-attention probabilities at the refine factor, ``images·q²`` for its grid of ``q`` pixels,
+  and its average at the end (twice); while the UNet runs, the probe's ``CHUNK_ELEMENTS``-bounded
+  scores and softmax (``affinity probe``); after decoding, the refinement's class scores at image
+  size, raw and refined (``refinement``, ``REFINE_WORK`` values per pixel per class);
 - **VAE decode**: the decoder's largest level (``VAE_WORK`` tensors of its channels per pixel), its
   mid-block attention when materialised, and the decoded images (tensor, float copy, array);
 - **shard rows**: a shard's records, held until the shard is committed (token maps and PNG, twice
@@ -24,8 +29,9 @@ latent grid of ``h × w = p`` pixels (image size / the VAE's factor):
 - **kernel workspace**: the convolution library's re-laid-out copy of the largest UNet convolution
   plus a fixed ``FIXED_OVERHEAD``.
 
-Weights, workspace, maps and shard rows add up; the UNet stage (activations + self-attention +
-traced cross-attention) and the VAE stage never overlap, so the larger of the two counts.
+Weights, workspace, maps, affinity and shard rows add up; the UNet stage (activations +
+self-attention + traced cross-attention + affinity probe), the VAE stage and the refinement never
+overlap, so the largest of them counts.
 
 Calibration (``tests/unit/test_memory.py`` checks measured <= estimate <= 20× measured): on the
 built-in tiny model (CPU, 256–768 px, 1–4 images) the estimate was 2.0–2.7× the measured peak RSS
@@ -42,14 +48,14 @@ Several workers on one machine each need the estimate: the check is per worker.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from .attribution.config import GenerationConfig, TraceConfig
+from .attribution.affinity import CHUNK_ELEMENTS
+from .attribution.config import GenerationConfig, SegmentationConfig, TraceConfig
+from .memory_device import available_memory, cpu_available  # noqa: F401  (require_fits looks them up here)
 
 TEXT_TOKENS = 77  # CLIP's text window: keys of every cross-attention call
 STORED_TOKENS = TEXT_TOKENS - 2  # token map rows a record keeps (no start/end token)
@@ -59,6 +65,7 @@ TRACED_BYTES = 16  # bytes per traced score: baddbmm input, scores, probabilitie
 VAE_WORK = 6  # tensors of the decoder's widest channels per pixel alive at its largest level (measured 4-6)
 IMAGE_BYTES = 12  # per decoded value: the decoder's output, its float32 copy and the numpy array
 SHARD_COPIES = 2  # records and their Arrow table at commit
+REFINE_WORK = 12  # per class and pixel at image size: bicubic, min-max and stack, raw and refined (float32)
 FIXED_OVERHEAD = 64 * 2**20  # allocator slack, kernel caches, the text encoder's activations
 HEADROOM = 0.9  # a run may use this fraction of the available memory
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -153,6 +160,23 @@ def model_factors(unet: Mapping[str, Any]) -> list[int]:
     return sorted({2**level for _, level, _, _ in _attention_blocks(unet)})
 
 
+def segmentation_parts(
+    segmentation: SegmentationConfig | None, h: int, w: int, images: int, heads: int, size: tuple[int, int]
+) -> dict[str, int]:
+    """Bytes of the refinement's parts (module docstring) on an ``h × w`` latent grid; ``heads``:
+    the most heads of a self-attention layer at the refine factor. Empty without refinement."""
+    if segmentation is None or not segmentation.refine:
+        return {}
+    q = _grid(h, w, segmentation.refine_factor)
+    chunk_heads = min(heads, max(1, CHUNK_ELEMENTS // (images * q * q)))
+    classes = min(segmentation.vocabulary.num_classes, STORED_TOKENS)
+    return {
+        "self-attention affinity": 2 * images * q * q * 4,
+        "affinity probe": SCORE_COPIES * chunk_heads * images * q * q * 4,
+        "refinement": REFINE_WORK * classes * size[0] * size[1] * 4,
+    }
+
+
 def attention_materialises(device: str, dtype: str, heads: int, head_dim: int) -> bool:
     """Whether torch's attention on ``device`` would build the full score matrix (math backend)
     for these shapes; asked with a two-token probe. Unknown answers count as yes."""
@@ -204,10 +228,12 @@ def estimate_generation(
     rows_per_shard: int = 0,
     map_dtype: str = "float16",
     materialises: bool | None = None,
+    segmentation: SegmentationConfig | None = None,
 ) -> MemoryEstimate:
     """Peak bytes of one traced generation of ``images`` images of ``size`` (height, width) with
     the model whose ``configs`` (``unet``, ``vae``, optional ``text_encoder``) are given; see the
-    module docstring. ``materialises`` overrides the attention-backend probe."""
+    module docstring. ``materialises`` overrides the attention-backend probe; ``segmentation``
+    adds the refinement's parts."""
     unet, vae = configs["unet"], configs["vae"]
     e = DTYPE_BYTES[dtype]
     scale = 2 ** (len(vae["block_out_channels"]) - 1)
@@ -250,6 +276,10 @@ def estimate_generation(
     nxt = [channels[min(i + 1, levels - 1)] for i in range(levels)]
     workspace = FIXED_OVERHEAD + e * max(9 * channels[i] * (channels[i] + nxt[i]) for i in range(levels))
     weights = weight_bytes(configs, dtype)
+    factor = segmentation.refine_factor if segmentation else 0
+    refine_heads = max((hd for _, level, _, hd in _attention_blocks(unet) if 2**level == factor), default=0)
+    refining = segmentation_parts(segmentation, h, w, images, refine_heads, size)
+    affinity, probe, refinement = (refining.get(k, 0) for k in ("self-attention affinity", "affinity probe", "refinement"))
 
     parts = {
         "weights": weights,
@@ -260,8 +290,10 @@ def estimate_generation(
         "VAE decode": vae_decode,
         "shard rows": shard,
         "kernel workspace": workspace,
+        **refining,
     }
-    total = weights + workspace + maps + shard + max(activations + self_attention + traced, vae_decode)
+    unet_stage = activations + self_attention + traced + probe
+    total = weights + workspace + maps + affinity + shard + max(unet_stage, vae_decode, refinement)
     return MemoryEstimate(parts, total, images)
 
 
@@ -279,60 +311,6 @@ def model_configs(source: str, revision: str | None = None) -> dict[str, dict[st
     except (OSError, ValueError):  # a model without a separate text encoder config: its weights go uncounted
         pass
     return configs
-
-
-def _read_int(path: Path, key: str | None = None) -> int | None:
-    """An integer from a /proc or cgroup file: the whole content, or the value after ``key``."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    if key is None:
-        return int(text) if text.strip().isdigit() else None
-    for line in text.splitlines():
-        fields = line.replace(":", " ").split()
-        if len(fields) > 1 and fields[0] == key and fields[1].isdigit():
-            return int(fields[1]) * (1024 if line.rstrip().endswith("kB") else 1)
-    return None
-
-
-def _cgroup_available() -> int | None:
-    """Memory left under this process's cgroup limit (v2 or v1; inactive page cache counts as
-    free), or ``None`` without a limit."""
-    for folder, limit, usage, inactive in (
-        (Path("/sys/fs/cgroup"), "memory.max", "memory.current", "inactive_file"),
-        (Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
-    ):
-        cap, used = _read_int(folder / limit), _read_int(folder / usage)
-        if cap is not None and used is not None and cap < 2**60:
-            return max(cap - used + (_read_int(folder / "memory.stat", inactive) or 0), 0)
-    return None
-
-
-def cpu_available() -> int | None:
-    """Bytes this process can still allocate: ``MemAvailable`` (else free pages), capped by the
-    cgroup's limit; ``None`` where neither is known."""
-    found = _read_int(Path("/proc/meminfo"), "MemAvailable")
-    if found is None:
-        try:
-            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):  # not every system names free pages
-            return None
-    limit = _cgroup_available()
-    return found if limit is None else min(found, limit)
-
-
-def available_memory(device: str) -> int | None:
-    """Bytes available on ``device`` (``cpu``, ``cuda``, ``cuda:1``), or ``None`` when unknown."""
-    try:
-        kind = torch.device(device)
-        if kind.type == "cpu":
-            return cpu_available()
-        if kind.type == "cuda" and torch.cuda.is_available():
-            return int(torch.cuda.mem_get_info(kind)[0])
-    except (RuntimeError, ValueError, OSError):  # a bad device string or an unusable driver: loading reports it
-        return None
-    return None
 
 
 _ADVICE = {
@@ -355,9 +333,15 @@ def require_fits(estimate: MemoryEstimate, device: str, asked: str, batch_flags:
     )
 
 
-def check_geometry(configs: Mapping[str, Mapping[str, Any]], size: tuple[int, int], trace: TraceConfig) -> None:
-    """Refuse (``ValueError``) an image side that is not a multiple of the VAE's factor and a trace
-    selection that records no cross-attention layer of this UNet."""
+def check_geometry(
+    configs: Mapping[str, Mapping[str, Any]],
+    size: tuple[int, int],
+    trace: TraceConfig,
+    segmentation: SegmentationConfig | None = None,
+) -> None:
+    """Refuse (``ValueError``) an image side that is not a multiple of the VAE's factor, a trace
+    selection that records no cross-attention layer of this UNet and a refine factor at which it
+    has no self-attention (its attention blocks hold both)."""
     scale = 2 ** (len(configs["vae"]["block_out_channels"]) - 1)
     for flag, value in zip(("--height", "--width"), size):
         if value % scale:
@@ -369,6 +353,13 @@ def check_geometry(configs: Mapping[str, Mapping[str, Any]], size: tuple[int, in
             f"{chosen}: traces no cross-attention layer of this model (it has cross-attention at factors "
             f"{factors}; --layers reference leaves out the mid block and factor 8)"
         )
+    if segmentation is not None and segmentation.refine:
+        have = model_factors(configs["unet"])
+        if segmentation.refine_factor not in have:
+            raise ValueError(
+                f"refine factor {segmentation.refine_factor}: this model has no self-attention there "
+                f"(it has self-attention at factors {', '.join(map(str, have))})"
+            )
 
 
 def require_generation_fits(
@@ -382,14 +373,16 @@ def require_generation_fits(
     dtype: str,
     device: str,
     map_dtype: str = "float16",
+    segmentation: SegmentationConfig | None = None,
 ) -> MemoryEstimate:
     """Check the geometry, then refuse a run whose one generation would not fit on ``device``:
-    ``min(batch_size, prompts)`` prompts per UNet call, shards of ``shard_prompts`` prompts."""
-    check_geometry(configs, size, generation.trace)
+    ``min(batch_size, prompts)`` prompts per UNet call, shards of ``shard_prompts`` prompts;
+    ``segmentation`` (``--classes``) adds the refinement's memory and checks its factor."""
+    check_geometry(configs, size, generation.trace, segmentation)
     per_prompt = generation.images_per_prompt
     estimate = estimate_generation(
         configs, generation, size, max(min(batch_size, prompts), 1) * per_prompt, dtype, device,
-        rows_per_shard=shard_prompts * per_prompt, map_dtype=map_dtype,
+        rows_per_shard=shard_prompts * per_prompt, map_dtype=map_dtype, segmentation=segmentation,
     )
     asked = f"--height {size[0]} --width {size[1]} --batch-size {batch_size}"
     flags = "--batch-size"

@@ -193,3 +193,26 @@ def test_geometry_refusals(configs):
 def test_format_bytes():
     assert [memory.format_bytes(n) for n in (0, 1023, 1024, 1536 * 2**20, 1.2 * 2**40, 2**70)] == [
         "0 B", "1023 B", "1 KiB", "1.5 GiB", "1.2 TiB", "1.02e+03 EiB"]
+
+
+def test_refinement_adds_the_affinity_and_checks_its_factor(configs):
+    from transforms.attribution import SegmentationConfig
+    from transforms.attribution.classes import load_vocabulary
+
+    voc = load_vocabulary("voc")
+    plain = estimate_generation(SD15, GenerationConfig(), (512, 512), 2, materialises=False)
+    refined = estimate_generation(SD15, GenerationConfig(), (512, 512), 2, materialises=False,
+                                  segmentation=SegmentationConfig(voc))
+    assert refined.parts["self-attention affinity"] == 2 * 2 * 1024**2 * 4  # sum and mean, 32x32 grid, 2 images
+    assert refined.parts["affinity probe"] == 2 * 8 * 2 * 1024**2 * 4  # scores and softmax, 8 heads at once
+    assert plain.total < refined.total < 1.1 * plain.total
+    unrefined = SegmentationConfig(voc, refine=False)
+    assert estimate_generation(SD15, GenerationConfig(), (512, 512), 2, materialises=False,
+                               segmentation=unrefined).total == plain.total
+    memory.check_geometry(configs, (64, 64), TraceConfig(), SegmentationConfig(voc, refine_factor=8))
+    memory.check_geometry(configs, (64, 64), TraceConfig(), SegmentationConfig(voc, refine=False, refine_factor=16))
+    with pytest.raises(ValueError, match=r"^refine factor 16: this model has no self-attention there \(it has "
+                                         r"self-attention at factors 1, 2, 4, 8\)$"):
+        memory.require_generation_fits(configs, GenerationConfig(), (64, 64), batch_size=1, prompts=1,
+                                       shard_prompts=1, dtype="float32", device="cpu",
+                                       segmentation=SegmentationConfig(voc, refine_factor=16))
