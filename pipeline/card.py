@@ -37,6 +37,7 @@ UNFINISHED_DATA = "data/RUN-NOT-FINISHED-*.parquet"  # matches no file: load_dat
 
 SECTION = "## "
 PREVIEW_HEADING, CONTENTS_HEADING = "## Preview", "## Contents"
+LOAD_HEADINGS = ("## Load", "## Segmentation")  # the sections with a load example
 
 
 def _template(name: str) -> str:
@@ -224,5 +225,5 @@ def for_repo(card_text: str, repo_id: str) -> str:
     card = DatasetCard(card_text)
     sections = _sections(card.text)
     old, new = f'load_dataset("{PLACEHOLDER_REPO}"', f'load_dataset("{repo_id}"'
-    card.text = "".join(s.replace(old, new) if _heading(s) == "## Load" else s for s in sections)
+    card.text = "".join(s.replace(old, new) if _heading(s) in LOAD_HEADINGS else s for s in sections)
     return str(card)

@@ -2,7 +2,8 @@
 
 Kinds: ``run_json``, ``card``, ``missing_shard``, ``incomplete``, ``stats``, ``missing_file``, ``size``,
 ``checksum``, ``unreadable``, ``schema``, ``row_count``, ``ids``, ``duplicate_id``, ``tokens``,
-``map_shape``, ``map_dtype``, ``map_values``, ``image``, ``failures``, ``stray_file``.
+``map_shape``, ``map_dtype``, ``map_values``, ``image``, ``failures``, ``stray_file``; with classes also
+``label`` (a label map) and ``id2label`` (``id2label.json``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Iterable
 KINDS = (
     "run_json", "card", "missing_shard", "incomplete", "stats", "missing_file", "size", "checksum", "unreadable",
     "schema", "row_count", "ids", "duplicate_id", "tokens", "map_shape", "map_dtype", "map_values", "image",
-    "failures", "stray_file",
+    "failures", "stray_file", "label", "id2label",
 )
 # kinds that make a shard's files unusable: ``--repair`` deletes and regenerates the shard
 SHARD_DAMAGE = frozenset(
     {"missing_shard", "stats", "missing_file", "size", "checksum", "unreadable", "schema", "row_count", "ids",
-     "duplicate_id", "tokens", "map_shape", "map_dtype", "map_values", "image", "failures"}
+     "duplicate_id", "tokens", "map_shape", "map_dtype", "map_values", "image", "failures", "label"}
 )
 
 

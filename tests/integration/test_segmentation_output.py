@@ -14,7 +14,7 @@ from datasets import Image, load_dataset
 from PIL import Image as PILImage
 
 from pipeline.validate import validate_output
-from tests.conftest import FAST_ARGS, SEGMENTATION_PROMPTS, copy_output
+from tests.conftest import FAST_ARGS, SEGMENTATION_ARGS, SEGMENTATION_PROMPTS, copy_output
 from transforms.attribution.classes import load_vocabulary
 
 VOC = load_vocabulary("voc")
@@ -99,13 +99,13 @@ def test_validate_accepts_it_and_finds_a_damaged_label(segmentation_output, tmp_
 
 def test_rerun_changes_nothing(segmentation_output, tmp_path, run_cli):
     out = copy_output(segmentation_output, tmp_path / "out")
+    argv = ["run", "--prompts", str(out.parent / "prompts.txt"), "--output", str(out), *SEGMENTATION_ARGS]
+    assert run_cli(*argv)[0] == 0  # the copy's run.json takes its new paths
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    from tests.conftest import SEGMENTATION_ARGS
-
-    code, _, err = run_cli("run", "--prompts", str(out.parent / "prompts.txt"), "--output", str(out), *SEGMENTATION_ARGS)
+    code, _, err = run_cli(*argv)
     assert code == 0, err
-    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert after == before
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert (out / "segmentation" / "train-00001-of-00002.parquet") in before
 
 
 def test_no_refine_append_prompt_and_webdataset(built_output):
