@@ -9,10 +9,10 @@ from .. import argtypes
 from ..export import DEFAULT_LAYOUT, DEFAULT_VALIDATION_FRACTION, LAYOUTS, MAX_VALIDATION_FRACTION, export_output
 
 
-def fraction_argument(parser: argparse.ArgumentParser) -> None:
+def fraction_argument(parser: argparse.ArgumentParser, default: float | None = DEFAULT_VALIDATION_FRACTION) -> None:
     """Add ``--validation-fraction`` (shared with ``publish --config segmentation``)."""
     parser.add_argument(
-        "--validation-fraction", type=argtypes.number(0.0, MAX_VALIDATION_FRACTION), default=DEFAULT_VALIDATION_FRACTION,
+        "--validation-fraction", type=argtypes.number(0.0, MAX_VALIDATION_FRACTION), default=default,
         metavar="F", help=f"share of rows in the validation split, chosen by a hash of the row id: the same row always "
         f"lands in the same split (default {DEFAULT_VALIDATION_FRACTION:g}; 0: train only)",
     )

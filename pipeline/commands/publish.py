@@ -8,7 +8,17 @@ from typing import Any
 from .. import argtypes
 from ..errors import UsageError
 from ..logs import quiet
-from ..publish import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, SMALL_FILES_PER_COMMIT, publish_to_hub, publish_to_path
+from ..publish import (
+    CONFIGS,
+    DEFAULT_CONFIG,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_FILES,
+    SEGMENTATION_CONFIG,
+    SMALL_FILES_PER_COMMIT,
+    publish_to_hub,
+    publish_to_path,
+)
+from .export import fraction_argument
 
 MIN_COMMIT_GIB, MAX_COMMIT_GIB = 0.001, 1024.0  # 1 MiB to 1 TiB per commit
 HUB_LOGGERS = ("huggingface_hub", "httpx", "httpx2", "httpcore")  # the Hub client's HTTP lines
@@ -39,6 +49,10 @@ def register(subparsers: Any) -> None:
                         help=f"data shards per commit (default {DEFAULT_MAX_FILES}; preview files go {SMALL_FILES_PER_COMMIT} a commit)")
     parser.add_argument("--max-commit-bytes", type=argtypes.number(MIN_COMMIT_GIB, MAX_COMMIT_GIB), default=DEFAULT_MAX_BYTES / 1024**3, metavar="GIB",
                         help=f"GiB per commit (default {DEFAULT_MAX_BYTES / 1024**3:g})")
+    parser.add_argument("--config", choices=CONFIGS, default=DEFAULT_CONFIG,
+                        help="default: the output as it is; segmentation: its segmentation config (run --classes) as a "
+                        "dataset of its own, where it is the default config (the hf export, with a validation split)")
+    fraction_argument(parser, default=None)
     parser.set_defaults(func=main, accepts_extra=False)
 
 
@@ -47,12 +61,20 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     goes up to the command line, which prints it once."""
     if args.to and (args.private or args.revision or args.token):
         raise UsageError("publish: --private, --revision and --token apply to --repo-id, not --to")
+    segmentation = args.config == SEGMENTATION_CONFIG
+    if not segmentation and args.validation_fraction is not None:
+        raise UsageError("publish: --validation-fraction applies to --config segmentation")
+    if segmentation and args.include_failures:
+        raise UsageError("publish: --include-failures applies to the default config, not --config segmentation")
     if not getattr(args, "verbose", False):
         quiet(*HUB_LOGGERS)
     common: dict[str, Any] = {
         "include_failures": args.include_failures, "include_preview": not args.no_preview, "dry_run": args.dry_run,
         "max_files": args.max_files_per_commit, "max_bytes": int(args.max_commit_bytes * 1024**3),
+        "config": args.config,
     }
+    if args.validation_fraction is not None:
+        common["validation_fraction"] = args.validation_fraction
     if args.to:
         result = publish_to_path(args.output, args.to, **common)
     else:

@@ -12,6 +12,7 @@ import json
 from collections import Counter
 from typing import ClassVar
 
+from ..card import PLACEHOLDER_REPO
 from .destination import ExportDestination
 from .labels import CheckedPair, voc_palette
 from .plan import ExportPlan, PlannedRow
@@ -27,10 +28,12 @@ class Layout:
 
     name: ClassVar[str]
 
-    def __init__(self, source: SegmentationSource, plan: ExportPlan, dest: ExportDestination) -> None:
+    def __init__(self, source: SegmentationSource, plan: ExportPlan, dest: ExportDestination,
+                 repo_id: str = PLACEHOLDER_REPO) -> None:
         self.source = source
         self.plan = plan
         self.dest = dest
+        self.repo_id = repo_id  # the dataset's name in the hf card's load and train examples
         self.class_rows: Counter = Counter()  # class name -> rows naming it
 
     def paths(self) -> list[str]:

@@ -113,7 +113,7 @@ class HfLayout(Layout):
         details = {"rows": len(self.plan.rows), "k": len(self.source.classes), "image_size": info.image_size,
                    "fingerprint": info.fingerprint}
         text = export_card(self.features, splits, info.settings, details, self.class_table(),
-                           self.plan.validation_fraction)
+                           self.plan.validation_fraction, self.repo_id)
         self.dest.write(CARD_FILE, text.encode("utf-8"))
 
     def abort(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ..card import PLACEHOLDER_REPO
 from ..errors import ExportError
 from .base import Layout
 from .destination import ExportDestination
@@ -57,9 +58,11 @@ def export_output(
     layout: str = DEFAULT_LAYOUT,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     progress_every: int = PROGRESS_EVERY,
+    repo_id: str = PLACEHOLDER_REPO,
 ) -> ExportResult:
     """Export the segmentation config of ``output`` to the folder ``dest`` (local or fsspec URL)
-    as ``layout``, ``validation_fraction`` of the rows (by id hash) in the validation split.
+    as ``layout``, ``validation_fraction`` of the rows (by id hash) in the validation split;
+    ``repo_id`` names the dataset in the hf card's examples.
 
     ``dest`` must be new, empty or an earlier export (``destination``); a rerun replaces the
     earlier export's files. Every refusal is an ``ExportError`` (one line), raised before
@@ -73,12 +76,14 @@ def export_output(
     destination = ExportDestination(dest)
     destination.open(source.layout)
     plan = ExportPlan.build(source.ids(), validation_fraction, output)
-    writer = LAYOUTS[layout](source, plan, destination)
+    writer = LAYOUTS[layout](source, plan, destination, repo_id)
     details = {"tool": "daam-datasets export", "source": output, "layout": layout, "rows": len(plan.rows),
                "validation_fraction": validation_fraction, "fingerprint": source.info.fingerprint}
     paths = writer.paths()
     destination.claim(paths, details)
     total = len(plan.rows)
+    if not plan.count(TRAIN):
+        logger.warning("export %s: all %d rows fell in the validation split; lower --validation-fraction", output, total)
     logger.info("export %s -> %s as %s: %d rows (%d train, %d validation), %d files", output, destination.layout.root,
                 layout, total, plan.count(TRAIN), plan.count(VALIDATION), len(paths))
     try:

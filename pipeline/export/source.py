@@ -84,10 +84,10 @@ def _classes(layout: OutputLayout, info: RunInfo, output: str) -> tuple[str, ...
                           f"`daam-datasets validate {output} --repair` or rerun the run")
     id2label = _read_json(layout, ID2LABEL_FILE, output)
     keys = [str(i) for i in range(len(id2label))] if isinstance(id2label, dict) else []
-    if (not keys or list(id2label) != keys or id2label["0"] != BACKGROUND
+    if (not keys or set(id2label) != set(keys) or id2label["0"] != BACKGROUND
             or not all(isinstance(v, str) and v for v in id2label.values())):
         raise ExportError(f"{output}: {ID2LABEL_FILE} is not a label map "
-                          f'{{"0": "{BACKGROUND}", "1": name, …}} with ids 0..K in order')
+                          f'{{"0": "{BACKGROUND}", "1": name, …}} with the ids 0..K')
     classes = tuple(id2label[k] for k in keys[1:])
     if recorded is not None and list(recorded) != list(classes):
         raise ExportError(f"{output}: {ID2LABEL_FILE} and {RUN_FILE} list different classes")

@@ -4,14 +4,19 @@
 
 The output is validated first (``pipeline.validate.validate_output``) and a damaged one is refused
 (``pipeline.errors.DamagedOutput``); what is published is chosen in ``files``, batched into commits
-in ``plan``, sent in ``hub`` or ``to_path``.
+in ``plan``, sent in ``hub`` or ``to_path``. ``--config segmentation`` publishes the segmentation
+view instead, exported to a temporary folder first (``segmentation``).
 """
 
 from .files import check_output, collect_files, managed_prefixes
 from .hub import lfs_pointer, publish_to_hub
+from .segmentation import segmentation_view
 from .plan import (
+    CONFIGS,
+    DEFAULT_CONFIG,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_FILES,
+    SEGMENTATION_CONFIG,
     SMALL_FILES_PER_COMMIT,
     Commit,
     LocalFile,
@@ -24,8 +29,11 @@ from .plan import (
 from .to_path import publish_to_path
 
 __all__ = [
+    "CONFIGS",
+    "DEFAULT_CONFIG",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_FILES",
+    "SEGMENTATION_CONFIG",
     "SMALL_FILES_PER_COMMIT",
     "Commit",
     "LocalFile",
@@ -40,4 +48,5 @@ __all__ = [
     "managed_prefixes",
     "publish_to_hub",
     "publish_to_path",
+    "segmentation_view",
 ]

@@ -142,4 +142,4 @@ def plan_publish(
     """The plan for publishing ``output`` to ``target``, which holds ``remote``."""
     local = collect_files(output, options.include_failures, options.include_preview, repo_id)
     prefixes = managed_prefixes(options.include_failures, options.include_preview)
-    return make_plan(output, target, local, remote, same, prefixes, options.max_files, options.max_bytes)
+    return make_plan(options.label or output, target, local, remote, same, prefixes, options.max_files, options.max_bytes)

@@ -33,7 +33,8 @@ from transforms.layout import OutputLayout
 
 from ..errors import PublishError
 from .files import check_output, plan_publish
-from .plan import LocalFile, PublishOptions, PublishPlan, PublishResult, RemoteFile, human_bytes
+from .plan import SEGMENTATION_CONFIG, LocalFile, PublishOptions, PublishPlan, PublishResult, RemoteFile, human_bytes
+from .segmentation import segmentation_view
 
 try:  # the HTTP client of huggingface_hub 2.x
     from httpx2 import TransportError
@@ -190,13 +191,21 @@ def publish_to_hub(
     """Validate ``output`` and upload it to the dataset repo ``repo_id`` (see the module doc).
 
     ``api`` is an ``huggingface_hub.HfApi`` (made from ``token`` when ``None``); ``options`` are
-    ``PublishOptions`` fields. A dry run only reads the repo's file list (and plans as if it were
-    empty when that fails).
+    ``PublishOptions`` fields (``config="segmentation"``: the segmentation view, see
+    ``segmentation.segmentation_view``). A dry run only reads the repo's file list (and plans as if
+    it were empty when that fails).
     """
     opts = PublishOptions(**options)
     dry_run, log = opts.dry_run, opts.log
     if not _REPO_ID.match(repo_id or ""):
         raise PublishError(f"--repo-id {repo_id!r}: expected ORG/NAME (e.g. my-lab/daam-coco)")
+    if opts.config == SEGMENTATION_CONFIG:
+        if api is None and not dry_run:
+            api = HfApi(token=token, library_name="daam-datasets")
+            preflight(api.endpoint)  # no network: refused before the export
+        with segmentation_view(output, opts, repo_id) as (view, view_options):
+            return publish_to_hub(view, repo_id, api=api, token=token, private=private, revision=revision,
+                                  **view_options.to_kwargs())
     check_output(output, opts.validate)
     layout = OutputLayout(output)
     offline: PublishError | None = None
@@ -236,5 +245,5 @@ def publish_to_hub(
     except Exception as error:
         raise hub_error(error, endpoint, repo_id) from error
     plan = plan_for(remote)
-    log(f"publish {output} -> {target}: {plan.counts()}, {len(plan.commits)} commits")
+    log(f"publish {opts.label or output} -> {target}: {plan.counts()}, {len(plan.commits)} commits")
     return PublishResult(plan, _send(api, layout, plan, repo_id, revision, endpoint, log), False)

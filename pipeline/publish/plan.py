@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from transforms.layout import CARD_FILE, DATA_DIR, PREVIEW_DIR, RUN_FILE, SEGMENTATION_DIR, WDS_DIR
+
+from ..export import DEFAULT_VALIDATION_FRACTION
 
 logger = logging.getLogger(__name__)
 
@@ -20,13 +23,19 @@ DEFAULT_MAX_BYTES = 4 * 1024**3
 SMALL_FILES_PER_COMMIT = 1000  # preview assets, failure records: small, many
 DATA_PREFIXES = (DATA_DIR + "/", WDS_DIR + "/", SEGMENTATION_DIR + "/")
 LAST_FILES = {CARD_FILE: "dataset card", RUN_FILE: "run summary"}  # committed last, in this order
+DEFAULT_CONFIG, SEGMENTATION_CONFIG = "default", "segmentation"
+CONFIGS = (DEFAULT_CONFIG, SEGMENTATION_CONFIG)
 
 
 @dataclass(frozen=True)
 class PublishOptions:
     """What to publish and how: the keyword arguments of ``publish_to_hub`` and ``publish_to_path``.
 
-    ``validate`` replaces ``validate_output`` (tests); ``log`` receives the plan and progress lines.
+    ``config``: ``default`` publishes the output as it is; ``segmentation`` publishes its
+    segmentation view as a dataset of its own (the ``hf`` export, whose default config it is),
+    ``validation_fraction`` of its rows in a validation split. ``validate`` replaces
+    ``validate_output`` (tests); ``log`` receives the plan and progress lines; ``label`` names the
+    published source in them (default: its path).
     """
 
     include_failures: bool = False
@@ -34,8 +43,19 @@ class PublishOptions:
     dry_run: bool = False
     max_files: int = DEFAULT_MAX_FILES
     max_bytes: int = DEFAULT_MAX_BYTES
+    config: str = DEFAULT_CONFIG
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     validate: Callable[[str], list] | None = None
     log: Callable[[str], None] = print
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.config not in CONFIGS:
+            raise ValueError(f"config must be one of {CONFIGS}, got {self.config!r}")
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """The options as the keyword arguments they were given as."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass

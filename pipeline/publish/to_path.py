@@ -20,7 +20,8 @@ from transforms.layout import TMP_DIR, OutputLayout
 from ..errors import PublishError
 from ..ownership import refusal, require_destination
 from .files import check_output, is_hidden, plan_publish, walk
-from .plan import LocalFile, PublishOptions, PublishResult, RemoteFile
+from .plan import SEGMENTATION_CONFIG, LocalFile, PublishOptions, PublishResult, RemoteFile
+from .segmentation import segmentation_view
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,19 @@ def _copy(src: OutputLayout, f: LocalFile, dest: OutputLayout) -> None:
         dest.commit(target, final)
 
 
+def _destination(output: str, dest: str) -> tuple[OutputLayout, dict[str, Any] | None, set[str]]:
+    """The destination, its manifest and its user's files; refuses the output itself, a file and a
+    folder of a user's (``require_destination``)."""
+    src = OutputLayout(output)
+    target = OutputLayout(dest)
+    if src.fs is target.fs and src.base.rstrip("/") == target.base.rstrip("/"):
+        raise PublishError(f"--to {dest}: is the output itself")
+    if target.fs.exists(target.base) and not target.fs.isdir(target.base):
+        raise PublishError(f"--to {dest}: is a file, not a folder")
+    copied = _read_manifest(target)
+    return target, copied, set(require_destination(target, copied, DEST_MANIFEST))
+
+
 def publish_to_path(
     output: str,
     dest: str,
@@ -103,18 +117,17 @@ def publish_to_path(
     copied to ``data/``, ``wds/``, ``preview/`` are deleted after the card is written. A destination
     holding other files is refused (``PublishError``), unless it is an earlier destination: then its
     user's files stay, and a copy that would land on one is refused. ``options`` are
-    ``PublishOptions`` fields.
+    ``PublishOptions`` fields; with ``config="segmentation"`` the segmentation view is copied
+    (``segmentation.segmentation_view``).
     """
     opts = PublishOptions(**options)
+    if opts.config == SEGMENTATION_CONFIG:
+        _destination(output, dest)  # refused before the export
+        with segmentation_view(output, opts) as (view, view_options):
+            return publish_to_path(view, dest, **view_options.to_kwargs())
     check_output(output, opts.validate)
     src = OutputLayout(output)
-    target = OutputLayout(dest)
-    if src.fs is target.fs and src.base.rstrip("/") == target.base.rstrip("/"):
-        raise PublishError(f"--to {dest}: is the output itself")
-    if target.fs.exists(target.base) and not target.fs.isdir(target.base):
-        raise PublishError(f"--to {dest}: is a file, not a folder")
-    copied = _read_manifest(target)
-    foreign = set(require_destination(target, copied, DEST_MANIFEST))
+    target, copied, foreign = _destination(output, dest)
     manifest = dict(copied or {})
     plan = plan_publish(output, target.root, dest_listing(target, manifest), _same, opts)
     clash = sorted(f.path for f in plan.upload if f.path in foreign)
@@ -124,7 +137,7 @@ def publish_to_path(
     if opts.dry_run:
         opts.log(plan.describe())
         return PublishResult(plan, [], True)
-    opts.log(f"publish {output} -> {target.root}: {plan.counts('copy')}")
+    opts.log(f"publish {opts.label or output} -> {target.root}: {plan.counts('copy')}")
     manifest.update({f.path: _entry(f) for f in plan.unchanged})  # listed there already: ours
     made = []
     try:

@@ -13,28 +13,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from datasets import Features, Image, List, Value, load_dataset
+from datasets import Features, Image, load_dataset
 from PIL import Image as PILImage
 
 from pipeline.cli import main as cli_main
 from pipeline.errors import ExportError
 from pipeline.export import EXPORT_RECORD, export_output, file_stem, split_of
 from pipeline.export.labels import voc_palette
-from transforms.attribution.classes import load_vocabulary, match_classes
+from schemas.record import segmentation_features
+from tests.conftest import FAST_ARGS, SEGMENTATION_ARGS, SEGMENTATION_PROMPTS, copy_output
 
-from tests.conftest import FAST_ARGS, copy_output
-
-PROMPTS = [
-    "a dog on a sofa",
-    "two cats and a potted plant",
-    "a red bicycle against a wall",
-    "a lighthouse on a cliff at sunset",  # names no class: not in the segmentation config
-    "a horse in a snowy field",
-    "a bird on a boat",
-    "a person riding a motorbike",
-    "a bus next to a car",
-]
-SEGMENTED = len(PROMPTS) - 1
+SEGMENTED = len(SEGMENTATION_PROMPTS) - 1  # "a caterpillar eating a hotdog" names no class
+FEATURES = segmentation_features()
 UNSAFE_ROWS = [
     {"id": "photos/a dog", "prompt": "a dog on a sofa"},
     {"id": "my cat photo", "prompt": "a photo of a cat"},
@@ -44,52 +34,11 @@ UNSAFE_ROWS = [
     {"id": "con", "prompt": "a horse"},
 ]
 
-# -- until `run --classes` writes it: the segmentation config of the contract, added to a real output
-SEGMENTATION_FEATURES = Features({"id": Value("string"), "prompt": Value("string"), "image": Image(),
-                                  "label": Image(), "classes": List(Value("string"))})
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def add_segmentation(out: Path) -> Path:
-    """Write the segmentation config of the contract (VOC classes) into the output ``out``."""
-    vocabulary = load_vocabulary("voc")
-    (out / "segmentation").mkdir()
-    for data in sorted((out / "data").glob("*.parquet")):
-        rows = []
-        for row in pq.read_table(data, columns=["id", "prompt", "image", "words", "tokens"]).to_pylist():
-            labels = list(dict.fromkeys(m.label for m in match_classes(row["words"], vocabulary, row["tokens"])))
-            if not labels:
-                continue
-            width, height = PILImage.open(io.BytesIO(row["image"]["bytes"])).size
-            label = np.zeros((height, width), np.uint8)
-            for j, value in enumerate(labels):
-                label[j * height // len(labels):(j + 1) * height // len(labels), : width // 2] = value
-            label[:, -3:] = 255
-            rows.append({"id": row["id"], "prompt": row["prompt"], "image": row["image"],
-                         "label": {"bytes": _png(label), "path": None}, "classes": [vocabulary.name(v) for v in labels]})
-        if rows:
-            pq.write_table(pa.Table.from_pylist(rows, schema=SEGMENTATION_FEATURES.arrow_schema),
-                           out / "segmentation" / data.name)
-    id2label = {str(i): name for i, name in enumerate(vocabulary.labels)}
-    (out / "id2label.json").write_text(json.dumps(id2label, indent=2))
-    info = json.loads((out / "run.json").read_text())
-    info["settings"]["segmentation"] = {"classes": list(vocabulary.names), "synonyms": {}, "refine": True,
-                                        "refine_factor": 2, "power": 4, "threshold": 0.6, "ignore_low": 0.5,
-                                        "append_class_prompt": False}
-    (out / "run.json").write_text(json.dumps(info, indent=2))
-    return out
-
 
 @pytest.fixture(scope="module")
-def seg_output(built_output, tmp_path_factory) -> Path:
-    """8 prompts in 3 shards, 7 of which name a VOC class."""
-    built = built_output(PROMPTS, *FAST_ARGS, "--shard-size", "3")
-    return add_segmentation(copy_output(built, tmp_path_factory.mktemp("export") / "out"))
+def seg_output(segmentation_output) -> Path:
+    """``run --classes voc`` on conftest's ``SEGMENTATION_PROMPTS``: 5 of 6 rows name a VOC class, 2 shards."""
+    return segmentation_output
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +48,14 @@ def unsafe_output(tmp_path_factory) -> Path:
     corpus = root / "prompts.jsonl"
     corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in UNSAFE_ROWS), encoding="utf-8")
     out = root / "out"
-    assert cli_main(["run", "--prompts", str(corpus), "--output", str(out), *FAST_ARGS, "--images-per-prompt", "2"]) == 0
-    return add_segmentation(out)
-# --------------------------------------------------------------------------------------------------
+    assert cli_main(["run", "--prompts", str(corpus), "--output", str(out), *SEGMENTATION_ARGS, "--images-per-prompt", "2"]) == 0
+    return out
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def segmentation_rows(output: Path) -> list[dict]:
@@ -112,6 +66,10 @@ def segmentation_rows(output: Path) -> list[dict]:
 
 def class_names(output: Path) -> list[str]:
     return ["background", *json.loads((output / "run.json").read_text())["settings"]["segmentation"]["classes"]]
+
+
+def rows_naming(output: Path, name: str) -> int:
+    return sum(name in row["classes"] for row in segmentation_rows(output))
 
 
 def files_of(folder: Path) -> set[str]:
@@ -172,7 +130,7 @@ def test_hf_export_is_a_dataset_whose_default_config_is_segmentation(seg_output,
 def test_hf_export_parquet_and_card(seg_output, exports):
     dest = exports["hf"]
     parquet = pq.ParquetFile(dest / "data" / "train-00000-of-00001.parquet")
-    assert Features.from_arrow_schema(parquet.schema_arrow) == SEGMENTATION_FEATURES
+    assert Features.from_arrow_schema(parquet.schema_arrow) == FEATURES
     assert b"huggingface" in parquet.schema_arrow.metadata
     assert all(parquet.metadata.row_group(i).num_rows <= 100 for i in range(parquet.num_row_groups))
     assert parquet.metadata.row_group(0).column(0).has_offset_index  # page index written
@@ -180,9 +138,10 @@ def test_hf_export_parquet_and_card(seg_output, exports):
     front = yaml.safe_load(card.split("---")[1])
     assert front["configs"] == [{"config_name": "default", "data_files": [
         {"split": "train", "path": "data/train-*.parquet"}, {"split": "validation", "path": "data/validation-*.parquet"}]}]
-    assert Features._from_yaml_list(front["dataset_info"]["features"]) == SEGMENTATION_FEATURES
+    assert Features._from_yaml_list(front["dataset_info"]["features"]) == FEATURES
     assert [s["num_examples"] for s in front["dataset_info"]["splits"]] == [len(v) for v in expected_splits(seg_output).values()]
-    assert "## Classes" in card and "| 12 | dog | 1 |" in card and "run_semantic_segmentation.py" in card
+    assert "## Classes" in card and f"| 12 | dog | {rows_naming(seg_output, 'dog')} |" in card
+    assert "--dataset_name path/or/org-name" in card and 'load_dataset("path/or/org-name")' in card
 
 
 def test_hf_export_without_validation(seg_output, tmp_path):
@@ -234,8 +193,8 @@ def test_voc_export_palette_pngs_and_image_sets(seg_output, exports):
     for image_path, label_path in pairs.values():
         image, label = PILImage.open(image_path), PILImage.open(label_path)
         assert image.format == "JPEG" and label.mode == "P" and image.size == label.size
-        assert label.getpalette()[: len(palette)] == palette
-        assert label_values_ok(np.asarray(label), k) and 255 in np.asarray(label)
+        assert label.getpalette()[: len(palette)] == palette and label.getpalette()[3 * 255:] == [224, 224, 192]
+        assert label_values_ok(np.asarray(label), k)
     assert voc_palette()[255] == (224, 224, 192)
     sets = dest / "ImageSets" / "Segmentation"
     train, val, both = (read_list(sets / f"{name}.txt") for name in ("train", "val", "trainval"))
@@ -260,14 +219,15 @@ def test_split_is_stable_across_reruns_and_layouts(seg_output, exports, tmp_path
 def test_unsafe_ids_get_safe_unique_stems(unsafe_output, tmp_path):
     rows = segmentation_rows(unsafe_output)
     ids = {row["id"] for row in rows}
-    assert {"photos/a dog", "photos/a dog#1", "Café ☕ 1", "CAT", "cat", "con"} <= ids
+    assert {"photos/a dog", "photos/a dog#1", "Café ☕ 1", "CAT", "cat#1", "con"} <= ids
     dest = tmp_path / "voc"
     result = export_output(str(unsafe_output), str(dest), layout="voc", validation_fraction=0.3)
     assert result.rows == len(rows)
     mapping = _ids(dest)
     assert {entry["id"] for entry in mapping.values()} == ids and len(mapping) == len(ids)
     assert {stem.lower() for stem in mapping} == set(mapping)  # unique on case-insensitive file systems too
-    assert mapping["cat"]["id"] == "cat" and mapping[file_stem("CAT")]["id"] == "CAT"
+    assert file_stem("con").startswith("con--") and mapping[file_stem("con")]["id"] == "con"  # a device name on Windows
+    assert mapping["cat"]["id"] == "cat" and mapping[file_stem("CAT")]["id"] == "CAT" != file_stem("CAT")
     for stem in mapping:
         assert (dest / "JPEGImages" / f"{stem}.jpg").is_file() and (dest / "SegmentationClass" / f"{stem}.png").is_file()
         assert "/" not in stem and " " not in stem and "#" not in stem and stem.isascii()
@@ -320,7 +280,7 @@ def test_a_users_file_where_export_would_write_is_refused(seg_output, tmp_path, 
 @pytest.fixture
 def plain_output(built_output) -> Path:
     """An output made without --classes."""
-    return built_output(PROMPTS[:2], *FAST_ARGS)
+    return built_output(SEGMENTATION_PROMPTS[:2], *FAST_ARGS)
 
 
 def test_refusals_are_one_line_and_write_nothing(seg_output, plain_output, tmp_path, run_cli):
@@ -362,7 +322,7 @@ def test_a_damaged_label_is_refused_naming_the_row(seg_output, tmp_path):
     shard = sorted((damaged / "segmentation").glob("*.parquet"))[0]
     table = pq.read_table(shard).to_pylist()
     table[0]["label"] = {"bytes": _png(np.full((64, 64), 200, np.uint8)), "path": None}
-    pq.write_table(pa.Table.from_pylist(table, schema=SEGMENTATION_FEATURES.arrow_schema), shard)
+    pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(shard)), shard)
     with pytest.raises(ExportError, match=rf"row '{table[0]['id']}': label has values 200 outside 0..20 and 255"):
         export_output(str(damaged), str(tmp_path / "dest"), layout="voc")
     dest = tmp_path / "dest"
