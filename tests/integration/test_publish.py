@@ -402,3 +402,63 @@ def test_to_fsspec_url(out):
 def test_to_the_output_itself_is_refused(out):
     with pytest.raises(PublishError, match="is the output itself"):
         publish_to_path(str(out), str(out), log=quiet)
+
+
+# -- --config segmentation: the segmentation view as a dataset of its own ---------------------------
+SEGMENTATION_FILES = {"README.md", "id2label.json", "data/train-00000-of-00001.parquet",
+                      "data/validation-00000-of-00001.parquet"}
+
+
+def test_segmentation_config_to_a_folder_is_a_dataset_of_its_own(segmentation_output, tmp_path, run_cli):
+    dest = tmp_path / "seg"
+    code, stdout, stderr = run_cli("publish", segmentation_output, "--to", dest, "--config", "segmentation",
+                                   "--validation-fraction", "0.5")
+    assert code == 0, stderr
+    assert stdout.startswith(f"publish {segmentation_output} (segmentation config) -> {dest}: 4 files to copy")
+    files = {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
+    assert files == SEGMENTATION_FILES | {".daam-publish.json"}  # no run.json, _stats/, default config
+    ds = load_dataset(str(dest))  # the default config is the segmentation view
+    assert set(ds) == {"train", "validation"} and sum(d.num_rows for d in ds.values()) == 5
+    assert set(ds["train"].column_names) == {"id", "prompt", "image", "label", "classes"}
+    front = yaml.safe_load((dest / "README.md").read_text().split("---\n")[1])
+    assert [c["config_name"] for c in front["configs"]] == ["default"]
+    assert front["configs"][0]["data_files"][0] == {"split": "train", "path": "data/train-*.parquet"}
+    classes = json.loads((segmentation_output / "run.json").read_text())["settings"]["segmentation"]["classes"]
+    assert json.loads((dest / "id2label.json").read_text()) == {str(i): c for i, c in enumerate(["background", *classes])}
+    again = publish_to_path(str(segmentation_output), str(dest), config="segmentation", validation_fraction=0.5, log=quiet)
+    assert again.plan.upload == [] and again.plan.delete == []  # the export is the same bytes: nothing copied again
+    moved = publish_to_path(str(segmentation_output), str(dest), config="segmentation", validation_fraction=0, log=quiet)
+    assert moved.plan.delete == ["data/validation-00000-of-00001.parquet"]
+    assert set(load_dataset(str(dest))) == {"train"}
+
+
+def test_segmentation_config_to_the_hub_names_the_repository(segmentation_output):
+    api = FakeHfApi()
+    publish_to_hub(str(segmentation_output), REPO, api=api, config="segmentation", validation_fraction=0.5, log=quiet)
+    assert set(api.files) == SEGMENTATION_FILES
+    assert [sorted(c["add"]) for c in api.commits] == [
+        ["data/train-00000-of-00001.parquet", "data/validation-00000-of-00001.parquet"], ["id2label.json"], ["README.md"]]
+    card = api.files["README.md"].decode("utf-8")
+    assert f'load_dataset("{REPO}")' in card and f"--dataset_name {REPO}" in card and "path/or/org-name" not in card
+
+
+def test_segmentation_config_refusals(segmentation_output, out, tmp_path, run_cli):
+    cases = [
+        (("publish", out, "--to", tmp_path / "a", "--config", "segmentation"),
+         f"error: {out} has no segmentation config: run with --classes"),
+        (("publish", segmentation_output, "--to", tmp_path / "b", "--validation-fraction", "0.2"),
+         "error: publish: --validation-fraction applies to --config segmentation"),
+        (("publish", segmentation_output, "--to", tmp_path / "c", "--config", "segmentation", "--include-failures"),
+         "error: publish: --include-failures applies to the default config, not --config segmentation"),
+        (("publish", segmentation_output, "--to", tmp_path / "d", "--config", "panoptic"),
+         "error: daam-datasets publish: argument --config: invalid choice: 'panoptic' (choose from 'default', 'segmentation')"),
+    ]
+    for args, message in cases:
+        code, stdout, stderr = run_cli(*args)
+        assert (code, stderr.strip()) == (2, message), args
+    assert not any((tmp_path / name).exists() for name in "abcd")
+    foreign = tmp_path / "site"
+    foreign.mkdir()
+    (foreign / "index.html").write_text("mine")
+    with pytest.raises(PublishError, match=r"holds files daam-datasets did not write \(index.html\)"):
+        publish_to_path(str(segmentation_output), str(foreign), config="segmentation", log=quiet)
