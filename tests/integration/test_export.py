@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -115,10 +117,12 @@ def test_hf_export_is_a_dataset_whose_default_config_is_segmentation(seg_output,
         assert isinstance(dataset.features["image"], Image) and isinstance(dataset.features["label"], Image)
         assert set(dataset["id"]) == ids[split]
     k = len(class_names(seg_output)) - 1
-    for row in ds["train"]:
+    for row in ds["train"]:  # as run_semantic_segmentation.py reads a row
         label = row["label"]
         assert label.mode == "L" and label.size == row["image"].size and row["image"].mode == "RGB"
-        assert label_values_ok(np.asarray(label), k)
+        mask = np.array(label)
+        assert mask.dtype == np.uint8 and mask.shape == np.array(row["image"].convert("RGB")).shape[:2]
+        assert label_values_ok(mask, k)
         assert row["classes"]
     id2label = json.loads((dest / "id2label.json").read_text())
     assert list(id2label.values()) == class_names(seg_output) and list(id2label) == [str(i) for i in range(k + 1)]
@@ -213,6 +217,20 @@ def test_split_is_stable_across_reruns_and_layouts(seg_output, exports, tmp_path
     assert voc_val == read_list(again / "splits/val.txt")
     hf_val = load_dataset(str(exports["hf"]), split="validation")["id"]
     assert sorted(file_stem(i) for i in hf_val) == voc_val
+
+
+def test_progress_lines_and_any_fsspec_destination(seg_output, caplog):
+    dest = "memory://daam-export-test/mmseg"
+    with caplog.at_level(logging.INFO, logger="pipeline.export"):
+        result = export_output(str(seg_output), dest, layout="mmseg", validation_fraction=0.5, progress_every=2)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "export mmseg: 2/5 rows" in messages and "export mmseg: 4/5 rows" in messages
+    assert result.line() == f"exported 5 rows (2 train, 3 validation) to {dest} as mmseg"
+    fs = fsspec.filesystem("memory")
+    files = {p.split("/mmseg/", 1)[1] for p in fs.find("/daam-export-test/mmseg")}
+    assert len([f for f in files if f.startswith(("img_dir/", "ann_dir/"))]) == 2 * SEGMENTED
+    assert set(json.loads(fs.cat_file("/daam-export-test/mmseg/" + EXPORT_RECORD))["files"]) == files - {EXPORT_RECORD}
+    fs.rm("/daam-export-test", recursive=True)
 
 
 # -- unsafe ids -----------------------------------------------------------------------------------------
