@@ -50,6 +50,8 @@ from transforms.layout import ID2LABEL_FILE
 from transforms.training import IGNORE_INDEX, MeanIoU, collate, segmentation_dataset, segmentation_transforms
 
 log = logging.getLogger("train_segformer")
+Model = SegformerForSemanticSegmentation
+Batch = tuple[torch.Tensor, torch.Tensor]
 HEADLINE = {"include": "background_included", "exclude": "background_excluded"}  # --background → metric
 
 
@@ -70,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--reload", action="store_true",
+        help="rebuild datasets' cache of the data: it is keyed by the folder's name and card, not its files, "
+        "so a folder rewritten in place (or another of the same name and card) can read stale rows",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--save", type=Path, help="save the fine-tuned model here (save_pretrained)")
     args = parser.parse_args(argv)
@@ -99,9 +106,13 @@ def load_id2label(dataset: str, path: Path | None = None) -> dict[int, str]:
     return id2label
 
 
-def load_splits(dataset: str, config: str, validation_fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset, str]:
+def load_splits(
+    dataset: str, config: str, validation_fraction: float, seed: int, reload: bool = False
+) -> tuple[datasets.Dataset, datasets.Dataset, str]:
     """Train and held-out rows, and where the held-out rows come from."""
-    splits = load_dataset(dataset, config)
+    # --reload: rebuild the cache; its recorded split sizes are the stale ones, so they are not checked
+    fresh = {"download_mode": "force_redownload", "verification_mode": "no_checks"} if reload else {}
+    splits = load_dataset(dataset, config, **fresh)
     if "validation" in splits:
         return splits["train"], splits["validation"], "validation"
     if len(splits["train"]) < 2:
@@ -135,17 +146,15 @@ def label_config(id2label: dict[int, str]) -> dict[str, Any]:
     }
 
 
-def build_model(id2label: dict[int, str], checkpoint: str | None = None, seed: int = 0) -> SegformerForSemanticSegmentation:
+def build_model(id2label: dict[int, str], checkpoint: str | None = None, seed: int = 0) -> Model:
     """A SegFormer for our labels: ``checkpoint``'s weights (new head), or the tiny random one."""
     torch.manual_seed(seed)
     if checkpoint is None:
-        return SegformerForSemanticSegmentation(tiny_config(id2label))
-    return SegformerForSemanticSegmentation.from_pretrained(
-        checkpoint, ignore_mismatched_sizes=True, **label_config(id2label)
-    )
+        return Model(tiny_config(id2label))
+    return Model.from_pretrained(checkpoint, ignore_mismatched_sizes=True, **label_config(id2label))
 
 
-def train_step(model: SegformerForSemanticSegmentation, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor], device: str) -> float:
+def train_step(model: Model, optimizer: torch.optim.Optimizer, batch: Batch, device: str) -> float:
     """One optimizer step on ``(images, labels)``; the loss before it."""
     model.train()
     images, labels = (t.to(device) for t in batch)
@@ -156,32 +165,38 @@ def train_step(model: SegformerForSemanticSegmentation, optimizer: torch.optim.O
     return float(loss.detach())
 
 
-def train(model: SegformerForSemanticSegmentation, data: Any, args: argparse.Namespace) -> dict[str, Any]:
+def train(model: Model, data: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The training loop: per-step losses and each epoch's mean loss."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     shuffle = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, generator=shuffle, collate_fn=collate, num_workers=args.num_workers)
+    loader = DataLoader(
+        data, args.batch_size, shuffle=True, generator=shuffle, collate_fn=collate, num_workers=args.num_workers
+    )
     epochs = math.ceil(args.max_steps / len(loader)) if args.max_steps else args.epochs
     losses: list[float] = []
     history = []
     for epoch in range(epochs):
         data.set_epoch(epoch)
         start, first = time.perf_counter(), len(losses)
-        for batch in itertools.islice(loader, (args.max_steps - len(losses)) if args.max_steps else None):
+        remaining = args.max_steps - len(losses) if args.max_steps else None
+        for batch in itertools.islice(loader, remaining):
             losses.append(train_step(model, optimizer, batch, args.device))
             log.debug("step %d: loss %.4f", len(losses), losses[-1])
-        epoch_losses = losses[first:]
-        history.append({"epoch": epoch + 1, "steps": len(epoch_losses), "loss": sum(epoch_losses) / len(epoch_losses)})
-        log.info("epoch %d/%d: %d steps, mean loss %.4f (%.1f s)", epoch + 1, epochs, len(epoch_losses), history[-1]["loss"], time.perf_counter() - start)
+        steps = len(losses) - first
+        history.append({"epoch": epoch + 1, "steps": steps, "loss": sum(losses[first:]) / steps})
+        log.info(
+            "epoch %d/%d: %d steps, mean loss %.4f (%.1f s)",
+            epoch + 1, epochs, steps, history[-1]["loss"], time.perf_counter() - start,
+        )
     return {"steps": len(losses), "losses": losses, "epochs": history}
 
 
 @torch.no_grad()
-def evaluate(model: SegformerForSemanticSegmentation, data: Any, num_labels: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def evaluate(model: Model, data: Any, num_labels: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """mIoU of ``data`` with background included and excluded (see the module docstring)."""
     model.eval()
     included, excluded = MeanIoU(num_labels), MeanIoU(num_labels - 1, reduce_labels=True)
-    for images, labels in DataLoader(data, batch_size=args.batch_size, collate_fn=collate, num_workers=args.num_workers):
+    for images, labels in DataLoader(data, args.batch_size, collate_fn=collate, num_workers=args.num_workers):
         logits = model(pixel_values=images.to(args.device)).logits
         logits = torch.nn.functional.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
         predictions = logits.argmax(1).cpu().numpy()
@@ -212,11 +227,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     id2label = load_id2label(args.dataset, args.id2label)
-    train_rows, held_out_rows, held_out = load_splits(args.dataset, args.config, args.validation_fraction, args.seed)
+    train_rows, held_out_rows, held_out = load_splits(args.dataset, args.config, args.validation_fraction, args.seed, args.reload)
     log.info("%d training rows, %d held out (%s); labels %s", len(train_rows), len(held_out_rows), held_out, id2label)
     model = build_model(id2label, args.model, args.seed).to(args.device)
-    training = train(model, segmentation_dataset(train_rows, transforms=segmentation_transforms(args.image_size, train=True), seed=args.seed), args)
-    metrics = evaluate(model, segmentation_dataset(held_out_rows, transforms=segmentation_transforms(args.image_size, train=False)), len(id2label), args)
+    train_data = segmentation_dataset(train_rows, transforms=segmentation_transforms(args.image_size, train=True), seed=args.seed)
+    held_out_data = segmentation_dataset(held_out_rows, transforms=segmentation_transforms(args.image_size, train=False))
+    training = train(model, train_data, args)
+    metrics = evaluate(model, held_out_data, len(id2label), args)
     names = [id2label[i] for i in range(len(id2label))]
     results = {
         "dataset": args.dataset,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +25,16 @@ ID2LABEL = {"0": "background", "1": "cat", "2": "dog"}
 COLOURS = {1: (220, 40, 40), 2: (40, 40, 220)}
 SIZE = 32
 REDUCED = ["--image-size", "32", "--batch-size", "4", "--learning-rate", "3e-3", "--seed", "0"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads spin against other
+    processes (12 tiny steps measured 28 s with two threads, 0.3 s with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +82,8 @@ configs:
 
 
 def write_output(root: Path, rows: int = 12, validation: int = 0) -> Path:
-    """An output-like folder: default and segmentation configs declared in README.md, id2label.json."""
+    """An output-like folder: default and segmentation configs declared in README.md, id2label.json.
+    Give each its own folder name: datasets caches a local folder by its name and card only."""
     train = segmentation_rows(rows, seed=0)
     (root / "data").mkdir(parents=True)
     (root / "segmentation").mkdir()
@@ -88,7 +100,7 @@ def write_output(root: Path, rows: int = 12, validation: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def output(tmp_path_factory) -> Path:
-    return write_output(tmp_path_factory.mktemp("segformer") / "out")
+    return write_output(tmp_path_factory.mktemp("segformer") / "synthetic")
 
 
 def test_loss_goes_down_on_a_fixed_batch(example):
@@ -105,7 +117,10 @@ def test_loss_goes_down_on_a_fixed_batch(example):
 def test_reduced_mode_writes_results_with_miou(example, output, tmp_path, caplog):
     caplog.set_level("INFO", logger="train_segformer")
     target = tmp_path / "results.json"
-    results = example.main([str(output), *REDUCED, "--max-steps", "5", "--validation-fraction", "0.25", "--json", str(target)])
+    arguments = ["--max-steps", "5", "--validation-fraction", "0.25", "--json", str(target), "--save", str(tmp_path / "model")]
+    results = example.main([str(output), *REDUCED, *arguments])
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["id2label"] == ID2LABEL and saved["semantic_loss_ignore_index"] == 255
     assert json.loads(target.read_text()) == json.loads(json.dumps(results))
     assert results["steps"] == 5 and len(results["losses"]) == 5
     assert [e["steps"] for e in results["epochs"]] == [3, 2]  # 9 training rows in batches of 4
@@ -125,9 +140,20 @@ def test_held_out_split_is_deterministic_and_validation_wins(example, output, tm
     with_validation = write_output(tmp_path / "with-validation", rows=6, validation=2)
     train, held_out, source = example.load_splits(str(with_validation), "segmentation", 0.25, seed=3)
     assert (len(train), len(held_out), source) == (6, 2, "validation")
-    results = example.main([str(with_validation), *REDUCED, "--epochs", "1", "--background", "exclude"])
-    assert results["steps"] == 2 and results["held_out"] == "validation"
+    checkpoint = tmp_path / "checkpoint"  # --model: a checkpoint of other labels gets a new head
+    example.build_model({0: "background", 1: "sky"}).save_pretrained(checkpoint)
+    results = example.main([str(with_validation), *REDUCED, "--epochs", "1", "--background", "exclude", "--model", str(checkpoint)])
+    assert results["steps"] == 2 and results["held_out"] == "validation" and results["model"] == str(checkpoint)
     assert results["mean_iou"] == results["metrics"]["background_excluded"]["mean_iou"]
+
+
+def test_reload_reads_a_folder_rewritten_in_place(example, tmp_path):
+    root = write_output(tmp_path / "rewritten", rows=4)
+    assert sum(map(len, example.load_splits(str(root), "segmentation", 0.25, seed=0)[:2])) == 4
+    shutil.rmtree(root)
+    write_output(root, rows=8)  # same name, same card: datasets' cache still holds the 4 rows
+    assert sum(map(len, example.load_splits(str(root), "segmentation", 0.25, seed=0)[:2])) == 4
+    assert sum(map(len, example.load_splits(str(root), "segmentation", 0.25, seed=0, reload=True)[:2])) == 8
 
 
 def test_missing_id2label_is_one_line(example, output, tmp_path):
