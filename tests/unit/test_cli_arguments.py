@@ -64,6 +64,8 @@ FLAGS = [
     Flag("preview", "--threshold", 0, 1, integer=False),
     Flag("publish", "--max-files-per-commit", 1, 1000),
     Flag("publish", "--max-commit-bytes", 0.001, 1024, integer=False),
+    Flag("publish", "--validation-fraction", 0, 0.5, integer=False, needs=("--config", "segmentation")),
+    Flag("export", "--validation-fraction", 0, 0.5, integer=False),
 ]
 IDS = [f"{f.command} {f.name}" for f in FLAGS]
 
@@ -80,6 +82,7 @@ def prefix(command: str, missing: Path) -> list[str]:
         "run": ["run", "--prompts", str(missing / "prompts.txt"), "--output", str(missing / "out")],
         "preview": ["preview", str(missing / "out")],
         "publish": ["publish", str(missing / "out"), "--to", str(missing / "copy"), "--dry-run"],
+        "export": ["export", str(missing / "out"), "--to", str(missing / "copy")],
     }[command]
 
 
