@@ -206,6 +206,11 @@ class RunSettings:
         )
         if o.shard_size is not None and o.num_shards is not None:
             raise ValueError("give --shard-size or --num-shards, not both")
+        if o.classes is not None and "parquet" not in o.formats:
+            # datasets reads every config of a repository with one builder: a WebDataset default
+            # config would read the segmentation config's Parquet files as tars
+            raise ValueError("--classes needs Parquet: its segmentation config is Parquet, and a card cannot mix it "
+                             "with a WebDataset-only default config; use --format parquet,webdataset")
         return cls(
             prompts=o.prompts,
             output=o.output,

@@ -133,6 +133,7 @@ def test_no_refine_append_prompt_and_webdataset(built_output):
         (["--classes", "nope.txt"], "--classes 'nope.txt': no such file"),
         (["--classes", "voc", "--ignore-below", "0.7"], "--ignore-below 0.7 is above --label-threshold 0.6"),
         (["--classes", "voc", "--refine-factor", "3"], "--refine-factor"),
+        (["--classes", "voc", "--format", "webdataset"], "use --format parquet,webdataset"),
     ],
 )
 def test_flag_errors_are_one_line(args, message, run_cli, write_corpus, tmp_path):
