@@ -89,9 +89,10 @@ class AffinityStore:
         return infer_factor(query_len, *heat.latent_size)[0] == self.factor
 
     def add(self, probs_sum: torch.Tensor, heads: int) -> None:
-        """Add one call's head-summed probabilities ``(num_images, Q, Q)`` of ``heads`` heads."""
+        """Add one call's head-summed probabilities ``(num_images, Q, Q)`` of ``heads`` heads (the
+        first call's tensor becomes the sum: pass a fresh one)."""
         if self.sum is None:
-            self.sum = probs_sum.float().clone()
+            self.sum = probs_sum.float()
         else:
             self.sum += probs_sum
         self.count += heads

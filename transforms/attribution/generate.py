@@ -114,10 +114,11 @@ def generate_traced(
     check_inputs(prompts, seeds)
     tokenizer = pipe.tokenizer
     if segmentation is None:
-        tokenized = [tokenize_prompt(tokenizer, prompt) for prompt in prompts]
-        matched: list[list[ClassMatch]] = [[] for _ in prompts]
+        pairs = [(tokenize_prompt(tokenizer, prompt), []) for prompt in prompts]
     else:
-        tokenized, matched = map(list, zip(*(prompt_classes(tokenizer, p, segmentation) for p in prompts)))
+        pairs = [prompt_classes(tokenizer, prompt, segmentation) for prompt in prompts]
+    tokenized = [t for t, _ in pairs]
+    matched: list[list[ClassMatch]] = [m for _, m in pairs]
     height, width = image_size(pipe, config)
     per_prompt = config.images_per_prompt
     generators = [
