@@ -49,42 +49,40 @@ def _check_words(v: Validation, shard: str, rel: str, where: str, tokens: list, 
             return
 
 
-def _check_image(v: Validation, shard: str, rel: str, where: str, png: bytes | None) -> None:
+def _decoded(v: Validation, shard: str, rel: str, where: str, png: bytes | None, kind: str, what: str) -> Any:
+    """The decoded image of ``png``, or ``None`` with a problem of ``kind`` reported; a size other
+    than run.json's is reported too."""
     from PIL import Image as PILImage
 
     if png is None:
-        v.add(shard, "image", f"{where}: no image bytes", rel)
-        return
+        v.add(shard, kind, f"{where}: no {what} bytes", rel)
+        return None
     try:
         with PILImage.open(io.BytesIO(png)) as image:
             image.load()
-            size = image.size
+            decoded = image.copy()
     except Exception as error:  # PIL raises many types for damaged images
-        v.add(shard, "image", f"{where}: image does not decode ({type(error).__name__}: {error})", rel)
-        return
+        v.add(shard, kind, f"{where}: {what} does not decode ({type(error).__name__}: {error})", rel)
+        return None
+    size = decoded.size
     if v.image_size and size != (v.image_size[1], v.image_size[0]):
-        v.add(shard, "image", f"{where}: image is {size[0]}x{size[1]}, run.json says "
+        v.add(shard, kind, f"{where}: {what} is {size[0]}x{size[1]}, run.json says "
               f"{v.image_size[1]}x{v.image_size[0]}", rel)
+    return decoded
+
+
+def _check_image(v: Validation, shard: str, rel: str, where: str, png: bytes | None) -> None:
+    _decoded(v, shard, rel, where, png, "image", "image")
 
 
 def check_label(v: Validation, shard: str, rel: str, where: str, png: bytes | None) -> None:
     """A label map decodes as a single-channel image of the run's size with values in {0..K, 255}."""
-    from PIL import Image as PILImage
-
-    if png is None:
-        v.add(shard, "label", f"{where}: no label map", rel)
+    label = _decoded(v, shard, rel, where, png, "label", "label map")
+    if label is None:
         return
-    try:
-        with PILImage.open(io.BytesIO(png)) as image:
-            mode, size, values = image.mode, image.size, np.asarray(image)
-    except Exception as error:  # PIL raises many types for damaged images
-        v.add(shard, "label", f"{where}: label map does not decode ({type(error).__name__}: {error})", rel)
+    if label.mode != "L":
+        v.add(shard, "label", f"{where}: label map is mode {label.mode}, expected single-channel L", rel)
         return
-    if mode != "L":
-        v.add(shard, "label", f"{where}: label map is mode {mode}, expected single-channel L", rel)
-        return
-    if v.image_size and size != (v.image_size[1], v.image_size[0]):
-        v.add(shard, "label", f"{where}: label map is {size[0]}x{size[1]}, images are {v.image_size[1]}x{v.image_size[0]}", rel)
-    bad = sorted({int(x) for x in np.unique(values)} - {*range(v.num_classes + 1), IGNORE})
+    bad = sorted({int(x) for x in np.unique(np.asarray(label))} - {*range(v.num_classes + 1), IGNORE})
     if bad:
         v.add(shard, "label", f"{where}: label values {bad[:5]} are not classes 0..{v.num_classes} or {IGNORE}", rel)
