@@ -11,6 +11,7 @@ from transforms.attribution.class_maps import (
     class_heat,
     class_maps,
     class_quality,
+    is_flat,
     label_map,
     label_rule,
     per_class_min_max,
@@ -147,3 +148,14 @@ def test_segment_sample_refines_and_labels():
     plain = segment_sample("p", [match(3, (1, 2))], token_maps, (4, 4), 0.6, 0.5)
     assert plain.quality[0].agreement is None and (plain.label_map == 3).sum() == 1
     assert seg.quality[0].agreement == pytest.approx(1 / 8)
+
+
+def test_a_flat_class_map_labels_no_pixel():
+    noise = torch.linspace(0, 1, 16).reshape(4, 4) * 1e-6
+    flat, shaped = torch.full((4, 4), 0.5) + noise, torch.zeros(4, 4)
+    shaped[1, 1] = 1.0
+    assert is_flat(flat) and is_flat(torch.zeros(4, 4)) and not is_flat(shaped)
+    heat = class_heat(torch.stack([flat, shaped]), (8, 8))
+    assert not heat[0].any() and heat[1].max() > 0.99
+    labels = label_rule(heat, [3, 5], threshold=0.6, ignore_low=0.5)
+    assert set(np.unique(labels)) <= {0, 5, 255} and (labels == 5).any()

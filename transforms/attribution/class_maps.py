@@ -26,6 +26,7 @@ from .heatmap import min_max, word_heat
 
 BACKGROUND = 0
 IGNORE = 255
+FLAT_CONTRAST = 1e-3  # relative spread below which a class map carries no spatial information
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,25 @@ def refine(maps: torch.Tensor, affinity: torch.Tensor, grid: tuple[int, int], po
 
 
 # -- label maps ---------------------------------------------------------------------------------
+def is_flat(class_map: torch.Tensor, contrast: float = FLAT_CONTRAST) -> bool:
+    """Whether a map's spread ``max - min`` is below ``contrast`` times its largest magnitude (or
+    is zero): min-max would only stretch float rounding noise into a mask."""
+    top = float(class_map.abs().max()) if class_map.numel() else 0.0
+    return top == 0.0 or float(class_map.max() - class_map.min()) <= contrast * top
+
+
 def class_heat(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``heatmap.word_heat`` of each class map: bicubic to ``size`` (H, W), min-max, ``(K, H, W)``."""
+    """``heatmap.word_heat`` of each class map: bicubic to ``size`` (H, W), min-max, ``(K, H, W)``.
+
+    A flat map (``is_flat``: e.g. a class map refined by a nearly uniform self-attention) scores 0
+    everywhere, so it labels no pixel instead of a pattern of rounding noise that would change
+    with the batch a prompt was generated in.
+    """
     if not len(maps):
         return maps.new_zeros((0, *size), dtype=torch.float32)
-    return torch.stack([word_heat(m, size) for m in maps])
+    return torch.stack([
+        maps.new_zeros(size, dtype=torch.float32) if is_flat(m) else word_heat(m, size) for m in maps
+    ])
 
 
 def label_rule(
