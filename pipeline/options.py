@@ -69,7 +69,7 @@ def segmentation_config(o: Any) -> SegmentationConfig | None:
     if o.classes is None:
         given = [f"--{name.replace('_', '-')}" for name in SEGMENTATION_FLAGS if getattr(o, name, None) is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} need --classes (voc, coco or a class file)")
+            raise ValueError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --classes (voc, coco or a class file)")
         return None
     source = o.classes if o.classes in SHIPPED else _class_file("--classes", o.classes)
     synonyms = None if o.class_synonyms is None else _class_file("--class-synonyms", o.class_synonyms)

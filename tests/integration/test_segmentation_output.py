@@ -128,8 +128,8 @@ def test_no_refine_append_prompt_and_webdataset(built_output):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--refine"], "--refine need --classes"),
-        (["--label-threshold", "0.5"], "--label-threshold need --classes"),
+        (["--refine"], "--refine needs --classes"),
+        (["--label-threshold", "0.5"], "--label-threshold needs --classes"),
         (["--classes", "nope.txt"], "--classes 'nope.txt': no such file"),
         (["--classes", "voc", "--ignore-below", "0.7"], "--ignore-below 0.7 is above --label-threshold 0.6"),
         (["--classes", "voc", "--refine-factor", "3"], "--refine-factor"),
