@@ -1,0 +1,209 @@
+"""Train the colour-world model on CPU: ``python -m transforms.colour_world.train --out DIR --minutes M``.
+
+The study's recipe: v-prediction on the cosine schedule, 30 % of timesteps from U(0, 0.35) (low
+noise) and the rest uniform, 10 % condition dropout (only the null slot visible), AdamW lr 1e-3
+with a 200-step linear warm-up, no weight decay, batch 48, gradient clipping at 1, EMA 0.999
+(warm-started as ``min(0.999, (1 + step) / (10 + step))``). Scenes come from the 60 training
+prompts (``scenes.TRAIN_PROMPTS``).
+
+Deterministic: fixed seeds for the weights, scenes (``random.Random``) and noise (torch), so a
+run from scratch repeats up to float summation order (the thread count may change it: with
+``--threads 0`` it is chosen adaptively, 1 or 2, every 200 steps by timing both).
+``--minutes`` is the total training time budget: a run with ``--resume`` continues from
+``DIR/checkpoint.pt`` (model, EMA, optimizer, step, elapsed time, rng states) until the total
+reaches it. A checkpoint is written every ``--checkpoint-minutes`` (5) and at the end; the end
+also writes the EMA weights as a pipeline folder ``DIR/pipeline`` (safetensors) and
+``DIR/train_summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .model import ColourWorldTextEncoder, ColourWorldUNet, alpha_sigma
+from .pipeline import ColourWorldPipeline
+from .scenes import TRAIN_PROMPTS, sample_scenes
+from .tokenizer import ColourWorldTokenizer
+
+logger = logging.getLogger("transforms.colour_world.train")
+
+WEIGHT_SEED = 0
+SCENE_SEED = 123
+NOISE_SEED = 1
+BATCH = 48
+LR = 1e-3
+WARMUP = 200
+EMA_DECAY = 0.999
+LOW_NOISE_FRACTION = 0.3
+LOW_NOISE_MAX_T = 0.35
+CONDITION_DROPOUT = 0.1
+LOG_EVERY = 50
+
+
+class Denoiser(torch.nn.Module):
+    """The trained pair (text encoder, UNet) as one module, for the optimiser and the EMA."""
+
+    def __init__(self, text_encoder: ColourWorldTextEncoder, unet: ColourWorldUNet) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        context, key_mask = self.text_encoder(ids, unconditional=drop)
+        return self.unet(x, t, context, key_mask)
+
+
+def build_untrained(seed: int = WEIGHT_SEED) -> Denoiser:
+    """The model at initialisation (deterministic under ``seed``)."""
+    torch.manual_seed(seed)
+    text_encoder = ColourWorldTextEncoder()
+    unet = ColourWorldUNet()
+    return Denoiser(text_encoder, unet)
+
+
+def training_batch(
+    rng: random.Random, tokenizer: ColourWorldTokenizer, batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(B, 3, 32, 32)`` in [-1, 1] and token ids ``(B, 7)`` of random training scenes."""
+    prompts, images, _ = sample_scenes(TRAIN_PROMPTS, batch, rng)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1
+    ids = torch.tensor([tokenizer.word_ids(p.text) for p in prompts])
+    return x, ids
+
+
+def loss_step(model: Denoiser, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The v-prediction MSE on one batch (draws t, noise and dropout from torch's global rng)."""
+    b = x.shape[0]
+    t = torch.where(torch.rand(b) < LOW_NOISE_FRACTION, torch.rand(b) * LOW_NOISE_MAX_T, torch.rand(b))
+    a, s = (v[:, None, None, None] for v in alpha_sigma(t))
+    noise = torch.randn_like(x)
+    drop = torch.rand(b) < CONDITION_DROPOUT
+    out = model(a * x + s * noise, t, ids, drop)
+    return F.mse_loss(out, a * noise - s * x)
+
+
+def save_pipeline(model: Denoiser, folder: Path) -> None:
+    """Save ``model`` with the tokenizer as a ``ColourWorldPipeline`` folder (safetensors)."""
+    pipe = ColourWorldPipeline(
+        unet=copy.deepcopy(model.unet), text_encoder=copy.deepcopy(model.text_encoder), tokenizer=ColourWorldTokenizer()
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, threads: int = 0,
+          checkpoint_minutes: float = 5.0) -> dict:
+    """Train until ``minutes`` of total training time; returns the summary written at the end."""
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    tokenizer = ColourWorldTokenizer()
+    model = build_untrained()
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    rng = random.Random(SCENE_SEED)
+    torch.manual_seed(NOISE_SEED)
+    step, elapsed, losses = 0, 0.0, []
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
+        rng.setstate(state["scene_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        logger.info("resumed from %s at step %d (%.1f min trained)", ckpt_path, step, elapsed / 60)
+    elif resume:
+        logger.info("no checkpoint in %s: starting from scratch", out)
+    logger.info("parameters: %d; %d training prompts; batch %d", sum(p.numel() for p in model.parameters()),
+                len(TRAIN_PROMPTS), batch)
+
+    def checkpoint() -> None:
+        _atomic_save(
+            dict(model=model.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(), step=step,
+                 elapsed=elapsed, losses=losses, scene_rng=rng.getstate(), torch_rng=torch.get_rng_state()),
+            ckpt_path,
+        )
+
+    budget = minutes * 60
+    chosen = threads or 1
+    timings: dict[int, list[float]] = {1: [], 2: []}
+    started = time.time() - elapsed
+    last_checkpoint = time.time()
+    while elapsed < budget:
+        phase = step % 200
+        if threads:
+            current = threads
+        else:
+            current = 1 if phase < 10 else 2 if phase < 20 else chosen
+        torch.set_num_threads(current)
+        t0 = time.time()
+        x, ids = training_batch(rng, tokenizer, batch)
+        loss = loss_step(model, x, ids)
+        for group in opt.param_groups:
+            group["lr"] = LR * min(1.0, (step + 1) / WARMUP)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(EMA_DECAY, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        if not threads and phase < 20:
+            timings[current].append(time.time() - t0)
+            if phase == 19:
+                chosen = 1 if sorted(timings[1])[5] <= sorted(timings[2])[5] else 2
+                timings = {1: [], 2: []}
+        step += 1
+        losses.append(float(loss.item()))
+        elapsed = time.time() - started
+        if step % LOG_EVERY == 0:
+            recent = losses[-LOG_EVERY:]
+            logger.info("step %d  %.1f/%.0f min  loss %.4f  %.2f steps/s  threads %d", step, elapsed / 60, minutes,
+                        sum(recent) / len(recent), step / max(elapsed, 1e-9), current)
+        if time.time() - last_checkpoint > checkpoint_minutes * 60:
+            checkpoint()
+            last_checkpoint = time.time()
+            logger.info("checkpoint at step %d", step)
+    checkpoint()
+    save_pipeline(ema, out / "pipeline")
+    tail = losses[-200:]
+    summary = dict(steps=step, minutes=round(elapsed / 60, 2), batch=batch,
+                   final_loss=round(sum(tail) / max(len(tail), 1), 5),
+                   first_loss=round(sum(losses[:50]) / max(len(losses[:50]), 1), 5))
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    logger.info("done: %s", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m transforms.colour_world.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for checkpoint.pt, pipeline/ and the summary")
+    parser.add_argument("--minutes", type=float, required=True, help="total training time budget")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--threads", type=int, default=0, choices=(0, 1, 2), help="torch threads (0: adaptive)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train(args.out, args.minutes, args.resume, args.batch, args.threads, args.checkpoint_minutes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
