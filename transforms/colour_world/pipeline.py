@@ -40,6 +40,9 @@ class ColourWorldPipeline(DiffusionPipeline):
 
     def __init__(self, unet: ColourWorldUNet, text_encoder: ColourWorldTextEncoder, tokenizer: ColourWorldTokenizer):
         super().__init__()
+        # eval mode as after from_pretrained: in training mode SDPA takes another kernel (1e-6 apart)
+        unet.eval()
+        text_encoder.eval()
         self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer)
 
     @property
