@@ -12,7 +12,11 @@ colour) and reports:
   to 32x32, clamped >= 0) thresholded at ``tau * max`` (``colour_miou``, tau = 0.4) and at
   ``min + tau * (max - min)`` (``colour_miou_minmax``); the same for the shape noun
   (``noun_miou``); and the trivial baselines (``whole_image_miou``, ``centre_disc_miou``: a disc
-  of radius 10 px at the centre).
+  of radius 10 px at the centre);
+- with ``baseline`` (a pipeline with other weights, e.g. ``train.build_untrained()``): the same
+  colour-word mIoU of that model's DAAM on the *same* images, re-noised to each DDIM timestep
+  with fixed noise and passed once through its UNet conditionally (``renoise_maps``):
+  ``baseline_colour_miou``; and ``renoise_colour_miou``, the evaluated model on the same footing.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ import torch.nn.functional as F
 
 from transforms.attribution.config import GenerationConfig
 from transforms.attribution.generate import generate_traced
+from transforms.attribution.store import HeatMapStore
+from transforms.attribution.tracer import CrossAttentionTracer
 
-from .scenes import COLOUR_NAMES, HELD_OUT_PROMPTS, RESOLUTION, ScenePrompt, pixel_labels
+from .model import alpha_sigma
+from .scenes import COLOUR_NAMES, COLOUR_POSITIONS, HELD_OUT_PROMPTS, RESOLUTION, ScenePrompt, pixel_labels
 
 TAU = 0.4
 STEPS = 20
@@ -94,13 +101,42 @@ def centre_disc(radius: float = CENTRE_DISC_RADIUS, size: int = RESOLUTION) -> n
     return c[:, None] ** 2 + c[None, :] ** 2 <= radius * radius
 
 
+@torch.no_grad()
+def renoise_maps(pipe: Any, images: np.ndarray, texts: Sequence[str], seed: int, steps: int = STEPS) -> torch.Tensor:
+    """DAAM global maps ``(N, keys, 16, 16)`` of ``pipe`` on given images ``(N, 32, 32, 3)`` in
+    [0, 1]: each image noised to every DDIM timestep with one fixed noise, one conditional UNet
+    call per timestep, traced by the project's tracer and store."""
+    x0 = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() * 2 - 1
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    context, key_mask = pipe.encode_prompt(list(texts))
+    store = HeatMapStore()
+    scale = int(pipe.vae_scale_factor)
+    store.begin(len(texts), False, (x0.shape[2] // scale, x0.shape[3] // scale))
+    times = torch.linspace(1, 0, steps + 1)
+    with CrossAttentionTracer(pipe.unet, store):
+        for i in range(steps):
+            a, s = alpha_sigma(times[i])
+            pipe.unet(a * x0 + s * noise, times[i], context, key_mask)
+            store.next_step()
+    return store.global_maps()
+
+
+def _colour_ious(maps: torch.Tensor, rows: Sequence[int], truths: np.ndarray, tau: float) -> list[float]:
+    out = []
+    for k, row in enumerate(rows):
+        heat = upsampled(maps[row])
+        out.append(iou(heat > tau * heat.max(), truths[k]))
+    return out
+
+
 def evaluate(pipe: Any, prompts: Sequence[ScenePrompt] = HELD_OUT_PROMPTS, per_prompt: int = 2,
-             seed: int = 1000, batch: int = 24, tau: float = TAU) -> dict:
+             seed: int = 1000, batch: int = 24, tau: float = TAU, baseline: Any = None,
+             steps: int = STEPS) -> dict:
     """Generate ``per_prompt`` images of each prompt (seeds ``seed + i``) and score them."""
-    config = GenerationConfig(steps=STEPS, guidance_scale=1.0, images_per_prompt=per_prompt)
+    config = GenerationConfig(steps=steps, guidance_scale=1.0, images_per_prompt=per_prompt)
     scores: dict[str, list[float]] = {k: [] for k in (
         "colour_miou", "colour_miou_minmax", "noun_miou", "whole_image_miou", "centre_disc_miou",
-        "colour_hotter_on_own_object")}
+        "colour_hotter_on_own_object", "renoise_colour_miou", "baseline_colour_miou")}
     n = present = correct = 0
     disc = centre_disc()
     prompts = list(prompts)
@@ -109,6 +145,7 @@ def evaluate(pipe: Any, prompts: Sequence[ScenePrompt] = HELD_OUT_PROMPTS, per_p
         chunk = prompts[start : start + step]
         seeds = [seed + start + i for i in range(len(chunk))]
         samples = generate_traced(pipe, [p.text for p in chunk], seeds, config)
+        kept: list[tuple[Any, ScenePrompt, np.ndarray]] = []
         for sample in samples:
             prompt = chunk[sample.prompt_index]
             ok_present, ok_correct, truths = check_image(sample.image, prompt)
@@ -117,6 +154,7 @@ def evaluate(pipe: Any, prompts: Sequence[ScenePrompt] = HELD_OUT_PROMPTS, per_p
             correct += ok_correct
             if not ok_correct:
                 continue
+            kept.append((sample, prompt, truths))
             for k in (0, 1):
                 truth, other = truths[k], truths[1 - k]
                 heat = upsampled(sample.heat_map.word_map(prompt.colours[k]))
@@ -128,13 +166,21 @@ def evaluate(pipe: Any, prompts: Sequence[ScenePrompt] = HELD_OUT_PROMPTS, per_p
                 scores["noun_miou"].append(iou(noun > tau * noun.max(), truth))
                 scores["whole_image_miou"].append(iou(np.ones_like(truth), truth))
                 scores["centre_disc_miou"].append(iou(disc, truth))
+        if baseline is not None and kept:
+            images = np.stack([k[0].image for k in kept])
+            texts = [k[1].text for k in kept]
+            rows = [1 + i for i in COLOUR_POSITIONS]  # the colour words' rows (null slot first)
+            for name, model in (("renoise_colour_miou", pipe), ("baseline_colour_miou", baseline)):
+                maps = renoise_maps(model, images, texts, seed + 5000 + start, steps)
+                for b, (_, _, truths) in enumerate(kept):
+                    scores[name].extend(_colour_ious(maps[b], rows, truths, tau))
     result: dict[str, Any] = {
         "images": n,
         "both_colours_present": present / n if n else math.nan,
         "colour_correct": correct / n if n else math.nan,
         "objects_scored": len(scores["colour_miou"]),
         "tau": tau,
-        "steps": STEPS,
+        "steps": steps,
         "guidance_scale": 1.0,
     }
     for key, values in scores.items():
@@ -150,11 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-prompt", type=int, default=2, help="images per held-out prompt (12 prompts)")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the untrained-model baseline")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     pipe = ColourWorldPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
-    result = evaluate(pipe, per_prompt=args.per_prompt, seed=args.seed)
+    baseline = None
+    if not args.no_baseline:
+        from .tokenizer import ColourWorldTokenizer
+        from .train import build_untrained
+
+        untrained = build_untrained()
+        baseline = ColourWorldPipeline(untrained.unet, untrained.text_encoder, ColourWorldTokenizer())
+    result = evaluate(pipe, per_prompt=args.per_prompt, seed=args.seed, baseline=baseline)
     text = json.dumps(result, indent=1)
     if args.json:
         args.json.write_text(text + "\n")
