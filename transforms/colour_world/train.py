@@ -13,7 +13,8 @@ run from scratch repeats up to float summation order (the thread count may chang
 ``DIR/checkpoint.pt`` (model, EMA, optimizer, step, elapsed time, rng states) until the total
 reaches it. A checkpoint is written every ``--checkpoint-minutes`` (5) and at the end; the end
 also writes the EMA weights as a pipeline folder ``DIR/pipeline`` (safetensors) and
-``DIR/train_summary.json``.
+``DIR/train_summary.json``. ``--export-checkpoint`` writes both from the last checkpoint of a
+stopped run without training.
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ def _atomic_save(obj: dict, path: Path) -> None:
 
 
 def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, threads: int = 0,
-          checkpoint_minutes: float = 5.0) -> dict:
-    """Train until ``minutes`` of total training time; returns the summary written at the end."""
+          checkpoint_minutes: float = 5.0, max_steps: int | None = None) -> dict:
+    """Train until ``minutes`` of total training time (or ``max_steps`` steps in all); returns the
+    summary written at the end."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     tokenizer = ColourWorldTokenizer()
@@ -144,7 +146,7 @@ def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, t
     timings: dict[int, list[float]] = {1: [], 2: []}
     started = time.time() - elapsed
     last_checkpoint = time.time()
-    while elapsed < budget:
+    while elapsed < budget and (max_steps is None or step < max_steps):
         phase = step % 200
         if threads:
             current = threads
@@ -191,17 +193,41 @@ def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, t
     return summary
 
 
+def export_checkpoint(out: Path) -> dict:
+    """Write ``out/pipeline`` (the EMA weights) and ``out/train_summary.json`` from
+    ``out/checkpoint.pt``, e.g. of a run that was stopped; returns the summary."""
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    ema = build_untrained()
+    ema.load_state_dict(state["ema"])
+    save_pipeline(ema, out / "pipeline")
+    losses = state["losses"]
+    tail = losses[-200:]
+    summary = dict(steps=state["step"], minutes=round(state["elapsed"] / 60, 2), batch=BATCH,
+                   final_loss=round(sum(tail) / max(len(tail), 1), 5),
+                   first_loss=round(sum(losses[:50]) / max(len(losses[:50]), 1), 5), from_checkpoint=True)
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m transforms.colour_world.train", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for checkpoint.pt, pipeline/ and the summary")
-    parser.add_argument("--minutes", type=float, required=True, help="total training time budget")
+    parser.add_argument("--minutes", type=float, help="total training time budget (required to train)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--threads", type=int, default=0, choices=(0, 1, 2), help="torch threads (0: adaptive)")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--max-steps", type=int, default=None, help="stop at this many steps in all")
+    parser.add_argument("--export-checkpoint", action="store_true",
+                        help="do not train: write OUT/pipeline and the summary from OUT/checkpoint.pt")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train(args.out, args.minutes, args.resume, args.batch, args.threads, args.checkpoint_minutes)
+    if args.export_checkpoint:
+        logger.info("exported: %s", export_checkpoint(args.out))
+        return 0
+    if args.minutes is None:
+        parser.error("--minutes is required to train")
+    train(args.out, args.minutes, args.resume, args.batch, args.threads, args.checkpoint_minutes, args.max_steps)
     return 0
 
 
