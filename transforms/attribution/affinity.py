@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .store import HeatMapStore, infer_factor
+from .store import HeatMapStore, infer_factor, query_length
 
 CHUNK_ELEMENTS = 2**26  # float32 scores computed at once (256 MiB), at least one head
 _LEVEL = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^mid_block\.")
@@ -174,10 +174,7 @@ class DaamSelfAttnProcessor:
         *args: Any,
         **kwargs: Any,
     ) -> torch.Tensor:
-        query_len = (
-            hidden_states.shape[2] * hidden_states.shape[3] if hidden_states.ndim == 4 else hidden_states.shape[1]
-        )
-        if self.store.wants(query_len):
+        if self.store.wants(query_length(hidden_states)):
             heat = self.store.heat
             batch = hidden_states.shape[0]
             expected = heat.num_images * (2 if heat.cfg else 1)

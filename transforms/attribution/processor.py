@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .store import HeatMapStore
+from .store import HeatMapStore, query_length
 
 
 class DaamCrossAttnProcessor:
@@ -33,12 +33,7 @@ class DaamCrossAttnProcessor:
         *args: Any,
         **kwargs: Any,
     ) -> torch.Tensor:
-        query_len = (
-            hidden_states.shape[2] * hidden_states.shape[3]
-            if hidden_states.ndim == 4
-            else hidden_states.shape[1]
-        )
-        if not self.store.wants(query_len):
+        if not self.store.wants(query_length(hidden_states)):
             return self.fallback(
                 attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs
             )

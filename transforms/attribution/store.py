@@ -10,6 +10,11 @@ import torch.nn.functional as F
 from .config import TraceConfig
 
 
+def query_length(hidden_states: torch.Tensor) -> int:
+    """Queries of an attention call: ``h*w`` of a ``(B, C, h, w)`` input, else its sequence length."""
+    return hidden_states.shape[2] * hidden_states.shape[3] if hidden_states.ndim == 4 else hidden_states.shape[1]
+
+
 def infer_factor(query_len: int, latent_h: int, latent_w: int) -> tuple[int, int, int]:
     """Find the downsampling factor ``f`` with ``ceil(h/f) * ceil(w/f) == query_len``.
 
