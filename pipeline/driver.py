@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from schemas.output_records import RunInfo
 from schemas.record import SCHEMA_VERSION
 from transforms.layout import CARD_FILE, ID2LABEL_FILE, RUN_FILE, OutputLayout
+from transforms.model_family import check_family_settings, family_of
 from transforms.model_loading import model_geometry, resolve_model_source
 from transforms.corpus import Corpus, read_corpus
 from transforms.sharding import ShardSpec, plan_shards
@@ -52,23 +53,33 @@ class RunPlan:
 def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[int, int]]:
     """The corpus (refused if it has no usable prompt), image size and map size. A size the model
     cannot take or one generation the device cannot hold is refused here, before anything is
-    allocated or written (``transforms.memory``)."""
-    from transforms.memory import model_configs, require_generation_fits
-
+    allocated or written (``transforms.memory``; a model family's own limits, ``model_family``)."""
     corpus = read_corpus(settings.prompts, settings.seed, settings.columns, settings.limit, settings.split)
     out.require_prompts(corpus, settings.prompts)
     source = resolve_model_source(settings.model.model, settings.model.revision)
     default_h, default_w, scale = model_geometry(settings.model, source)
     height = settings.generation.height or default_h
     width = settings.generation.width or default_w
-    shards = plan_shards(len(corpus.prompts), settings.shard_size, settings.num_shards)
+    family = family_of(source)
+    segmentation = settings.segmentation_config
+    check_family_settings(family, (height, width), (default_h, default_w), settings.model.scheduler,
+                          bool(segmentation and segmentation.refine))
+    if family.sd_memory_model:
+        _require_fits(settings, source, (height, width), len(corpus.prompts))
+    return corpus, (height, width), (height // scale, width // scale)
+
+
+def _require_fits(settings: RunSettings, source: str, size: tuple[int, int], prompts: int) -> None:
+    """The memory estimate of one generation against the device (``transforms.memory``)."""
+    from transforms.memory import model_configs, require_generation_fits
+
+    shards = plan_shards(prompts, settings.shard_size, settings.num_shards)
     segmentation = {"segmentation": settings.segmentation_config} if settings.segmentation else {}
     require_generation_fits(
-        model_configs(source, settings.model.revision), settings.generation, (height, width),
-        batch_size=settings.batch_size, prompts=len(corpus.prompts), shard_prompts=max(s.stop - s.start for s in shards),
+        model_configs(source, settings.model.revision), settings.generation, size,
+        batch_size=settings.batch_size, prompts=prompts, shard_prompts=max(s.stop - s.start for s in shards),
         dtype=settings.model.dtype, device=settings.model.resolved_device(), map_dtype=settings.map_dtype, **segmentation,
     )
-    return corpus, (height, width), (height // scale, width // scale)
 
 
 def prepare(settings: RunSettings, corpus: Corpus, image_size: tuple[int, int], map_size: tuple[int, int]) -> RunPlan:

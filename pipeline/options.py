@@ -14,6 +14,7 @@ from schemas.record import MAP_DTYPES
 from transforms.attribution import GenerationConfig, TraceConfig
 from transforms.attribution.classes import SHIPPED, load_vocabulary
 from transforms.attribution.config import IGNORE_LOW, LABEL_THRESHOLD, REFINE_FACTOR, REFINE_POWER, SegmentationConfig
+from transforms.model_family import default_guidance
 from transforms.model_loading import DTYPES, SCHEDULERS, ModelSpec
 from transforms.corpus import ColumnNames
 from transforms.tiny_model import TINY_MODEL_NAME
@@ -113,13 +114,13 @@ class DaamOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--prompts", default=None, help="prompt corpus: .txt, .jsonl, .csv, .parquet, HF dataset folder or hf:NAME")
         parser.add_argument("--output", default=None, help="output folder (a Hugging Face dataset repository); local, gs:// or s3://")
-        parser.add_argument("--model", default=TINY_MODEL_NAME, help="'tiny' (built-in), a local diffusers folder or a hub id")
+        parser.add_argument("--model", default=TINY_MODEL_NAME, help="'tiny' (built-in, any prompt), 'colour-world' (built-in, trained, truth known), a local diffusers folder or a hub id")
         parser.add_argument("--revision", default=None, help="model revision (hub ids)")
         parser.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS), help="replace the model's own scheduler")
         parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, …")
         parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model weights dtype")
         parser.add_argument("--steps", type=argtypes.integer(1, MAX_STEPS), default=20, help="denoising steps")
-        parser.add_argument("--guidance-scale", type=argtypes.number(0.0, MAX_GUIDANCE), default=7.5, help="classifier-free guidance (<= 1 disables it)")
+        parser.add_argument("--guidance-scale", type=argtypes.number(0.0, MAX_GUIDANCE), default=None, help="classifier-free guidance (<= 1 disables it; default 7.5, colour-world 1)")
         parser.add_argument("--height", type=_side, default=None, help=f"image height in pixels (multiple of 8, at most {MAX_SIDE}; must fit in memory)")
         parser.add_argument("--width", type=_side, default=None, help=f"image width in pixels (multiple of 8, at most {MAX_SIDE}; must fit in memory)")
         parser.add_argument("--seed", type=argtypes.integer(0, SEED_LIMIT - 1, bounds="[0, 2**63)"), default=0, help="run seed: seeds rows without their own")
@@ -197,7 +198,7 @@ class RunSettings:
         trace = TraceConfig(layers=o.layers, factors=o.factors, step_range=o.step_range)
         generation = GenerationConfig(
             steps=o.steps,
-            guidance_scale=o.guidance_scale,
+            guidance_scale=default_guidance(o.model) if o.guidance_scale is None else o.guidance_scale,
             height=o.height,
             width=o.width,
             images_per_prompt=o.images_per_prompt,

@@ -1,4 +1,5 @@
-"""Resolve ``--model`` (``tiny``, a local folder or a hub id) and load a diffusers pipeline."""
+"""Resolve ``--model`` (``tiny``, ``colour-world``, a local folder or a hub id) and load a diffusers
+pipeline of its family (``model_family``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .model_family import COLOUR_WORLD, COLOUR_WORLD_MODEL_NAME, colour_world_geometry, family_of, pipeline_class
 from .tiny_model import TINY_MODEL_NAME, tiny_model_path
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,13 @@ def resolve_model_source(model: str, revision: str | None = None) -> str:
     """Map ``--model`` to a local folder or a hub id, failing early with one clear line."""
     if model == TINY_MODEL_NAME:
         return str(tiny_model_path())
+    if model == COLOUR_WORLD_MODEL_NAME:
+        from .colour_world.assets import shipped_model_path
+
+        try:
+            return str(shipped_model_path())
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"--model {model}: {error}") from None
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "model_index.json").is_file():
@@ -80,7 +89,7 @@ def resolve_model_source(model: str, revision: str | None = None) -> str:
     if model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
         raise ModelLoadError(
             f"--model {model}: no such model folder; pass a diffusers folder, a hub id "
-            f"(org/name) or 'tiny'"
+            f"(org/name), 'tiny' or 'colour-world'"
         )
     _check_hub_model(model, revision)
     return model
@@ -114,8 +123,9 @@ def load_pipeline(spec: ModelSpec) -> Any:
     source = resolve_model_source(spec.model, spec.revision)
     if spec.dtype not in DTYPES:
         raise ModelLoadError(f"--dtype {spec.dtype}: choose one of {', '.join(DTYPES)}")
+    family = family_of(source)
     try:
-        pipe = diffusers.DiffusionPipeline.from_pretrained(
+        pipe = pipeline_class(family).from_pretrained(
             source,
             revision=spec.revision,
             dtype=DTYPES[spec.dtype],
@@ -146,6 +156,11 @@ def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     source = source or resolve_model_source(spec.model, spec.revision)
+    if family_of(source).name == COLOUR_WORLD:
+        try:
+            return colour_world_geometry(source)
+        except (OSError, ValueError, KeyError) as error:
+            raise _load_error(spec, source, error) from error
     try:
         unet = UNet2DConditionModel.load_config(source, subfolder="unet", revision=spec.revision)
         vae = AutoencoderKL.load_config(source, subfolder="vae", revision=spec.revision)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 BACKGROUND_NAME = "background"
-SHIPPED = ("voc", "coco")
+SHIPPED = ("voc", "coco", "colours")  # colours: the colour words of --model colour-world
 Units = tuple[str, ...]
 _SIBILANT_ENDINGS = ("s", "x", "z", "ch", "sh")
 _VOWELS = "aeiou"

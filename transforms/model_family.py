@@ -1,0 +1,97 @@
+"""Which kind of model a folder holds, read from its ``model_index.json``, and what differs per kind.
+
+Two families today: ``stable-diffusion`` (SD 1.x/2.x-style UNet + VAE pipelines, the built-in
+``tiny``, hub ids) and ``colour-world`` (``transforms.colour_world``: a pixel-space UNet on 2x2
+patches, no VAE, no self-attention, sampled without guidance). The family decides the pipeline
+class, the default guidance, the image geometry and which settings the model cannot honour.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STABLE_DIFFUSION = "stable-diffusion"
+COLOUR_WORLD = "colour-world"
+COLOUR_WORLD_MODEL_NAME = COLOUR_WORLD  # ``--model colour-world``: the shipped trained weights
+SD_GUIDANCE = 7.5
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a model family fixes: its pipeline class (module, name; ``None``: diffusers picks it
+    from ``model_index.json``), its default guidance and whether it runs the SD memory model."""
+
+    name: str
+    pipeline: tuple[str, str] | None
+    guidance_scale: float
+    sd_memory_model: bool
+
+
+FAMILIES = {
+    STABLE_DIFFUSION: Family(STABLE_DIFFUSION, None, SD_GUIDANCE, True),
+    # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
+    COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False),
+}
+_BY_PIPELINE_CLASS = {"ColourWorldPipeline": COLOUR_WORLD}
+
+
+def pipeline_class_name(source: str) -> str | None:
+    """``_class_name`` of a local model folder's ``model_index.json`` (``None`` for hub ids or an
+    unreadable index: the loader reports those)."""
+    index = Path(source).expanduser() / "model_index.json"
+    try:
+        name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def family_of(source: str) -> Family:
+    """The family of a resolved model source (folder or hub id)."""
+    return FAMILIES[_BY_PIPELINE_CLASS.get(pipeline_class_name(source) or "", STABLE_DIFFUSION)]
+
+
+def default_guidance(model: str) -> float:
+    """Guidance for runs that do not pass ``--guidance-scale``: the model family's."""
+    if model == COLOUR_WORLD_MODEL_NAME:
+        return FAMILIES[COLOUR_WORLD].guidance_scale
+    return family_of(model).guidance_scale if Path(model).expanduser().is_dir() else SD_GUIDANCE
+
+
+def pipeline_class(family: Family) -> Any:
+    """The pipeline class that loads a folder of ``family`` (``DiffusionPipeline`` for SD)."""
+    import importlib
+
+    import diffusers
+
+    if family.pipeline is None:
+        return diffusers.DiffusionPipeline
+    module, name = family.pipeline
+    return getattr(importlib.import_module(module), name)
+
+
+def colour_world_geometry(source: str) -> tuple[int, int, int]:
+    """(height, width, patch size) of a colour-world folder: its UNet's patch grid times the patch."""
+    config = json.loads((Path(source) / "unet" / "config.json").read_text(encoding="utf-8"))
+    patch, grid = int(config["patch_size"]), int(config["sample_size"])
+    return grid * patch, grid * patch, patch
+
+
+def check_family_settings(
+    family: Family, size: tuple[int, int], native: tuple[int, int], scheduler: str | None, refine: bool
+) -> None:
+    """Refuse, with one line, settings a model of ``family`` cannot honour (``ValueError``)."""
+    if family.name != COLOUR_WORLD:
+        return
+    if scheduler:
+        raise ValueError(f"--scheduler {scheduler}: colour-world samples with its own DDIM on a continuous schedule; drop --scheduler")
+    if size != native:
+        raise ValueError(
+            f"colour-world makes {native[1]}x{native[0]} images (the size it was trained at); "
+            f"drop --height/--width or pass {native[0]}"
+        )
+    if refine:
+        raise ValueError("colour-world has no self-attention to refine class maps with: add --no-refine")
