@@ -15,7 +15,7 @@ from .errors import DaamDatasetsError, UsageError
 from .logs import setup_logging
 
 PROG = "daam-datasets"
-COMMANDS = ("run", "validate", "publish", "preview", "export")
+COMMANDS = ("run", "validate", "publish", "preview", "export", "evaluate")
 
 
 class _Parser(argparse.ArgumentParser):

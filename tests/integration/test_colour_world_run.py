@@ -74,3 +74,16 @@ def test_family_limits_are_one_line(model_folder, args, message, run_cli, write_
     code, _, err = run_cli("run", "--prompts", str(corpus), "--output", str(tmp_path / "out"), "--model", str(model_folder), *args)
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_reports_against_the_truth(model_folder, run_cli, tmp_path):
+    code, out, err = run_cli("evaluate", "--model", str(model_folder), "--n", "1", "--no-baseline", "--json", str(tmp_path / "e.json"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["images"] == 12 and 0 <= result["colour_correct"] <= 1  # one image per held-out prompt
+    assert out.splitlines()[0].split()[-1] == "12"
+
+
+def test_evaluate_refuses_a_model_without_known_truth(run_cli):
+    code, _, err = run_cli("evaluate", "--model", "tiny", "--n", "1")
+    assert code == 2 and "only colour-world models have a known truth" in err and err.count("\n") == 1, err

@@ -66,6 +66,8 @@ FLAGS = [
     Flag("publish", "--max-commit-bytes", 0.001, 1024, integer=False),
     Flag("publish", "--validation-fraction", 0, 0.5, integer=False, needs=("--config", "segmentation")),
     Flag("export", "--validation-fraction", 0, 0.5, integer=False),
+    Flag("evaluate", "--n", 1, 1000),
+    Flag("evaluate", "--seed", 0, 2**62),
 ]
 IDS = [f"{f.command} {f.name}" for f in FLAGS]
 
@@ -83,6 +85,7 @@ def prefix(command: str, missing: Path) -> list[str]:
         "preview": ["preview", str(missing / "out")],
         "publish": ["publish", str(missing / "out"), "--to", str(missing / "copy"), "--dry-run"],
         "export": ["export", str(missing / "out"), "--to", str(missing / "copy")],
+        "evaluate": ["evaluate", "--model", str(missing / "model")],
     }[command]
 
 
