@@ -1,0 +1,81 @@
+"""examples/train_segformer.py --colour-world in its reduced mode, on an untrained colour-world
+folder: two SegFormers (pseudo-masks, true masks) scored on held-out true masks, side by side."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_segformer.py"
+REDUCED = ["--train-images", "6", "--test-images", "3", "--image-size", "32", "--batch-size", "3",
+           "--max-steps", "3", "--learning-rate", "3e-3", "--seed", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("train_segformer_colour_world", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    from transforms.colour_world.train import build_untrained, save_pipeline
+
+    folder = tmp_path_factory.mktemp("colour-world") / "model"
+    save_pipeline(build_untrained(), folder)
+    return folder
+
+
+def _is_miou(value):
+    return value is None or (isinstance(value, float) and 0.0 <= value <= 1.0)
+
+
+def test_colour_world_reduced_mode(example, model_folder, tmp_path, capsys):
+    out = tmp_path / "cw.json"
+    results = example.main(["--colour-world", "--colour-world-model", str(model_folder), *REDUCED, "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    assert results["mode"] == "colour-world" and results["train_images"] == 6 and results["test_images"] == 3
+    assert results["id2label"] == {"0": "background", "1": "red", "2": "green", "3": "blue", "4": "yellow"}
+    for kind in ("pseudo", "truth"):
+        run = results["segformer"][kind]
+        assert run["steps"] == 3 and len(run["losses"]) == 3 and all(math.isfinite(x) for x in run["losses"])
+        for way in ("background_included", "background_excluded"):
+            assert _is_miou(results["held_out_miou"][kind][way])
+            assert results["held_out_miou"][kind][way] == run["metrics"][way]["mean_iou"]
+        assert set(run["metrics"]["background_included"]["per_category_iou"]) == {"background", "red", "green", "blue", "yellow"}
+    assert results["held_out_miou"]["pseudo"]["background_included"] is not None
+    assert results["held_out_miou"]["truth"]["background_included"] is not None
+    for split in ("train", "held_out"):
+        for way in ("background_included", "background_excluded"):
+            assert _is_miou(results["pseudo_mask_miou"][split][way]["mean_iou"])
+    assert 0.0 < results["labelled_fraction"]["pseudo"] <= 1.0 and 0.0 < results["labelled_fraction"]["truth"] <= 1.0
+    example.print_colour_world(results)
+    printed = capsys.readouterr().out
+    assert "pseudo masks" in printed and "truth masks" in printed and "pseudo-masks vs truth (train)" in printed
+
+
+def test_mode_arguments_are_checked(example):
+    with pytest.raises(SystemExit):
+        example.parse_args(["some/dataset", "--colour-world"])
+    with pytest.raises(SystemExit):
+        example.parse_args([])
+    assert example.parse_args(["--colour-world"]).image_size == 64
+    assert example.parse_args(["out/voc"]).image_size == 256
