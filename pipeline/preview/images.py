@@ -52,10 +52,17 @@ def require_matplotlib() -> Any:
     return matplotlib
 
 
+ENLARGE_BELOW = 128  # px: images with a longer side than this are only ever scaled down
+
+
 def fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
-    """``size`` (width, height) scaled down so its longest side is at most ``longest``."""
+    """``size`` (width, height) scaled down so its longest side is at most ``longest``; an image
+    smaller than ``ENLARGE_BELOW`` (e.g. colour-world's 32 px) is enlarged to ``longest`` so its
+    objects can be seen."""
     width, height = size
-    scale = min(1.0, longest / max(width, height))
+    scale = longest / max(width, height)
+    if max(width, height) >= ENLARGE_BELOW:
+        scale = min(1.0, scale)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -82,7 +89,9 @@ def sample_pictures(
     image = row_image(row)
     maps = row_maps(row)
     shown = fit(image.size, size)
-    base = image.resize(shown, Image.Resampling.LANCZOS) if shown != image.size else image
+    enlarged = shown[0] > image.size[0]
+    resample = Image.Resampling.NEAREST if enlarged else Image.Resampling.LANCZOS  # keep small images' edges
+    base = image.resize(shown, resample) if shown != image.size else image
     pictures = SamplePictures(base)
     for entry in row["words"]:
         latent = spans_map(maps, _word_spans(entry))

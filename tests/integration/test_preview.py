@@ -18,6 +18,7 @@ import yaml
 from datasets import load_dataset
 from PIL import Image, ImageChops
 
+from pipeline.preview.gallery import DEFAULT_SIZE
 from tests.conftest import copy_output
 
 PROMPTS = [
@@ -134,7 +135,8 @@ def test_every_referenced_image_exists_and_overlays_differ(out, rows):
         path = preview / rel
         assert path.is_file(), rel
         with Image.open(path) as image:
-            assert image.size == (WIDTH, HEIGHT)  # the image's aspect ratio, not a square
+            # the image's aspect ratio, not a square, enlarged to the gallery size (a small image)
+            assert image.size == (DEFAULT_SIZE, round(DEFAULT_SIZE * HEIGHT / WIDTH))
     first = page.figures[0]["words"]
     a = np.asarray(Image.open(preview / first[0]["data-overlay"]), dtype=np.int16)
     b = np.asarray(Image.open(preview / first[1]["data-overlay"]), dtype=np.int16)
