@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# One command on a fresh machine: set up .venv (torch first) if needed, then build a small DAAM
-# dataset from examples/prompts.txt on the built-in tiny model, and show how to load it.
-# Extra arguments go to `daam-datasets run` (e.g. ./run_local.sh --steps 20 --format parquet).
+# One command on a fresh machine: set up .venv (torch first, matplotlib for the gallery) if needed,
+# build a small DAAM dataset on the built-in, trained colour-world model (its images and colour-word
+# maps mean something; its truth is known: `daam-datasets evaluate`), write its HTML gallery, and
+# show how to load it. Extra arguments go to `daam-datasets run` (e.g. ./run_local.sh --steps 10).
+# Arbitrary prompts: `daam-datasets run --model tiny --prompts examples/prompts.txt --output out/tiny`.
 set -euo pipefail
 cd "$(dirname "$0")"
-scripts/setup_venv.sh
+scripts/setup_venv.sh preview
 out=${OUTPUT:-out/sample}
 .venv/bin/daam-datasets run \
-  --prompts examples/prompts.txt \
+  --prompts examples/colour_world_prompts.txt \
   --output "$out" \
-  --model tiny \
-  --steps 10 --height 256 --width 256 \
-  --shard-size 4 --format parquet,webdataset \
+  --model colour-world \
+  --classes colours --no-refine \
+  --shard-size 12 --format parquet,webdataset \
   "$@"
+.venv/bin/daam-datasets preview "$out" --n 24
+root=$(cd "$out" && pwd)
 cat <<MSG
 
-Dataset written to $(cd "$out" && pwd)
+Dataset written to $root
+Gallery: $root/preview/index.html   (hover a colour word to see where it acted)
 Load it with:
   .venv/bin/python -c "from datasets import load_dataset; ds = load_dataset('$out', split='train'); print(ds); print(ds[0]['tokens'])"
+  .venv/bin/python -c "from datasets import load_dataset; print(load_dataset('$out', 'segmentation', split='train'))"
 MSG
