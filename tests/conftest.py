@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 _CACHE = Path(tempfile.mkdtemp(prefix="daam-datasets-tests-"))
 os.environ["DAAM_DATASETS_CACHE"] = str(_CACHE / "daam-datasets")
@@ -130,3 +130,49 @@ def segmentation_output(built_output) -> Path:
     """An output of ``run --classes voc`` on ``SEGMENTATION_PROMPTS`` (two shards; read-only: copy
     it with ``copy_output`` to change it)."""
     return built_output(SEGMENTATION_PROMPTS, *SEGMENTATION_ARGS)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: on a shared 2-core machine two OpenMP threads spin against
+    other processes (12 tiny SegFormer steps measured 28 s with two threads, 0.3 s with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def untrained_colour_world():
+    """An untrained colour-world pipeline (seeded weights), in memory."""
+    from transforms.colour_world.pipeline import ColourWorldPipeline
+    from transforms.colour_world.tokenizer import ColourWorldTokenizer
+    from transforms.colour_world.train import build_untrained
+
+    model = build_untrained()
+    pipe = ColourWorldPipeline(model.unet, model.text_encoder, ColourWorldTokenizer())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def untrained_colour_world_folder(tmp_path_factory) -> Path:
+    """The same untrained model saved as a diffusers folder (``--model PATH``)."""
+    from transforms.colour_world.train import build_untrained, save_pipeline
+
+    folder = tmp_path_factory.mktemp("colour-world") / "model"
+    save_pipeline(build_untrained(), folder)
+    return folder
+
+
+def load_example(name: str) -> Any:
+    """``examples/<name>.py`` imported as a module (examples are scripts, not a package)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -15,13 +15,8 @@ PROMPTS = ["a red circle and a blue square", "a green triangle and a yellow circ
 
 
 @pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    """An untrained colour-world pipeline saved as a diffusers folder (weights seeded)."""
-    from transforms.colour_world.train import build_untrained, save_pipeline
-
-    folder = tmp_path_factory.mktemp("colour-world") / "model"
-    save_pipeline(build_untrained(), folder)
-    return folder
+def model_folder(untrained_colour_world_folder):
+    return untrained_colour_world_folder
 
 
 @pytest.fixture(scope="module")

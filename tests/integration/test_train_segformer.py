@@ -4,11 +4,9 @@ chosen as documented, and it runs on a real ``run --classes`` output."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -18,32 +16,21 @@ import torch
 from datasets import Dataset, Features, Image, List, Value
 from PIL import Image as PILImage
 
+from tests.conftest import load_example
 from transforms.training import collate, segmentation_dataset, segmentation_transforms
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_segformer.py"
 ID2LABEL = {"0": "background", "1": "cat", "2": "dog"}
 COLOURS = {1: (220, 40, 40), 2: (40, 40, 220)}
 SIZE = 32
 REDUCED = ["--image-size", "32", "--batch-size", "4", "--learning-rate", "3e-3", "--seed", "0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads spin against other
-    processes (12 tiny steps measured 28 s with two threads, 0.3 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train_segformer", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("train_segformer")
 
 
 def segmentation_rows(n: int, seed: int) -> Dataset:

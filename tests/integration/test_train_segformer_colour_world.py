@@ -3,45 +3,29 @@ folder: two SegFormers (pseudo-masks, true masks) scored on held-out true masks,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_segformer.py"
+from tests.conftest import load_example
+
 REDUCED = ["--train-images", "6", "--test-images", "3", "--image-size", "32", "--batch-size", "3",
            "--max-steps", "3", "--learning-rate", "3e-3", "--seed", "0", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train_segformer_colour_world", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("train_segformer")
 
 
 @pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    from transforms.colour_world.train import build_untrained, save_pipeline
-
-    folder = tmp_path_factory.mktemp("colour-world") / "model"
-    save_pipeline(build_untrained(), folder)
-    return folder
+def model_folder(untrained_colour_world_folder):
+    return untrained_colour_world_folder
 
 
 def _is_miou(value):

@@ -20,8 +20,6 @@ from transforms.colour_world.evaluate import (
 )
 from transforms.colour_world.pipeline import ColourWorldPipeline
 from transforms.colour_world.scenes import ALL_PROMPTS, HELD_OUT_PROMPTS, render
-from transforms.colour_world.tokenizer import ColourWorldTokenizer
-from transforms.colour_world.train import build_untrained
 
 KEYS = {
     "images", "both_colours_present", "colour_correct", "objects_scored", "tau", "steps", "guidance_scale",
@@ -31,11 +29,8 @@ KEYS = {
 
 
 @pytest.fixture(scope="module")
-def pipe() -> ColourWorldPipeline:
-    model = build_untrained()
-    p = ColourWorldPipeline(model.unet, model.text_encoder, ColourWorldTokenizer())
-    p.set_progress_bar_config(disable=True)
-    return p
+def pipe(untrained_colour_world) -> ColourWorldPipeline:
+    return untrained_colour_world
 
 
 def test_checker_accepts_exact_scenes() -> None:

@@ -15,17 +15,13 @@ from transforms.attribution.store import HeatMapStore
 from transforms.colour_world.model import ColourWorldTextEncoder
 from transforms.colour_world.pipeline import ColourWorldPipeline
 from transforms.colour_world.tokenizer import ColourWorldTokenizer
-from transforms.colour_world.train import build_untrained
 
 PROMPTS = ["a red circle and a blue square", "a green triangle and a yellow circle"]
 
 
 @pytest.fixture(scope="module")
-def pipe() -> ColourWorldPipeline:
-    model = build_untrained()
-    p = ColourWorldPipeline(model.unet, model.text_encoder, ColourWorldTokenizer())
-    p.set_progress_bar_config(disable=True)
-    return p
+def pipe(untrained_colour_world) -> ColourWorldPipeline:
+    return untrained_colour_world
 
 
 def _images(p: ColourWorldPipeline, steps: int = 2) -> np.ndarray:

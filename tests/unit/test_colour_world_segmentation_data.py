@@ -7,7 +7,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
 from transforms.attribution.classes import load_vocabulary
 from transforms.colour_world import segmentation_data as cw
@@ -15,25 +14,12 @@ from transforms.colour_world.scenes import ALL_PROMPTS, COLOUR_NAMES, TRAIN_PROM
 from transforms.training import IGNORE_INDEX
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    """An untrained colour-world pipeline (seeded weights), in memory."""
-    from transforms.colour_world.pipeline import ColourWorldPipeline
-    from transforms.colour_world.tokenizer import ColourWorldTokenizer
-    from transforms.colour_world.train import build_untrained
-
-    model = build_untrained()
-    pipe = ColourWorldPipeline(model.unet, model.text_encoder, ColourWorldTokenizer())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def pipe(untrained_colour_world):
+    return untrained_colour_world
 
 
 @pytest.fixture(scope="module")
