@@ -22,6 +22,7 @@ TABLE = (
     ("colour_miou", "colour-word DAAM mIoU (map > τ·max)"),
     ("colour_miou_minmax", "colour-word DAAM mIoU (min-max)"),
     ("noun_miou", "noun-word DAAM mIoU (expected to fail)"),
+    ("pseudo_mask_miou", "pseudo-mask mIoU, colours as classes"),
     ("whole_image_miou", "baseline: whole image"),
     ("centre_disc_miou", "baseline: best centre disc"),
     ("baseline_colour_miou", "baseline: untrained model"),

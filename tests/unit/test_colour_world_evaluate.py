@@ -25,6 +25,7 @@ KEYS = {
     "images", "both_colours_present", "colour_correct", "objects_scored", "tau", "steps", "guidance_scale",
     "colour_miou", "colour_miou_minmax", "noun_miou", "whole_image_miou", "centre_disc_miou",
     "colour_hotter_on_own_object", "renoise_colour_miou", "baseline_colour_miou",
+    "pseudo_mask_miou", "pseudo_mask_miou_no_background",
 }
 
 
@@ -68,3 +69,4 @@ def test_reduced_evaluate_report(pipe: ColourWorldPipeline) -> None:
     assert result["images"] == 2 and result["steps"] == 2
     for key in KEYS - {"images", "objects_scored", "tau", "steps", "guidance_scale"}:
         assert math.isnan(result[key]) or 0 <= result[key] <= 1, key
+    assert 0 <= result["pseudo_mask_miou"] <= 1  # scored on every image, correct colours or not

@@ -32,12 +32,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from transforms.attribution.config import GenerationConfig
+from transforms.attribution.config import GenerationConfig, SegmentationConfig
 from transforms.attribution.generate import generate_traced
 from transforms.attribution.store import HeatMapStore
 from transforms.attribution.tracer import CrossAttentionTracer
 
 from .model import alpha_sigma
+from .segmentation_data import colour_vocabulary, label_miou, pseudo_labels, truth_labels
 from .scenes import COLOUR_NAMES, COLOUR_POSITIONS, HELD_OUT_PROMPTS, RESOLUTION, ScenePrompt, pixel_labels
 
 TAU = 0.4
@@ -138,13 +139,18 @@ def evaluate(pipe: Any, prompts: Sequence[ScenePrompt] = HELD_OUT_PROMPTS, per_p
         "colour_miou", "colour_miou_minmax", "noun_miou", "whole_image_miou", "centre_disc_miou",
         "colour_hotter_on_own_object", "renoise_colour_miou", "baseline_colour_miou")}
     n = present = correct = 0
+    segmentation = SegmentationConfig(colour_vocabulary(), refine=False)  # no self-attention to refine with
+    pseudo: list[np.ndarray] = []
+    truth: list[np.ndarray] = []
     disc = centre_disc()
     prompts = list(prompts)
     step = max(1, batch // per_prompt)
     for start in range(0, len(prompts), step):
         chunk = prompts[start : start + step]
         seeds = [seed + start + i for i in range(len(chunk))]
-        samples = generate_traced(pipe, [p.text for p in chunk], seeds, config)
+        samples = generate_traced(pipe, [p.text for p in chunk], seeds, config, segmentation=segmentation)
+        pseudo.extend(pseudo_labels(sample) for sample in samples)
+        truth.extend(truth_labels(sample.image) for sample in samples)
         kept: list[tuple[Any, ScenePrompt, np.ndarray]] = []
         for sample in samples:
             prompt = chunk[sample.prompt_index]
@@ -174,8 +180,12 @@ def evaluate(pipe: Any, prompts: Sequence[ScenePrompt] = HELD_OUT_PROMPTS, per_p
                 maps = renoise_maps(model, images, texts, seed + 5000 + start, steps)
                 for b, (_, _, truths) in enumerate(kept):
                     scores[name].extend(_colour_ious(maps[b], rows, truths, tau))
+    labels = label_miou(np.stack(pseudo), np.stack(truth)) if pseudo else None
     result: dict[str, Any] = {
         "images": n,
+        # the run's --classes colours --no-refine label maps against the pixels, on every image
+        "pseudo_mask_miou": labels["background_included"]["mean_iou"] if labels else math.nan,
+        "pseudo_mask_miou_no_background": labels["background_excluded"]["mean_iou"] if labels else math.nan,
         "both_colours_present": present / n if n else math.nan,
         "colour_correct": correct / n if n else math.nan,
         "objects_scored": len(scores["colour_miou"]),
