@@ -70,3 +70,15 @@ def test_reduced_evaluate_report(pipe: ColourWorldPipeline) -> None:
     for key in KEYS - {"images", "objects_scored", "tau", "steps", "guidance_scale"}:
         assert math.isnan(result[key]) or 0 <= result[key] <= 1, key
     assert 0 <= result["pseudo_mask_miou"] <= 1  # scored on every image, correct colours or not
+
+
+def test_shipped_model_scores_objects_above_the_baselines() -> None:
+    """The shipped weights, a few held-out images at the full 20 steps: objects get scored and the
+    colour words beat the whole-image baseline (the trained model's maps mean something)."""
+    from transforms.model_loading import ModelSpec, load_pipeline
+
+    pipe = load_pipeline(ModelSpec("colour-world", device="cpu"))
+    result = evaluate(pipe, HELD_OUT_PROMPTS[:4], per_prompt=2)
+    assert result["images"] == 8 and result["objects_scored"] > 0
+    assert result["colour_miou"] > result["whole_image_miou"]
+    assert 0 < result["pseudo_mask_miou"] <= 1

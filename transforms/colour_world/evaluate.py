@@ -140,8 +140,8 @@ def evaluate(pipe: Any, prompts: Sequence[ScenePrompt] = HELD_OUT_PROMPTS, per_p
         "colour_hotter_on_own_object", "renoise_colour_miou", "baseline_colour_miou")}
     n = present = correct = 0
     segmentation = SegmentationConfig(colour_vocabulary(), refine=False)  # no self-attention to refine with
-    pseudo: list[np.ndarray] = []
-    truth: list[np.ndarray] = []
+    pseudo_maps: list[np.ndarray] = []
+    true_maps: list[np.ndarray] = []
     disc = centre_disc()
     prompts = list(prompts)
     step = max(1, batch // per_prompt)
@@ -149,8 +149,8 @@ def evaluate(pipe: Any, prompts: Sequence[ScenePrompt] = HELD_OUT_PROMPTS, per_p
         chunk = prompts[start : start + step]
         seeds = [seed + start + i for i in range(len(chunk))]
         samples = generate_traced(pipe, [p.text for p in chunk], seeds, config, segmentation=segmentation)
-        pseudo.extend(pseudo_labels(sample) for sample in samples)
-        truth.extend(truth_labels(sample.image) for sample in samples)
+        pseudo_maps.extend(pseudo_labels(sample) for sample in samples)
+        true_maps.extend(truth_labels(sample.image) for sample in samples)
         kept: list[tuple[Any, ScenePrompt, np.ndarray]] = []
         for sample in samples:
             prompt = chunk[sample.prompt_index]
@@ -180,7 +180,7 @@ def evaluate(pipe: Any, prompts: Sequence[ScenePrompt] = HELD_OUT_PROMPTS, per_p
                 maps = renoise_maps(model, images, texts, seed + 5000 + start, steps)
                 for b, (_, _, truths) in enumerate(kept):
                     scores[name].extend(_colour_ious(maps[b], rows, truths, tau))
-    labels = label_miou(np.stack(pseudo), np.stack(truth)) if pseudo else None
+    labels = label_miou(np.stack(pseudo_maps), np.stack(true_maps)) if pseudo_maps else None
     result: dict[str, Any] = {
         "images": n,
         # the run's --classes colours --no-refine label maps against the pixels, on every image
