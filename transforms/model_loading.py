@@ -11,7 +11,14 @@ from typing import Any
 
 import torch
 
-from .model_family import COLOUR_WORLD, COLOUR_WORLD_MODEL_NAME, colour_world_geometry, family_of, pipeline_class
+from .model_family import (
+    COLOUR_WORLD,
+    COLOUR_WORLD_MODEL_NAME,
+    STABLE_DIFFUSION,
+    colour_world_geometry,
+    family_of,
+    pipeline_class,
+)
 from .tiny_model import TINY_MODEL_NAME, tiny_model_path
 
 logger = logging.getLogger(__name__)
@@ -124,13 +131,11 @@ def load_pipeline(spec: ModelSpec) -> Any:
     if spec.dtype not in DTYPES:
         raise ModelLoadError(f"--dtype {spec.dtype}: choose one of {', '.join(DTYPES)}")
     family = family_of(source)
+    # Stable Diffusion folders may name a safety checker: never loaded (the dataset is the output)
+    no_checker = {"safety_checker": None, "requires_safety_checker": False} if family.name == STABLE_DIFFUSION else {}
     try:
         pipe = pipeline_class(family).from_pretrained(
-            source,
-            revision=spec.revision,
-            dtype=DTYPES[spec.dtype],
-            safety_checker=None,
-            requires_safety_checker=False,
+            source, revision=spec.revision, dtype=DTYPES[spec.dtype], **no_checker
         )
     except (OSError, ValueError) as error:
         raise _load_error(spec, source, error) from error
