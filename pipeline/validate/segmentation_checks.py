@@ -10,7 +10,7 @@ from transforms.layout import ID2LABEL_FILE
 from ..card import id2label
 from .context import Validation, feature_diff
 from .row_checks import check_label
-from .shard_checks import check_rows, read_parquet
+from .shard_checks import BATCH_ROWS, check_rows, read_parquet
 
 
 def check_segmentation_file(v: Validation, shard: str, info: FileInfo, stats: ShardStats) -> None:
@@ -23,13 +23,13 @@ def check_segmentation_file(v: Validation, shard: str, info: FileInfo, stats: Sh
         return
     ids: list[str] = []
     count = 0
-    for batch in parquet.iter_batches(batch_size=32, columns=["id", "label"]):
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=["id", "label"]):
         for i, (row_id, label) in enumerate(zip(batch.column("id").to_pylist(), batch.column("label").to_pylist())):
             check_label(v, shard, info.path, f"row {count + i}", (label or {}).get("bytes"))
             ids.append(row_id)
         count += batch.num_rows
-    expected = ShardStats(**{**stats.to_dict(), "rows": len(stats.segmentation_ids or []), "ids": list(stats.segmentation_ids or [])})
-    check_rows(v, shard, info.path, expected, ids, count)
+    expected = list(stats.segmentation_ids or [])
+    check_rows(v, shard, info.path, len(expected), expected, ids, count)
 
 
 def check_id2label(v: Validation) -> None:

@@ -63,11 +63,12 @@ def _check_file(v: Validation, shard: str, info: FileInfo) -> bool:
     return True
 
 
-def check_rows(v: Validation, shard: str, rel: str, stats: ShardStats, ids: list[str], count: int) -> None:
-    """Row count and ids read from a file against the stats marker; remember where each id is."""
-    if count != stats.rows:
-        v.add(shard, "row_count", f"{count} rows, stats say {stats.rows}", rel)
-    if ids != list(stats.ids):
+def check_rows(v: Validation, shard: str, rel: str, rows: int, expected_ids: list[str], ids: list[str], count: int) -> None:
+    """Row count and ids read from a file against the stats marker's (``rows``, ``expected_ids``);
+    remember where each id is."""
+    if count != rows:
+        v.add(shard, "row_count", f"{count} rows, stats say {rows}", rel)
+    if ids != list(expected_ids):
         v.add(shard, "ids", "row ids differ from the ids in the stats marker", rel)
     v.note_ids(rel, ids)
 
@@ -115,7 +116,7 @@ def check_parquet(v: Validation, shard: str, rel: str, stats: ShardStats) -> Non
         return
     if parquet.metadata.num_rows != count:
         v.add(shard, "row_count", f"footer says {parquet.metadata.num_rows} rows, read {count}", rel)
-    check_rows(v, shard, rel, stats, ids, count)
+    check_rows(v, shard, rel, stats.rows, stats.ids, ids, count)
 
 
 def _check_batch(v: Validation, shard: str, rel: str, batch: Any, first: int) -> None:
@@ -180,7 +181,7 @@ def check_webdataset(v: Validation, shard: str, rel: str, stats: ShardStats) -> 
         except (ValueError, OSError, EOFError) as error:
             error_text = f"maps.npy does not load ({error})"
         check_row(v, shard, rel, row, tokens, maps, sample[WDS_IMAGE], words, error_text)
-    check_rows(v, shard, rel, stats, ids, len(samples))
+    check_rows(v, shard, rel, stats.rows, stats.ids, ids, len(samples))
 
 
 class _NamedStream(io.BytesIO):
