@@ -1,9 +1,11 @@
 """Which kind of model a folder holds, read from its ``model_index.json``, and what differs per kind.
 
-Two families today: ``stable-diffusion`` (SD 1.x/2.x-style UNet + VAE pipelines, the built-in
-``tiny``, hub ids) and ``colour-world`` (``transforms.colour_world``: a pixel-space UNet on 2x2
+Families: ``stable-diffusion`` (SD 1.x/2.x-style UNet + VAE pipelines, the built-in ``tiny``, hub
+ids), ``stable-diffusion-xl``, ``stable-diffusion-3``, ``flux`` (read from the folder's
+``model_index.json``) and ``colour-world`` (``transforms.colour_world``: a pixel-space UNet on 2x2
 patches, no VAE, no self-attention, sampled without guidance). The family decides the pipeline
-class, the default guidance, the image geometry and which settings the model cannot honour.
+class, the default guidance, the image geometry and which settings the model cannot honour; how
+its attention is traced is ``transforms.attribution.architectures``'.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 STABLE_DIFFUSION = "stable-diffusion"
+STABLE_DIFFUSION_XL = "stable-diffusion-xl"
+STABLE_DIFFUSION_3 = "stable-diffusion-3"
+FLUX = "flux"
 COLOUR_WORLD = "colour-world"
 COLOUR_WORLD_MODEL_NAME = COLOUR_WORLD  # ``--model colour-world``: the shipped trained weights
 SD_GUIDANCE = 7.5
@@ -32,10 +37,19 @@ class Family:
 
 FAMILIES = {
     STABLE_DIFFUSION: Family(STABLE_DIFFUSION, None, SD_GUIDANCE, True),
+    # the pipelines' own defaults: SDXL 5.0, SD3 7.0, Flux 3.5 (embedded guidance, no CFG batch)
+    STABLE_DIFFUSION_XL: Family(STABLE_DIFFUSION_XL, None, 5.0, False),
+    STABLE_DIFFUSION_3: Family(STABLE_DIFFUSION_3, None, 7.0, False),
+    FLUX: Family(FLUX, None, 3.5, False),
     # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
     COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False),
 }
-_BY_PIPELINE_CLASS = {"ColourWorldPipeline": COLOUR_WORLD}
+_BY_PIPELINE_CLASS = {
+    "ColourWorldPipeline": COLOUR_WORLD,
+    "StableDiffusionXLPipeline": STABLE_DIFFUSION_XL,
+    "StableDiffusion3Pipeline": STABLE_DIFFUSION_3,
+    "FluxPipeline": FLUX,
+}
 
 
 def pipeline_class_name(source: str) -> str | None:
@@ -56,8 +70,12 @@ def family_of(source: str) -> Family:
 
 def default_guidance(model: str) -> float:
     """Guidance for runs that do not pass ``--guidance-scale``: the model family's."""
+    from .builtin_models import BUILTIN_MODELS, builtin_model_path
+
     if model == COLOUR_WORLD_MODEL_NAME:
         return FAMILIES[COLOUR_WORLD].guidance_scale
+    if model in BUILTIN_MODELS:
+        return family_of(str(builtin_model_path(model))).guidance_scale
     return family_of(model).guidance_scale if Path(model).expanduser().is_dir() else SD_GUIDANCE
 
 

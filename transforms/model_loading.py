@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .attribution.architectures import architecture_of
 from .model_family import (
     COLOUR_WORLD,
     COLOUR_WORLD_MODEL_NAME,
@@ -19,7 +20,8 @@ from .model_family import (
     family_of,
     pipeline_class,
 )
-from .tiny_model import TINY_MODEL_NAME, tiny_model_path
+from .builtin_models import BUILTIN_MODELS, builtin_model_path
+from .tiny_model import TINY_MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +79,8 @@ def _check_hub_model(model: str, revision: str | None) -> None:
 
 def resolve_model_source(model: str, revision: str | None = None) -> str:
     """Map ``--model`` to a local folder or a hub id, failing early with one clear line."""
-    if model == TINY_MODEL_NAME:
-        return str(tiny_model_path())
+    if model in BUILTIN_MODELS:
+        return str(builtin_model_path(model))
     if model == COLOUR_WORLD_MODEL_NAME:
         from .colour_world.assets import shipped_model_path
 
@@ -96,7 +98,7 @@ def resolve_model_source(model: str, revision: str | None = None) -> str:
     if model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
         raise ModelLoadError(
             f"--model {model}: no such model folder; pass a diffusers folder, a hub id "
-            f"(org/name), 'tiny' or 'colour-world'"
+            f"(org/name), one of the built-ins ({', '.join(BUILTIN_MODELS)}) or 'colour-world'"
         )
     _check_hub_model(model, revision)
     return model
@@ -139,11 +141,12 @@ def load_pipeline(spec: ModelSpec) -> Any:
         )
     except (OSError, ValueError) as error:
         raise _load_error(spec, source, error) from error
-    if not hasattr(pipe, "unet") or not hasattr(pipe, "tokenizer"):
-        raise ModelLoadError(
-            f"--model {spec.model}: {type(pipe).__name__} is not a UNet text-to-image pipeline "
-            "(Stable Diffusion 1.x/2.x style is required)"
-        )
+    try:
+        architecture_of(pipe)
+    except ValueError as error:
+        raise ModelLoadError(f"--model {spec.model}: {error}") from None
+    if getattr(pipe, "tokenizer", None) is None:
+        raise ModelLoadError(f"--model {spec.model}: the folder has no tokenizer")
     if spec.scheduler:
         if spec.scheduler not in SCHEDULERS:
             raise ModelLoadError(f"--scheduler {spec.scheduler}: choose one of {', '.join(SCHEDULERS)}")

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -153,17 +154,18 @@ def build_tiny_pipeline():
     )
 
 
-def tiny_model_path(cache_dir: Path | None = None) -> Path:
-    """Return the cached tiny model folder, building it first if needed (safe under concurrency)."""
+def cached_model(folder: str, build: Callable[[], Any], cache_dir: Path | None = None) -> Path:
+    """The cached model folder ``folder`` under the cache root, saving ``build()``'s pipeline there
+    first if needed (staged in a temporary folder and renamed: safe under concurrency)."""
     root = Path(cache_dir) if cache_dir else cache_root()
-    target = root / f"tiny-sd-v{TINY_MODEL_VERSION}"
+    target = root / folder
     if (target / "model_index.json").exists():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    logger.info("building the built-in tiny model into %s", target)
+    logger.info("building the built-in model %s into %s", folder, target)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root))
     try:
-        build_tiny_pipeline().save_pretrained(staging, safe_serialization=True)
+        build().save_pretrained(staging, safe_serialization=True)
         try:
             os.rename(staging, target)
         except OSError:
@@ -173,3 +175,8 @@ def tiny_model_path(cache_dir: Path | None = None) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def tiny_model_path(cache_dir: Path | None = None) -> Path:
+    """Return the cached tiny model folder, building it first if needed (safe under concurrency)."""
+    return cached_model(f"tiny-sd-v{TINY_MODEL_VERSION}", build_tiny_pipeline, cache_dir)

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 LayerSelection = Literal["reference", "all"]
+HeadAggregation = Literal["mean", "max"]
+JointNormalization = Literal["all", "text"]
 DEFAULT_THRESHOLD = 0.4  # τ of DAAM's word masks (the paper's best value)
 DEFAULT_CMAP = "jet"  # the colour map of DAAM's plot_overlay
 
@@ -24,6 +26,9 @@ class TraceConfig:
             (``stop`` exclusive, ``None`` = to the end). DAAM sums over all steps.
         normalize: divide each row per pixel by the sum of the prompt-token rows (+1e-6), as
             DAAM's ``normalize=True``. Stored maps are raw by default.
+        heads: ``"mean"`` (DAAM) or ``"max"`` over the heads of each traced call.
+        joint_normalize: joint-attention models (SD3, Flux): ``"all"`` keeps the model's own
+            softmax over every key (text and image); ``"text"`` renormalises over text keys.
 
     Example:
         >>> TraceConfig(factors=(1, 2), step_range=(0, 10))
@@ -34,8 +39,14 @@ class TraceConfig:
     factors: tuple[int, ...] | None = None
     step_range: tuple[int, int | None] | None = None
     normalize: bool = False
+    heads: HeadAggregation = "mean"
+    joint_normalize: JointNormalization = "all"
 
     def __post_init__(self) -> None:
+        if self.heads not in ("mean", "max"):
+            raise ValueError(f"heads must be 'mean' or 'max', got {self.heads!r}")
+        if self.joint_normalize not in ("all", "text"):
+            raise ValueError(f"joint_normalize must be 'all' or 'text', got {self.joint_normalize!r}")
         if self.layers not in ("reference", "all"):
             raise ValueError(f"layers must be 'reference' or 'all', got {self.layers!r}")
         if self.factors is not None:
@@ -60,9 +71,10 @@ class TraceConfig:
         start, stop = self.step_range
         return step >= start and (stop is None or step < stop)
 
-    def keeps_module(self, processor_name: str) -> bool:
-        """Whether the cross-attention module with this processor name is traced."""
-        return self.layers == "all" or not processor_name.startswith("mid_block")
+    def keeps_module(self, processor_name: str, kind: str | None = None) -> bool:
+        """Whether the text-attention module with this processor name (and kind: ``down``,
+        ``mid``, ``up``, ``joint``, ``double``, ``single``) is traced."""
+        return self.layers == "all" or not (kind == "mid" or processor_name.startswith("mid_block"))
 
     def to_dict(self) -> dict:
         """JSON-ready form recorded in run metadata."""

@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 from .affinity import AffinityStore
+from .architectures import Architecture, architecture_of
 from .class_maps import SampleSegmentation, segment_sample
 from .classes import ClassMatch, append_class_prompt, match_classes
 from .config import GenerationConfig, SegmentationConfig
 from .heatmap import GlobalHeatMap
 from .store import HeatMapStore
 from .tracer import CrossAttentionTracer
-from .words import TokenizedPrompt, tokenize_prompt
+from .words import TokenizedPrompt
 
 SEED_MODULUS = 2**63
 
@@ -54,8 +55,8 @@ def image_seed(seed: int, image_index: int) -> int:
 
 def image_size(pipe: Any, config: GenerationConfig) -> tuple[int, int]:
     """(height, width) in pixels: the configured size or the model's default."""
-    default = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-    return config.height or default, config.width or default
+    height, width = architecture_of(pipe).default_size(pipe)
+    return config.height or height, config.width or width
 
 
 def check_inputs(prompts: Sequence[str], seeds: Sequence[int]) -> None:
@@ -73,15 +74,15 @@ def check_inputs(prompts: Sequence[str], seeds: Sequence[int]) -> None:
 
 
 def prompt_classes(
-    tokenizer: Any, prompt: str, segmentation: SegmentationConfig
+    architecture: Architecture, pipe: Any, prompt: str, segmentation: SegmentationConfig
 ) -> tuple[TokenizedPrompt, list[ClassMatch]]:
     """The prompt as generated, tokenised, and the classes it names: with ``append_class_prompt``
     the distinct matched names are appended (``classes.append_class_prompt``) and matched again."""
-    tokenized = tokenize_prompt(tokenizer, prompt)
+    tokenized = architecture.tokenize(pipe, prompt)
     matches = _matches(tokenized, segmentation)
     if segmentation.append_class_prompt and matches:
         names = list(dict.fromkeys(m.name for m in matches))
-        tokenized = tokenize_prompt(tokenizer, append_class_prompt(prompt, names))
+        tokenized = architecture.tokenize(pipe, append_class_prompt(prompt, names))
         matches = _matches(tokenized, segmentation)
     return tokenized, matches
 
@@ -112,11 +113,13 @@ def generate_traced(
     """
     config = config or GenerationConfig()
     check_inputs(prompts, seeds)
-    tokenizer = pipe.tokenizer
+    architecture = architecture_of(pipe)
+    tokenizer = architecture.word_tokenizer(pipe)
+    layout = architecture.text_layout(pipe)
     if segmentation is None:
-        pairs = [(tokenize_prompt(tokenizer, prompt), []) for prompt in prompts]
+        pairs = [(architecture.tokenize(pipe, prompt), []) for prompt in prompts]
     else:
-        pairs = [prompt_classes(tokenizer, prompt, segmentation) for prompt in prompts]
+        pairs = [prompt_classes(architecture, pipe, prompt, segmentation) for prompt in prompts]
     tokenized = [t for t, _ in pairs]
     matched: list[list[ClassMatch]] = [m for _, m in pairs]
     height, width = image_size(pipe, config)
@@ -132,9 +135,7 @@ def generate_traced(
         negatives = [n if n is not None else (config.negative_prompt or "") for n in given]
 
     store = HeatMapStore(config.trace)
-    scale = int(pipe.vae_scale_factor)
-    latent = (height // scale, width // scale)
-    store.begin(len(generators), config.uses_cfg, latent)
+    store.begin(len(generators), architecture.uses_cfg(config), architecture.map_grid(pipe, height, width))
     refining = segmentation is not None and segmentation.refine
     affinity = AffinityStore(store, segmentation.refine_factor) if refining else None
 
@@ -142,27 +143,26 @@ def generate_traced(
         store.next_step()
         return tensors
 
-    with CrossAttentionTracer(pipe.unet, store, affinity):
+    with CrossAttentionTracer(architecture.denoiser(pipe), store, affinity, architecture):
         output = pipe(
             [t.prompt for t in tokenized],
             height=height,
             width=width,
             num_inference_steps=config.steps,
-            guidance_scale=config.guidance_scale,
-            negative_prompt=negatives,
             num_images_per_prompt=per_prompt,
             generator=generators,
             output_type="np",
             callback_on_step_end=_on_step_end,
+            **architecture.call_kwargs(config, negatives),
         )
     maps = store.global_maps()
     affinities = None if affinity is None else affinity.affinity()
     samples = []
     for p, prompt in enumerate(tokenized):
-        rows = len(prompt.tokens) + 2
+        rows = layout.rows(len(prompt.tokens))
         for k in range(per_prompt):
             i = p * per_prompt + k
-            heat_map = GlobalHeatMap(tokenizer, prompt, maps[i, :rows])
+            heat_map = GlobalHeatMap(tokenizer, prompt, maps[i, rows], layout.prefix)
             sample = TracedSample(
                 prompt_index=p,
                 image_index=k,

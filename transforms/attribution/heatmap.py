@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DEFAULT_THRESHOLD
-from .words import TokenizedPrompt, token_merge_indices
+from .words import TokenizedPrompt
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -24,12 +24,13 @@ __all__ = [
 ]
 
 
-def normalize_rows(maps: torch.Tensor) -> torch.Tensor:
+def normalize_rows(maps: torch.Tensor, prefix: int = 1) -> torch.Tensor:
     """DAAM ``normalize=True``: divide every row by the per-pixel sum of the prompt rows + 1e-6.
 
-    ``maps`` holds rows ``0 … n+1`` (start token, prompt tokens, first end token).
+    ``maps`` holds ``prefix`` rows before the prompt tokens (CLIP's start token: 1; T5: 0), the
+    prompt tokens and the first end token.
     """
-    return maps / (maps[1:-1].sum(0, keepdim=True) + 1e-6)
+    return maps / (maps[prefix:-1].sum(0, keepdim=True) + 1e-6)
 
 
 def expand_map(word_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -61,27 +62,29 @@ def word_mask(word_map: torch.Tensor, size: tuple[int, int], threshold: float = 
 
 @dataclass
 class GlobalHeatMap:
-    """Rows ``0 … n+1`` of DAAM's global map for one image (start, prompt tokens, first end token).
+    """DAAM's global map for one image: ``prefix`` rows before the prompt tokens (CLIP's start
+    token; none for T5), one row per prompt token, the first end token.
 
-    ``maps`` has shape ``(n + 2, h, w)`` at latent resolution, float32, not normalised.
+    ``maps`` has shape ``(prefix + n + 1, h, w)`` at map resolution, float32, not normalised.
     """
 
     tokenizer: Any
     prompt: TokenizedPrompt
     maps: torch.Tensor
+    prefix: int = 1
 
     @property
     def token_maps(self) -> torch.Tensor:
         """One map per prompt token: ``(n, h, w)``; row ``i`` belongs to ``prompt.tokens[i]``."""
-        return self.maps[1:-1]
+        return self.maps[self.prefix : -1]
 
     def normalized(self) -> "GlobalHeatMap":
         """The same map with DAAM's per-pixel normalisation over the prompt tokens."""
-        return GlobalHeatMap(self.tokenizer, self.prompt, normalize_rows(self.maps))
+        return GlobalHeatMap(self.tokenizer, self.prompt, normalize_rows(self.maps, self.prefix), self.prefix)
 
     def word_map(self, word: str) -> torch.Tensor:
         """Mean of the rows of every token of every occurrence of ``word`` (``(h, w)``)."""
-        rows = token_merge_indices(self.tokenizer, self.prompt.tokens, word)
+        rows = [i + self.prefix for start, end in self.prompt.spans(self.tokenizer, word) for i in range(start, end)]
         return self.maps[rows].mean(0)
 
     def word_mask(

@@ -65,7 +65,11 @@ class DaamCrossAttnProcessor:
         value = attn.head_to_batch_dim(value)
 
         attention_probs = attn.get_attention_scores(query, key, attention_mask)
-        self.store.add(self.name, attention_probs.detach(), attn.heads)
+        if self.store.config.heads == "max":
+            grouped = attention_probs.detach().unflatten(0, (-1, attn.heads))
+            self.store.add_reduced(self.name, grouped.amax(1), 1)
+        else:
+            self.store.add(self.name, attention_probs.detach(), attn.heads)
         hidden_states = torch.bmm(attention_probs, value)
         hidden_states = attn.batch_to_head_dim(hidden_states)
 

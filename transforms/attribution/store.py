@@ -34,15 +34,18 @@ def infer_factor(query_len: int, latent_h: int, latent_w: int) -> tuple[int, int
 class HeatMapStore:
     """Per-layer sums over steps of conditional cross-attention maps, kept apart per image.
 
-    ``begin`` starts a traced UNet batch; processors call ``add``; the pipeline's step callback
-    calls ``next_step``; ``global_maps`` aggregates per DAAM (bicubic to latent size, clamp >= 0,
-    mean over every layer-head map).
+    ``begin`` starts a traced batch; processors call ``add`` (per-head probabilities, DAAM's
+    layout) or ``add_reduced`` (heads already summed on the device: joint-attention models); the
+    pipeline's step callback calls ``next_step``; ``global_maps`` aggregates per DAAM (bicubic to
+    the map grid, clamp >= 0, mean over every layer-head map). ``latent_size`` is the grid of the
+    finest maps: the latent for UNets, the patch grid for transformers.
     """
 
     def __init__(self, config: TraceConfig | None = None) -> None:
         self.config = config or TraceConfig()
         self.sums: dict[str, torch.Tensor] = {}
         self.factors: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
         self.num_images = 0
         self.cfg = True
         self.latent_size = (0, 0)
@@ -52,6 +55,7 @@ class HeatMapStore:
         """Reset for a new generation of ``num_images`` images."""
         self.sums.clear()
         self.factors.clear()
+        self.counts.clear()
         self.num_images = num_images
         self.cfg = cfg
         self.latent_size = latent_size
@@ -68,24 +72,38 @@ class HeatMapStore:
         factor, _, _ = infer_factor(query_len, *self.latent_size)
         return self.config.keeps_factor(factor)
 
-    def add(self, name: str, probs: torch.Tensor, heads: int) -> None:
-        """Add one call's attention probabilities ``(batch*heads, h*w, keys)``."""
-        total, query_len, keys = probs.shape
-        batch = total // heads
+    def _conditional(self, name: str, batch: int) -> int:
+        """Index of the first conditional image in a call's batch (after CFG's unconditional half)."""
         n = self.num_images
         if self.cfg:
             if batch != 2 * n:
                 raise RuntimeError(f"expected a CFG batch of {2 * n}, got {batch} in {name}")
-            probs = probs[n * heads :]
-        elif batch != n:
+            return n
+        if batch != n:
             raise RuntimeError(f"expected a batch of {n}, got {batch} in {name}")
-        # accumulate in the layout attention produces; the (keys, h, w) permute happens once at the end
-        maps = probs.reshape(n, heads, query_len, keys)
+        return 0
+
+    def _accumulate(self, name: str, maps: torch.Tensor, count: int) -> None:
+        """Add ``(n, groups, queries, keys)`` to the layer's sum; ``count`` heads per call."""
         if name in self.sums:
             self.sums[name] += maps
         else:
             self.sums[name] = maps.float().clone()
-            self.factors[name] = infer_factor(query_len, *self.latent_size)[0]
+            self.factors[name] = infer_factor(maps.shape[2], *self.latent_size)[0]
+            self.counts[name] = count
+
+    def add(self, name: str, probs: torch.Tensor, heads: int) -> None:
+        """Add one call's attention probabilities ``(batch*heads, h*w, keys)``, kept per head."""
+        total, query_len, keys = probs.shape
+        first = self._conditional(name, total // heads)
+        # accumulate in the layout attention produces; the (keys, h, w) permute happens once at the end
+        self._accumulate(name, probs[first * heads :].reshape(self.num_images, heads, query_len, keys), heads)
+
+    def add_reduced(self, name: str, maps: torch.Tensor, count: int) -> None:
+        """Add one call's maps already reduced over heads on the device: ``(batch, h*w, keys)``,
+        the sum of ``count`` heads' probabilities (or their maximum, with ``count`` 1)."""
+        first = self._conditional(name, maps.shape[0])
+        self._accumulate(name, maps[first:, None], count)
 
     def global_maps(self) -> torch.Tensor:
         """Per-image global maps ``(num_images, keys, H_lat, W_lat)``, float32, not sliced."""
@@ -96,18 +114,18 @@ class HeatMapStore:
             )
         total: torch.Tensor | None = None
         count = 0
-        for maps in self.sums.values():
-            n, heads, query_len, keys = maps.shape
+        for name, maps in self.sums.items():
+            n, groups, query_len, keys = maps.shape
             _, h, w = infer_factor(query_len, *self.latent_size)
             up = F.interpolate(
-                maps.permute(0, 1, 3, 2).reshape(n * heads, keys, h, w),
+                maps.permute(0, 1, 3, 2).reshape(n * groups, keys, h, w),
                 size=self.latent_size,
                 mode="bicubic",
                 align_corners=False,
             ).clamp_(min=0)
-            up = up.reshape(n, heads, keys, *self.latent_size).sum(1)
+            up = up.reshape(n, groups, keys, *self.latent_size).sum(1)
             total = up if total is None else total + up
-            count += heads
+            count += self.counts[name]
         return total / count
 
     def layer_names(self) -> list[str]:

@@ -5,27 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from .affinity import AffinityStore, DaamSelfAttnProcessor, require_self_attention
+from .architectures import Architecture, UNetArchitecture
 from .config import TraceConfig
-from .processor import DaamCrossAttnProcessor
 from .store import HeatMapStore
 
 
-def _cross_attention_names(model: Any) -> set[str]:
-    """Processor names (``…attn2.processor``) of the modules that attend to text."""
-    names = set()
-    for module_name, module in model.named_modules():
-        if getattr(module, "is_cross_attention", False) and hasattr(module, "set_processor"):
-            names.add(f"{module_name}.processor")
-    return names
-
-
 class CrossAttentionTracer:
-    """Context manager that swaps DAAM processors onto the selected cross-attention modules.
+    """Context manager that swaps recording processors onto the selected text-attention modules.
 
-    Self-attention and unselected modules keep their original (fused SDPA) processors; all
-    originals come back on exit. Nothing on the pipeline is monkey-patched. With an ``affinity``
-    store, the self-attention modules at its factor also get a ``DaamSelfAttnProcessor`` (their
-    output still comes from the original processor); ``ValueError`` if the model has none there.
+    Which modules attend to text, and which processor records them, is the ``architecture``'s
+    (default: a UNet's cross-attention). Self-attention and unselected modules keep their
+    original (fused SDPA) processors; all originals come back on exit. Nothing on the pipeline is
+    monkey-patched. With an ``affinity`` store, the self-attention modules at its factor also get a
+    ``DaamSelfAttnProcessor`` (their output still comes from the original processor);
+    ``ValueError`` if the model has none there.
 
     Example:
         >>> store = HeatMapStore()
@@ -34,28 +27,41 @@ class CrossAttentionTracer:
         ...     pipe("a cat", callback_on_step_end=...)
     """
 
-    def __init__(self, denoiser: Any, store: HeatMapStore, affinity: AffinityStore | None = None) -> None:
+    def __init__(
+        self,
+        denoiser: Any,
+        store: HeatMapStore,
+        affinity: AffinityStore | None = None,
+        architecture: Architecture | None = None,
+    ) -> None:
         self.denoiser = denoiser
         self.store = store
         self.affinity = affinity
+        self.architecture = architecture or UNetArchitecture()
         self._originals: dict[str, Any] | None = None
+
+    @property
+    def modules(self) -> dict[str, str]:
+        """Processor name → kind of every module that attends to text."""
+        return self.architecture.traced_modules(self.denoiser)
 
     @property
     def traced_names(self) -> list[str]:
         """Processor names that are traced under the store's configuration."""
         config: TraceConfig = self.store.config
-        return sorted(n for n in _cross_attention_names(self.denoiser) if config.keeps_module(n))
+        return sorted(n for n, kind in self.modules.items() if config.keeps_module(n, kind))
 
     def __enter__(self) -> "CrossAttentionTracer":
         originals = dict(self.denoiser.attn_processors)
+        kinds = self.modules
         traced = set(self.traced_names)
         if not traced:
-            raise ValueError(f"{type(self.denoiser).__name__} has no cross-attention module to trace")
+            raise ValueError(f"{type(self.denoiser).__name__} has no text-attention module to trace")
         probed = set(require_self_attention(self.denoiser, self.affinity.factor)) if self.affinity else set()
         processors = {}
         for name, proc in originals.items():
             if name in traced:
-                proc = DaamCrossAttnProcessor(self.store, name, proc)
+                proc = self.architecture.processor(name, kinds[name], self.store, proc)
             elif name in probed:
                 proc = DaamSelfAttnProcessor(self.affinity, name, proc)  # type: ignore[arg-type]
             processors[name] = proc

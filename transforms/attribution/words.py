@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 END_OF_WORD = "</w>"
+WORD_START = "\u2581"  # sentencepiece's word-start marker (T5)
+CLIP_SCHEME = "clip"  # byte-level BPE, words end at ``</w>``, lower-cased (CLIP)
+SENTENCEPIECE_SCHEME = "sentencepiece"  # words start at ``▁``, case kept (T5)
 # CLIP's pre-tokeniser (``'s|'t|…|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+``): how a text splits into words
 _WORD_UNITS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE)
 Span = tuple[int, int]
@@ -40,6 +43,14 @@ class TokenizedPrompt:
     words: list[WordSpan]
     truncated: bool
     num_tokens_total: int
+    scheme: str = CLIP_SCHEME
+
+    def spans(self, tokenizer: Any, query: str) -> list[Span]:
+        """Token spans of ``query`` (a word or phrase): DAAM's token rule for CLIP prompts, the
+        word rule (``word_spans``) for sentencepiece prompts, whose tokens depend on case."""
+        if self.scheme == SENTENCEPIECE_SCHEME:
+            return word_spans([{"word": w.word, "start": w.start, "end": w.end} for w in self.words], query, self.tokens)
+        return token_spans(tokenizer, self.tokens, query)
 
 
 def _clean(token: str) -> str:
@@ -51,31 +62,66 @@ def max_prompt_tokens(tokenizer: Any) -> int:
     return int(tokenizer.model_max_length) - 2
 
 
-def tokenize_prompt(tokenizer: Any, prompt: str) -> TokenizedPrompt:
+def is_sentencepiece(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` marks word starts with ``▁`` (sentencepiece/T5) rather than word ends."""
+    return any(t.startswith(WORD_START) for t in tokenizer.tokenize("a and a"))
+
+
+def _is_punctuation(piece: str) -> bool:
+    text = piece.lstrip(WORD_START)
+    return bool(text) and not any(c.isalnum() for c in text)
+
+
+def _word_ends(tokens: Sequence[str], scheme: str) -> list[int]:
+    """Exclusive ends of the words of ``tokens``: CLIP words end at ``</w>``; sentencepiece words
+    start at ``▁`` and punctuation pieces stand apart (CLIP's convention, so the word rule and the
+    class matcher see the same words for both)."""
+    n = len(tokens)
+    if scheme == CLIP_SCHEME:
+        return [i + 1 for i, t in enumerate(tokens) if t.endswith(END_OF_WORD) or i == n - 1]
+    ends = []
+    for i in range(1, n + 1):
+        if i == n or tokens[i].startswith(WORD_START) or _is_punctuation(tokens[i]) or _is_punctuation(tokens[i - 1]):
+            # a bare ``▁`` (sentencepiece's space before some characters) joins the word after it
+            if not (i < n and tokens[i - 1] == WORD_START):
+                ends.append(i)
+    return ends
+
+
+def tokenize_prompt(tokenizer: Any, prompt: str, max_tokens: int | None = None) -> TokenizedPrompt:
     """Tokenise ``prompt`` like DAAM and split it into words with their token spans.
 
-    A word ends at a token carrying the end-of-word marker, so ``"Cat,"`` gives the words ``cat``
-    and ``,``. Tokens past the window are dropped and ``truncated`` is set.
+    CLIP: the prompt is lower-cased (as DAAM does) and a word ends at a token carrying the
+    end-of-word marker, so ``"Cat,"`` gives the words ``cat`` and ``,``. Sentencepiece (T5): the
+    prompt is tokenised as the pipeline encodes it (case kept), a word starts at ``▁`` and
+    punctuation pieces are words of their own; ``tokens`` are the pieces without ``▁``,
+    lower-cased. Tokens past the window (``max_tokens``, default ``max_prompt_tokens``) are
+    dropped and ``truncated`` is set.
     """
-    raw = tokenizer.tokenize(prompt.lower())
-    limit = max_prompt_tokens(tokenizer)
+    scheme = SENTENCEPIECE_SCHEME if is_sentencepiece(tokenizer) else CLIP_SCHEME
+    raw = tokenizer.tokenize(prompt.lower() if scheme == CLIP_SCHEME else prompt)
+    limit = max_prompt_tokens(tokenizer) if max_tokens is None else max_tokens
     kept = raw[:limit]
     ids = [int(i) for i in tokenizer.convert_tokens_to_ids(kept)]
     words: list[WordSpan] = []
     start = 0
-    for i, token in enumerate(kept):
-        if token.endswith(END_OF_WORD) or i == len(kept) - 1:
-            text = tokenizer.decode(ids[start : i + 1]).strip()
-            words.append(WordSpan(word=text, start=start, end=i + 1))
-            start = i + 1
+    for end in _word_ends(kept, scheme):
+        text = tokenizer.decode(ids[start:end]).strip()
+        words.append(WordSpan(word=text, start=start, end=end))
+        start = end
+    if scheme == CLIP_SCHEME:
+        tokens = [_clean(t) for t in kept]
+    else:
+        tokens = [t.lstrip(WORD_START).lower() for t in kept]
     return TokenizedPrompt(
         prompt=prompt,
-        tokens=[_clean(t) for t in kept],
+        tokens=tokens,
         display_tokens=[tokenizer.decode([i]).strip() for i in ids],
         token_ids=ids,
         words=words,
         truncated=len(raw) > limit,
         num_tokens_total=len(raw),
+        scheme=scheme,
     )
 
 
@@ -174,10 +220,11 @@ def word_spans(
 def row_spans(row: Mapping[str, Any], query: str, tokenizer: Any = None) -> list[Span]:
     """Token spans of ``query`` in a dataset row: the one matcher for rows.
 
-    With a ``tokenizer``, DAAM's ``token_spans`` on the row's ``token_ids``; without one,
-    ``word_spans`` on its ``words`` (and ``tokens``). Both raise ``ValueError`` when nothing matches.
+    With a CLIP ``tokenizer``, DAAM's ``token_spans`` on the row's ``token_ids``; without one (or
+    with a sentencepiece one, whose pieces depend on case), ``word_spans`` on its ``words`` (and
+    ``tokens``). Both raise ``ValueError`` when nothing matches.
     """
-    if tokenizer is not None:
+    if tokenizer is not None and not is_sentencepiece(tokenizer):
         ids = [int(i) for i in row["token_ids"]]
         return token_spans(tokenizer, tokenizer.convert_ids_to_tokens(ids), query)
     return word_spans(row["words"], query, row.get("tokens"))

@@ -1,0 +1,87 @@
+"""What a denoiser architecture tells the tracer: one small class per architecture.
+
+The tracer, the store and ``generate_traced`` are generic; an ``Architecture`` says which module
+is the denoiser, which tokenizer's tokens are the prompt's words and where they sit among the
+text keys, which attention modules to trace (and their kind: ``down``/``mid``/``up`` in a UNet,
+``joint`` in SD3, ``double``/``single`` in Flux), which processor records them, the map grid,
+and how the pipeline is called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..words import TokenizedPrompt, max_prompt_tokens, tokenize_prompt
+
+if TYPE_CHECKING:
+    from ..config import GenerationConfig
+    from ..store import HeatMapStore
+
+
+@dataclass(frozen=True)
+class TextLayout:
+    """Where a prompt's tokens are among the denoiser's text keys.
+
+    ``offset``: key index of the first prompt token; ``prefix``: global-map rows kept before it
+    (CLIP's start token: 1; T5 has none: 0); ``max_tokens``: prompt tokens that fit the window.
+    """
+
+    offset: int
+    prefix: int
+    max_tokens: int
+
+    def rows(self, num_tokens: int) -> slice:
+        """Key rows of a prompt's global map: the prefix, its tokens and the first end token."""
+        return slice(self.offset - self.prefix, self.offset + num_tokens + 1)
+
+
+class Architecture:
+    """Base class: subclasses fill in what differs (see the module docstring)."""
+
+    name = "base"
+
+    def denoiser(self, pipe: Any) -> Any:
+        """The module whose attention is traced."""
+        raise NotImplementedError
+
+    def word_tokenizer(self, pipe: Any) -> Any:
+        """The tokenizer whose tokens define the prompt's tokens and words."""
+        return pipe.tokenizer
+
+    def text_layout(self, pipe: Any) -> TextLayout:
+        """Where the prompt tokens are among the text keys."""
+        return TextLayout(offset=1, prefix=1, max_tokens=max_prompt_tokens(self.word_tokenizer(pipe)))
+
+    def tokenize(self, pipe: Any, prompt: str) -> TokenizedPrompt:
+        """Tokenise ``prompt`` as the traced keys see it (``ValueError`` for a prompt the model
+        cannot take: a failure record)."""
+        return tokenize_prompt(self.word_tokenizer(pipe), prompt, self.text_layout(pipe).max_tokens)
+
+    def traced_modules(self, denoiser: Any) -> dict[str, str]:
+        """Processor name → kind of every attention module that attends to text."""
+        raise NotImplementedError
+
+    def processor(self, name: str, kind: str, store: "HeatMapStore", fallback: Any) -> Any:
+        """The recording processor for one traced module (``fallback``: its original processor)."""
+        raise NotImplementedError
+
+    def default_size(self, pipe: Any) -> tuple[int, int]:
+        """(height, width) in pixels when the run does not set them."""
+        sample = self.denoiser(pipe).config.sample_size
+        h, w = (sample, sample) if isinstance(sample, int) else sample
+        scale = int(pipe.vae_scale_factor)
+        return int(h) * scale, int(w) * scale
+
+    def map_grid(self, pipe: Any, height: int, width: int) -> tuple[int, int]:
+        """The grid of the finest maps (the store's ``latent_size``)."""
+        scale = int(pipe.vae_scale_factor)
+        return height // scale, width // scale
+
+    def uses_cfg(self, config: "GenerationConfig") -> bool:
+        """Whether the denoiser batch is ``[unconditional; conditional]``."""
+        return config.uses_cfg
+
+    def call_kwargs(self, config: "GenerationConfig", negatives: Sequence[str] | None) -> dict[str, Any]:
+        """Pipeline arguments that differ per architecture (guidance, negatives, text length)."""
+        return {"guidance_scale": config.guidance_scale, "negative_prompt": negatives}
