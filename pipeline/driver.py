@@ -60,6 +60,9 @@ def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[i
     default_h, default_w, scale = model_geometry(settings.model, source)
     height = settings.generation.height or default_h
     width = settings.generation.width or default_w
+    if height % scale or width % scale:
+        raise ValueError(f"--height/--width must be multiples of {scale} for this model (one attention map cell "
+                         f"is {scale}x{scale} pixels); got {width}x{height}")
     family = family_of(source)
     segmentation = settings.segmentation_config
     check_family_settings(family, (height, width), (default_h, default_w), settings.model.scheduler,

@@ -15,7 +15,9 @@ from .attribution.architectures import architecture_of
 from .model_family import (
     COLOUR_WORLD,
     COLOUR_WORLD_MODEL_NAME,
+    FLUX,
     STABLE_DIFFUSION,
+    STABLE_DIFFUSION_3,
     colour_world_geometry,
     family_of,
     pipeline_class,
@@ -34,6 +36,8 @@ SCHEDULERS = {
     "dpm-solver": "DPMSolverMultistepScheduler",
     "lms": "LMSDiscreteScheduler",
 }
+TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX)
+FLUX_DEFAULT_SAMPLE_SIZE = 128
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -160,8 +164,9 @@ def load_pipeline(spec: ModelSpec) -> Any:
 
 
 def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int, int]:
-    """(default height, default width, vae scale factor) read from the model's configs, no weights."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    """(default height, default width, pixels per map cell: the VAE factor, times the patch size
+    for transformers) read from the model's configs, no weights."""
+    from diffusers import AutoencoderKL
 
     source = source or resolve_model_source(spec.model, spec.revision)
     if family_of(source).name == COLOUR_WORLD:
@@ -169,12 +174,17 @@ def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int
             return colour_world_geometry(source)
         except (OSError, ValueError, KeyError) as error:
             raise _load_error(spec, source, error) from error
+    transformer = family_of(source).name in TRANSFORMER_FAMILIES
     try:
-        unet = UNet2DConditionModel.load_config(source, subfolder="unet", revision=spec.revision)
+        # any model class reads a config.json
+        denoiser = AutoencoderKL.load_config(source, subfolder="transformer" if transformer else "unet", revision=spec.revision)
         vae = AutoencoderKL.load_config(source, subfolder="vae", revision=spec.revision)
-    except (OSError, ValueError) as error:
+        scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        # Flux's transformer config has no sample size: its pipeline's default is 128 latents (1024 px)
+        sample = denoiser.get("sample_size", FLUX_DEFAULT_SAMPLE_SIZE)
+        patch = int(denoiser.get("patch_size", 2)) if transformer else 1
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise _load_error(spec, source, error) from error
-    sample = unet["sample_size"]
-    scale = 2 ** (len(vae["block_out_channels"]) - 1)
     height, width = (sample, sample) if isinstance(sample, int) else sample
-    return int(height) * scale, int(width) * scale, scale
+    # maps of a transformer are on its patch grid: one map pixel per patch of the latent
+    return int(height) * scale, int(width) * scale, scale * patch
