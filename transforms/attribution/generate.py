@@ -153,7 +153,7 @@ def generate_traced(
             generator=generators,
             output_type="np",
             callback_on_step_end=_on_step_end,
-            **architecture.call_kwargs(config, negatives),
+            **architecture.call_kwargs(config, negatives, pipe),
         )
     maps = store.global_maps()
     affinities = None if affinity is None else affinity.affinity()

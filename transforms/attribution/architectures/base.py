@@ -82,6 +82,9 @@ class Architecture:
         """Whether the denoiser batch is ``[unconditional; conditional]``."""
         return config.uses_cfg
 
-    def call_kwargs(self, config: "GenerationConfig", negatives: Sequence[str] | None) -> dict[str, Any]:
-        """Pipeline arguments that differ per architecture (guidance, negatives, text length)."""
+    def call_kwargs(
+        self, config: "GenerationConfig", negatives: Sequence[str] | None, pipe: Any = None
+    ) -> dict[str, Any]:
+        """Pipeline arguments that differ per architecture (guidance, negatives, text length read
+        from ``pipe``'s tokenizers); ``ValueError`` for settings the architecture cannot trace."""
         return {"guidance_scale": config.guidance_scale, "negative_prompt": negatives}
