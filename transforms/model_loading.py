@@ -182,7 +182,8 @@ def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int
         scale = 2 ** (len(vae["block_out_channels"]) - 1)
         # Flux's transformer config has no sample size: its pipeline's default is 128 latents (1024 px)
         sample = denoiser.get("sample_size", FLUX_DEFAULT_SAMPLE_SIZE)
-        patch = int(denoiser.get("patch_size", 2)) if transformer else 1
+        # SD3 patchifies in its transformer; Flux's pipeline packs 2x2 latents (its config says 1)
+        patch = (2 if family_of(source).name == FLUX else int(denoiser.get("patch_size", 2))) if transformer else 1
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise _load_error(spec, source, error) from error
     height, width = (sample, sample) if isinstance(sample, int) else sample
