@@ -66,7 +66,7 @@ def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[i
     family = family_of(source)
     segmentation = settings.segmentation_config
     check_family_settings(family, (height, width), (default_h, default_w), settings.model.scheduler,
-                          bool(segmentation and segmentation.refine))
+                          bool(segmentation and segmentation.refine), settings.generation.negative_prompt)
     if family.sd_memory_model:
         _require_fits(settings, source, (height, width), len(corpus.prompts))
     return corpus, (height, width), (height // scale, width // scale)

@@ -99,9 +99,16 @@ def colour_world_geometry(source: str) -> tuple[int, int, int]:
 
 
 def check_family_settings(
-    family: Family, size: tuple[int, int], native: tuple[int, int], scheduler: str | None, refine: bool
+    family: Family,
+    size: tuple[int, int],
+    native: tuple[int, int],
+    scheduler: str | None,
+    refine: bool,
+    negative_prompt: str | None = None,
 ) -> None:
     """Refuse, with one line, settings a model of ``family`` cannot honour (``ValueError``)."""
+    if family.name == FLUX and negative_prompt:
+        raise ValueError("--negative-prompt: Flux is guidance-distilled (no negative branch is traced); drop it")
     if family.name != COLOUR_WORLD:
         return
     if scheduler:
