@@ -1,0 +1,193 @@
+"""Flux (``FluxPipeline``): joint attention over text and image tokens, text first.
+
+The traced modules are the ``attn`` of every double-stream block (``FluxTransformerBlock``, kind
+``double``: text and image streams projected apart, concatenated text first inside the processor)
+and of every single-stream block (``FluxSingleTransformerBlock``, kind ``single``: the block
+concatenates text and image before attention, so its processor sees one sequence with
+``encoder_hidden_states=None``; the text length is the sequence length minus the image tokens,
+the store's map grid ``h·w``). In diffusers >= 0.35 these are ``FluxAttention`` modules whose
+``FluxAttnProcessor`` calls ``dispatch_attention_fn`` on ``[B, S, H, D]`` tensors.
+
+The map of a text token is the image-query → text-key block of the joint softmax
+(``joint.text_key_maps``: no L×L matrix, heads reduced on the device); the attention output keeps
+the model's own backend. Tokens and words are T5's (``tokenizer_2``): its sentencepiece pieces sit
+at keys ``0 … n-1``, ``</s>`` at ``n`` (no start token: ``prefix`` 0); CLIP contributes only its
+pooled vector. Guidance is an embedding (FLUX.1-dev), so there is no CFG batch; negative prompts
+(the pipeline's true-CFG branch) are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.embeddings import apply_rotary_emb
+from diffusers.models.transformers.transformer_flux import (
+    FluxSingleTransformerBlock,
+    FluxTransformerBlock,
+    _get_qkv_projections,
+)
+
+from ..config import GenerationConfig
+from ..joint import text_key_maps
+from ..store import HeatMapStore
+from .base import Architecture, TextLayout
+
+MAX_SEQUENCE_LENGTH = 512  # FluxPipeline's largest (and default) T5 length
+PACKING = 2  # the pipeline packs 2x2 latent patches into one token
+_BLOCK_KINDS = ((FluxTransformerBlock, "double"), (FluxSingleTransformerBlock, "single"))
+
+
+def max_sequence_length(pipe: Any) -> int:
+    """T5 tokens the pipeline is asked for: its tokenizer's window, at most 512."""
+    return min(MAX_SEQUENCE_LENGTH, int(pipe.tokenizer_2.model_max_length))
+
+
+def joint_qkv(
+    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, rotary: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query, key and value ``[B, S, H, D]`` as ``FluxAttnProcessor`` builds them: projections,
+    QK-norms, text concatenated first (double blocks), rotary embedding."""
+    query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(
+        attn, hidden_states, encoder_hidden_states
+    )
+    query, key, value = (t.unflatten(-1, (-1, attn.head_dim)) for t in (query, key, value))
+    query, key = attn.norm_q(query), attn.norm_k(key)
+    if attn.added_kv_proj_dim is not None:
+        encoder_query, encoder_key, encoder_value = (
+            t.unflatten(-1, (-1, attn.head_dim)) for t in (encoder_query, encoder_key, encoder_value)
+        )
+        query = torch.cat([attn.norm_added_q(encoder_query), query], dim=1)
+        key = torch.cat([attn.norm_added_k(encoder_key), key], dim=1)
+        value = torch.cat([encoder_value, value], dim=1)
+    if rotary is not None:
+        query = apply_rotary_emb(query, rotary, sequence_dim=1)
+        key = apply_rotary_emb(key, rotary, sequence_dim=1)
+    return query, key, value
+
+
+def joint_output(
+    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, dtype: torch.dtype
+) -> Any:
+    """``FluxAttnProcessor``'s output from the kernel's ``[B, S, H, D]`` result: the image stream
+    and the text stream (double blocks) or the whole sequence (single blocks)."""
+    hidden_states = hidden_states.flatten(2, 3).to(dtype)
+    if encoder_hidden_states is None:
+        return hidden_states
+    text = encoder_hidden_states.shape[1]
+    encoder_out, hidden_states = hidden_states.split_with_sizes([text, hidden_states.shape[1] - text], dim=1)
+    hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.contiguous()))
+    return hidden_states, attn.to_add_out(encoder_out.contiguous())
+
+
+def record_text_maps(
+    store: HeatMapStore, name: str, query: torch.Tensor, key: torch.Tensor, image: slice, text: slice
+) -> None:
+    """Add the image → text slice of one call's joint softmax to ``store`` (``[B, H, S, D]`` inputs,
+    the kernel's default scale), normalised and head-reduced as its config says."""
+    config = store.config
+    with torch.no_grad():
+        maps = text_key_maps(query, key, image, text, query.shape[-1] ** -0.5, config.joint_normalize, config.heads)
+    store.add_reduced(name, maps, query.shape[1] if config.heads == "mean" else 1)
+
+
+class DaamFluxAttnProcessor:
+    """``FluxAttnProcessor`` that also records the image → text attention into ``store``.
+
+    The output is computed as diffusers computes it (same projections, norms, rotary embedding
+    and ``dispatch_attention_fn`` with the original processor's backend), so images are
+    unchanged. Steps the store does not want go to ``fallback``, the original processor.
+    """
+
+    def __init__(self, store: HeatMapStore, name: str, fallback: Any) -> None:
+        self.store = store
+        self.name = name
+        self.fallback = fallback
+
+    # ``set_attention_backend`` while traced reaches the original processor
+    @property
+    def _attention_backend(self) -> Any:
+        return getattr(self.fallback, "_attention_backend", None)
+
+    @_attention_backend.setter
+    def _attention_backend(self, backend: Any) -> None:
+        self.fallback._attention_backend = backend
+
+    @property
+    def _parallel_config(self) -> Any:
+        return getattr(self.fallback, "_parallel_config", None)
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: Any = None,
+    ) -> Any:
+        h, w = self.store.latent_size
+        image_tokens = h * w
+        if not self.store.wants(image_tokens):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        if attention_mask is not None:
+            raise ValueError(f"{self.name}: attention masks are not traced (the slice would not be the model's softmax)")
+        if encoder_hidden_states is not None and hidden_states.shape[1] != image_tokens:
+            raise RuntimeError(f"expected {image_tokens} image tokens ({h}x{w}), got {hidden_states.shape[1]} in {self.name}")
+        query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
+        text = query.shape[1] - image_tokens
+        record_text_maps(
+            self.store, self.name, query.transpose(1, 2), key.transpose(1, 2), slice(text, None), slice(0, text)
+        )
+        out = dispatch_attention_fn(
+            query, key, value, attn_mask=None, backend=self._attention_backend, parallel_config=self._parallel_config
+        )
+        return joint_output(attn, out, encoder_hidden_states, query.dtype)
+
+
+class FluxArchitecture(Architecture):
+    """FLUX.1 transformers (dev and schnell shapes, any block and head counts)."""
+
+    name = "flux"
+
+    def denoiser(self, pipe: Any) -> Any:
+        return pipe.transformer
+
+    def word_tokenizer(self, pipe: Any) -> Any:
+        return pipe.tokenizer_2
+
+    def text_layout(self, pipe: Any) -> TextLayout:
+        return TextLayout(offset=0, prefix=0, max_tokens=max_sequence_length(pipe) - 1)
+
+    def traced_modules(self, denoiser: Any) -> dict[str, str]:
+        names = {}
+        for module_name, module in denoiser.named_modules():
+            kind = next((k for cls, k in _BLOCK_KINDS if isinstance(module, cls)), None)
+            if kind is not None:
+                names[f"{module_name}.attn.processor"] = kind
+        return names
+
+    def processor(self, name: str, kind: str, store: HeatMapStore, fallback: Any) -> Any:
+        return DaamFluxAttnProcessor(store, name, fallback)
+
+    def default_size(self, pipe: Any) -> tuple[int, int]:
+        """What ``FluxPipeline`` uses: ``default_sample_size`` latents times the VAE factor."""
+        side = int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
+        return side, side
+
+    def map_grid(self, pipe: Any, height: int, width: int) -> tuple[int, int]:
+        cell = int(pipe.vae_scale_factor) * PACKING
+        return height // cell, width // cell
+
+    def uses_cfg(self, config: GenerationConfig) -> bool:
+        return False
+
+    def call_kwargs(
+        self, config: GenerationConfig, negatives: Sequence[str] | None, pipe: Any = None
+    ) -> dict[str, Any]:
+        if negatives is not None and any(negatives):
+            raise ValueError(
+                "Flux takes no negative prompt here: its guidance is an embedding, and the "
+                "pipeline's true-CFG negative branch is not traced; drop the negative prompt"
+            )
+        return {"guidance_scale": config.guidance_scale, "max_sequence_length": max_sequence_length(pipe)}
