@@ -3,6 +3,7 @@ pipeline of its family (``model_family``)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -126,6 +127,18 @@ def _load_error(spec: ModelSpec, source: str, error: Exception) -> ModelLoadErro
     return ModelLoadError(f"--model {spec.model}: cannot load: {first_line}")
 
 
+def absent_components(source: str) -> dict[str, None]:
+    """Components a local folder's ``model_index.json`` records as ``[null, null]`` (saved as
+    ``None``, e.g. SD3 without T5): diffusers loads them only when they are passed as ``None``."""
+    try:
+        entries = json.loads((Path(source).expanduser() / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    return {name: None for name, value in entries.items() if not name.startswith("_") and value == [None, None]}
+
+
 def load_pipeline(spec: ModelSpec) -> Any:
     """Load a Stable Diffusion pipeline for ``spec`` on its device, progress bars off."""
     import diffusers
@@ -141,7 +154,7 @@ def load_pipeline(spec: ModelSpec) -> Any:
     no_checker = {"safety_checker": None, "requires_safety_checker": False} if family.name == STABLE_DIFFUSION else {}
     try:
         pipe = pipeline_class(family).from_pretrained(
-            source, revision=spec.revision, dtype=DTYPES[spec.dtype], **no_checker
+            source, revision=spec.revision, dtype=DTYPES[spec.dtype], **{**absent_components(source), **no_checker}
         )
     except (OSError, ValueError) as error:
         raise _load_error(spec, source, error) from error
