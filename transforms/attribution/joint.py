@@ -10,9 +10,12 @@ reduced on the device, so what leaves this function is ``(batch, image queries, 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+
+if TYPE_CHECKING:
+    from .store import HeatMapStore
 
 Normalize = Literal["all", "text"]
 HeadReduce = Literal["mean", "max"]
@@ -67,3 +70,15 @@ def text_key_maps(
         probs = (text_scores - lse).exp_()
         out[:, start : start + step] = probs.sum(1) if heads == "mean" else probs.amax(1)
     return out
+
+
+def record_text_maps(
+    store: "HeatMapStore", name: str, query: torch.Tensor, key: torch.Tensor, image: slice, text: slice
+) -> None:
+    """Add one joint-attention call's image → text maps to ``store`` under ``name``: ``query``/``key``
+    ``(batch, heads, sequence, head_dim)`` as the kernel receives them (its default scale
+    ``head_dim ** -0.5``), normalised and head-reduced as ``store.config`` says."""
+    config = store.config
+    with torch.no_grad():
+        maps = text_key_maps(query, key, image, text, query.shape[-1] ** -0.5, config.joint_normalize, config.heads)
+    store.add_reduced(name, maps, query.shape[1] if config.heads == "mean" else 1)

@@ -30,7 +30,7 @@ from diffusers.models.transformers.transformer_flux import (
 )
 
 from ..config import GenerationConfig
-from ..joint import text_key_maps
+from ..joint import record_text_maps
 from ..store import HeatMapStore
 from .base import Architecture, TextLayout
 
@@ -79,17 +79,6 @@ def joint_output(
     encoder_out, hidden_states = hidden_states.split_with_sizes([text, hidden_states.shape[1] - text], dim=1)
     hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.contiguous()))
     return hidden_states, attn.to_add_out(encoder_out.contiguous())
-
-
-def record_text_maps(
-    store: HeatMapStore, name: str, query: torch.Tensor, key: torch.Tensor, image: slice, text: slice
-) -> None:
-    """Add the image → text slice of one call's joint softmax to ``store`` (``[B, H, S, D]`` inputs,
-    the kernel's default scale), normalised and head-reduced as its config says."""
-    config = store.config
-    with torch.no_grad():
-        maps = text_key_maps(query, key, image, text, query.shape[-1] ** -0.5, config.joint_normalize, config.heads)
-    store.add_reduced(name, maps, query.shape[1] if config.heads == "mean" else 1)
 
 
 class DaamFluxAttnProcessor:
