@@ -186,6 +186,18 @@ def test_images_bit_identical_traced_and_untraced(pipe):
     assert np.array_equal(traced.image, plain)
 
 
+def test_unselected_steps_go_to_the_original_processor(pipe):
+    """Steps outside ``step_range`` are not recorded (the maps of both halves add up to the whole)
+    and run the model's processor (the images do not change)."""
+    runs = [
+        generate_traced(pipe, [PROMPT], [2], GenerationConfig(**SMALL, trace=TraceConfig(step_range=r)))[0]
+        for r in (None, (0, 1), (1, None))
+    ]
+    whole, first, second = (s.heat_map.maps for s in runs)
+    assert (whole - first - second).abs().max() <= 1e-6 and not torch.allclose(first, second)
+    assert all(np.array_equal(s.image, runs[0].image) for s in runs[1:])
+
+
 def test_batch_equals_single_runs(pipe):
     prompts = [PROMPT, "an armadillo eating watermelon", "a red bicycle"]
     config = GenerationConfig(**SMALL)

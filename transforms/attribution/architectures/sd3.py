@@ -4,7 +4,7 @@ Traced modules: the joint attention ``attn`` of every ``JointTransformerBlock`` 
 ``joint``), the modules with text projections (``add_k_proj``). SD3.5's dual-attention ``attn2``
 modules attend over image tokens only and keep their processor. ``DaamJointAttnProcessor`` ports
 diffusers' ``JointAttnProcessor2_0`` (qk-norm of SD3.5, ``context_pre_only`` of the last block)
-and records the image-query → text-key slice of its softmax (``joint.text_key_maps``) from the
+and records the image-query → text-key slice of its softmax (``joint.record_text_maps``) from the
 query and key its fused kernel receives; the output still comes from that kernel.
 
 Text keys: the joint sequence is ``[image ; context]`` and the context is ``[77 CLIP positions
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..joint import text_key_maps
+from ..joint import record_text_maps
 from ..store import HeatMapStore, query_length
 from ..words import TokenizedPrompt
 from .base import Architecture, TextLayout
@@ -42,22 +42,6 @@ if TYPE_CHECKING:
 
 MAX_SEQUENCE_LENGTH = 256  # the pipeline's default T5 window (``max_sequence_length``)
 JOINT_KIND = "joint"
-
-
-def record_joint_maps(
-    store: HeatMapStore, name: str, query: torch.Tensor, key: torch.Tensor, image: slice, text: slice
-) -> None:
-    """Add one joint-attention call's image → text maps to ``store`` under ``name``.
-
-    ``query``/``key`` are ``(batch, heads, sequence, head_dim)`` as the kernel receives them (its
-    default scale ``head_dim ** -0.5``); normalisation and head reduction follow
-    ``store.config``.
-    """
-    config = store.config
-    maps = text_key_maps(
-        query.detach(), key.detach(), image, text, query.shape[-1] ** -0.5, config.joint_normalize, config.heads
-    )
-    store.add_reduced(name, maps, query.shape[1] if config.heads == "mean" else 1)
 
 
 def _project(
@@ -110,7 +94,7 @@ class DaamJointAttnProcessor:
             (attn.norm_added_q, attn.norm_added_k),
         )
         query, key, value = (torch.cat([ours, theirs], dim=2) for ours, theirs in zip((query, key, value), context))
-        record_joint_maps(self.store, self.name, query, key, slice(0, image_len), slice(image_len, None))
+        record_text_maps(self.store, self.name, query, key, slice(0, image_len), slice(image_len, None))
 
         hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * query.shape[-1])
