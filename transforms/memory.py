@@ -6,7 +6,7 @@ allocated, and the memory the device has. No Beam, no weights.
 latent grid of ``h × w = p`` pixels (image size / the VAE's factor):
 
 - **weights**: parameters of the UNet and the VAE (built on the meta device: no storage) and of the
-  text encoder (from its config), in the run's dtype;
+  text encoders (from their configs: SDXL has two, the second with a projection), in the run's dtype;
 - **UNet activations**: the skip connections the down path keeps for the up path
   (``layers_per_block + 1`` tensors per level) plus the working set of the largest block: a
   transformer block's GEGLU feed-forward holds about ``UNET_WORK`` × channels values per pixel;
@@ -16,7 +16,8 @@ latent grid of ``h × w = p`` pixels (image size / the VAE's factor):
 - **traced cross-attention**: a traced layer's explicit baddbmm input, scores and probabilities
   plus the float32 copy the store adds, ``N·heads·p·77`` values each;
 - **accumulated maps**: the float32 per-layer sums kept across steps for every traced layer,
-  ``images·heads·p_layer·77``, and their aggregation to the latent grid at the end;
+  ``images·heads·p_layer·77`` (``K`` times that with ``--per-timestep K``: one sum per time bin),
+  and their aggregation to the latent grid at the end (plus the ``K`` bins' maps);
 - **self-attention affinity** (segmentation with refinement): the float32 sum of head-summed
   self-attention probabilities at the refine factor, ``images·q²`` for its grid of ``q`` pixels,
   and its average at the end (twice); while the UNet runs, the probe's ``CHUNK_ELEMENTS``-bounded
@@ -24,8 +25,8 @@ latent grid of ``h × w = p`` pixels (image size / the VAE's factor):
   size, raw and refined (``refinement``, ``REFINE_WORK`` values per pixel per class);
 - **VAE decode**: the decoder's largest level (``VAE_WORK`` tensors of its channels per pixel), its
   mid-block attention when materialised, and the decoded images (tensor, float copy, array);
-- **shard rows**: a shard's records, held until the shard is committed (token maps and PNG, twice
-  while they are converted to Arrow);
+- **shard rows**: a shard's records, held until the shard is committed (token maps, the ``K``
+  per-timestep maps, and PNG, twice while they are converted to Arrow);
 - **kernel workspace**: the convolution library's re-laid-out copy of the largest UNet convolution
   plus a fixed ``FIXED_OVERHEAD``.
 
@@ -37,7 +38,8 @@ Calibration (``tests/unit/test_memory.py`` checks measured <= estimate <= 20× m
 built-in tiny model (CPU, 256–768 px, 1–4 images) the estimate was 2.0–2.7× the measured peak RSS
 growth of a whole traced generation; on a Stable Diffusion 1.5-shaped UNet and VAE (random
 weights, CPU, 256–512 px) the UNet terms were 1.6–2.1× and the VAE terms 1.5–2.1× the measured
-peaks.
+peaks; on the built-in ``tiny-sdxl`` (two text encoders, ``text_time`` embedding; CPU, 384–768 px,
+1–2 images; ``tests/unit/test_sdxl.py``) 2.2–2.8×.
 
 Safety margin: ``require_fits`` refuses an estimate above ``HEADROOM`` (90 %) of what the device has
 available (CPU: ``MemAvailable``, capped by the cgroup's limit; CUDA: ``torch.cuda.mem_get_info``'s
@@ -57,7 +59,8 @@ from .attribution.affinity import CHUNK_ELEMENTS
 from .attribution.config import GenerationConfig, SegmentationConfig, TraceConfig
 from .memory_device import available_memory, cpu_available  # noqa: F401  (require_fits looks them up here)
 
-TEXT_TOKENS = 77  # CLIP's text window: keys of every cross-attention call
+TEXT_TOKENS = 77  # CLIP's text window: keys of every cross-attention call (SDXL: its two encoders side by side)
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")  # the folders' text-encoder components (SDXL has both)
 STORED_TOKENS = TEXT_TOKENS - 2  # token map rows a record keeps (no start/end token)
 UNET_WORK = 24  # values per pixel per channel alive in the UNet's largest block (GEGLU: 8c + 4c + 4c + norms)
 SCORE_COPIES = 2  # attention scores and their softmax
@@ -146,13 +149,11 @@ def _attention_blocks(unet: Mapping[str, Any]) -> list[tuple[str, int, int, int]
 
 
 def traced_layers(unet: Mapping[str, Any], trace: TraceConfig) -> list[TracedLayer]:
-    """One entry per cross-attention module that a ``trace`` selection records, from the config."""
-    return [
-        TracedLayer(2**level, heads)
-        for prefix, level, modules, heads in _attention_blocks(unet)
-        if trace.keeps_module(prefix) and trace.keeps_factor(2**level)
-        for _ in range(modules)
-    ]
+    """One entry per cross-attention module that a ``trace`` selection records (kinds, name globs,
+    factors), from the config: the UNet built on the meta device (``trace_selection``)."""
+    from .trace_selection import traced, unet_modules
+
+    return [TracedLayer(m.factor or 1, m.heads or 1) for m in traced(unet_modules(unet), trace)]
 
 
 def model_factors(unet: Mapping[str, Any]) -> list[int]:
@@ -195,11 +196,15 @@ def _grid(h: int, w: int, factor: int) -> int:
 
 
 def _text_encoder_parameters(config: Mapping[str, Any]) -> int:
-    """Parameters of a CLIP-style text encoder from its config (embeddings, layers, final norm)."""
+    """Parameters of a CLIP-style text encoder from its config (embeddings, layers, final norm, and
+    the text projection of a ``CLIPTextModelWithProjection``: SDXL's second encoder)."""
     d = int(config.get("hidden_size", 0))
     ff = int(config.get("intermediate_size", 4 * d))
     embeddings = (int(config.get("vocab_size", 0)) + int(config.get("max_position_embeddings", TEXT_TOKENS))) * d
-    return embeddings + 2 * d + int(config.get("num_hidden_layers", 0)) * (4 * d * d + 2 * d * ff + 9 * d + ff)
+    projected = any("WithProjection" in str(name) for name in config.get("architectures") or ())
+    projection = d * int(config.get("projection_dim", 0)) if projected else 0
+    layers = int(config.get("num_hidden_layers", 0)) * (4 * d * d + 2 * d * ff + 9 * d + ff)
+    return embeddings + 2 * d + projection + layers
 
 
 def _parameters(cls: Any, config: Mapping[str, Any]) -> int:
@@ -210,11 +215,11 @@ def _parameters(cls: Any, config: Mapping[str, Any]) -> int:
 
 
 def weight_bytes(configs: Mapping[str, Mapping[str, Any]], dtype: str) -> int:
-    """Bytes of the UNet, VAE and text encoder weights in ``dtype``."""
+    """Bytes of the UNet, VAE and text encoder(s) weights in ``dtype``."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     count = _parameters(UNet2DConditionModel, configs["unet"]) + _parameters(AutoencoderKL, configs["vae"])
-    count += _text_encoder_parameters(configs.get("text_encoder") or {})
+    count += sum(_text_encoder_parameters(configs.get(name) or {}) for name in TEXT_ENCODERS)
     return count * DTYPE_BYTES[dtype]
 
 
@@ -231,8 +236,8 @@ def estimate_generation(
     segmentation: SegmentationConfig | None = None,
 ) -> MemoryEstimate:
     """Peak bytes of one traced generation of ``images`` images of ``size`` (height, width) with
-    the model whose ``configs`` (``unet``, ``vae``, optional ``text_encoder``) are given; see the
-    module docstring. ``materialises`` overrides the attention-backend probe; ``segmentation``
+    the model whose ``configs`` (``unet``, ``vae``, optional ``text_encoder`` and ``text_encoder_2``)
+    are given; see the module docstring. ``materialises`` overrides the attention-backend probe; ``segmentation``
     adds the refinement's parts."""
     unet, vae = configs["unet"], configs["vae"]
     e = DTYPE_BYTES[dtype]
@@ -263,8 +268,9 @@ def estimate_generation(
     layers = traced_layers(unet, generation.trace)
     traced = max((n * t.heads * _grid(h, w, t.factor) * TEXT_TOKENS * TRACED_BYTES for t in layers), default=0)
     max_heads = max((t.heads for t in layers), default=0)
+    bins = generation.trace.per_timestep or 0  # per-timestep sums: one per bin, and K maps per image
     maps = images * TEXT_TOKENS * 4 * (
-        sum(t.heads * _grid(h, w, t.factor) for t in layers) + (max_heads + 4) * h * w
+        max(bins, 1) * sum(t.heads * _grid(h, w, t.factor) for t in layers) + (max_heads + 4 + bins) * h * w
     )
 
     decoder = [int(c) for c in reversed(vae["block_out_channels"])]
@@ -272,7 +278,7 @@ def estimate_generation(
     vae_attention = images * e * SCORE_COPIES * (h * w) ** 2 if materialises and vae.get("mid_block_add_attention", True) else 0
     vae_decode = images * (e * VAE_WORK * widest + IMAGE_BYTES * 3 * height * width) + vae_attention
 
-    shard = rows_per_shard * SHARD_COPIES * (STORED_TOKENS * h * w * DTYPE_BYTES[map_dtype] + 3 * height * width)
+    shard = rows_per_shard * SHARD_COPIES * ((1 + bins) * STORED_TOKENS * h * w * DTYPE_BYTES[map_dtype] + 3 * height * width)
     nxt = [channels[min(i + 1, levels - 1)] for i in range(levels)]
     workspace = FIXED_OVERHEAD + e * max(9 * channels[i] * (channels[i] + nxt[i]) for i in range(levels))
     weights = weight_bytes(configs, dtype)
@@ -298,18 +304,19 @@ def estimate_generation(
 
 
 def model_configs(source: str, revision: str | None = None) -> dict[str, dict[str, Any]]:
-    """The ``unet``, ``vae`` and (if present) ``text_encoder`` configs of a diffusers model folder
-    or hub id: JSON files only, no weights."""
+    """The ``unet``, ``vae`` and (if present) ``text_encoder`` and ``text_encoder_2`` (SDXL) configs
+    of a diffusers model folder or hub id: JSON files only, no weights."""
     from diffusers.configuration_utils import ConfigMixin
 
     class _Config(ConfigMixin):
         config_name = "config.json"
 
     configs = {name: dict(_Config.load_config(source, subfolder=name, revision=revision)) for name in ("unet", "vae")}
-    try:
-        configs["text_encoder"] = dict(_Config.load_config(source, subfolder="text_encoder", revision=revision))
-    except (OSError, ValueError):  # a model without a separate text encoder config: its weights go uncounted
-        pass
+    for name in TEXT_ENCODERS:
+        try:
+            configs[name] = dict(_Config.load_config(source, subfolder=name, revision=revision))
+        except (OSError, ValueError):  # a model without this text encoder config: its weights go uncounted
+            pass
     return configs
 
 

@@ -38,7 +38,7 @@ class Family:
 FAMILIES = {
     STABLE_DIFFUSION: Family(STABLE_DIFFUSION, None, SD_GUIDANCE, True),
     # the pipelines' own defaults: SDXL 5.0, SD3 7.0, Flux 3.5 (embedded guidance, no CFG batch)
-    STABLE_DIFFUSION_XL: Family(STABLE_DIFFUSION_XL, None, 5.0, False),
+    STABLE_DIFFUSION_XL: Family(STABLE_DIFFUSION_XL, None, 5.0, True),
     STABLE_DIFFUSION_3: Family(STABLE_DIFFUSION_3, None, 7.0, False),
     FLUX: Family(FLUX, None, 3.5, False),
     # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
