@@ -22,6 +22,7 @@ from .model_family import (
     colour_world_geometry,
     family_of,
     pipeline_class,
+    pipeline_class_name,
 )
 from .builtin_models import BUILTIN_MODELS, builtin_model_path
 from .tiny_model import TINY_MODEL_NAME
@@ -37,6 +38,7 @@ SCHEDULERS = {
     "dpm-solver": "DPMSolverMultistepScheduler",
     "lms": "LMSDiscreteScheduler",
 }
+IMAGE_CONDITIONED = ("Img2Img", "Inpaint", "Refiner", "ControlNet", "InstructPix2Pix")
 TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX)
 FLUX_DEFAULT_SAMPLE_SIZE = 128
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -98,6 +100,12 @@ def resolve_model_source(model: str, revision: str | None = None) -> str:
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(
                 f"--model {model}: {path} is not a diffusers model folder (no model_index.json)"
+            )
+        kind = pipeline_class_name(str(path)) or ""
+        if any(marker in kind for marker in IMAGE_CONDITIONED):
+            raise ModelLoadError(
+                f"--model {model}: {kind} generates from an image (an SDXL refiner or an img2img/inpainting "
+                "model); pass a text-to-image model folder"
             )
         return str(path)
     if model.startswith((".", "/", "~")) or not _HUB_ID.match(model):

@@ -34,6 +34,14 @@ def test_missing_folder_and_non_model_folder(tmp_path):
         resolve_model_source(str(tmp_path))
 
 
+@pytest.mark.parametrize("kind", ["StableDiffusionXLImg2ImgPipeline", "StableDiffusionInpaintPipeline"])
+def test_image_conditioned_folders_are_refused_before_loading(tmp_path, kind):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": kind}))
+    with pytest.raises(ModelLoadError, match=f"{kind} generates from an image") as info:
+        resolve_model_source(str(tmp_path))
+    assert "\n" not in str(info.value)
+
+
 def test_hub_id_offline_gives_one_clear_line(monkeypatch):
     import huggingface_hub
 
