@@ -1,0 +1,525 @@
+"""Cost of tracing per architecture: untraced vs traced vs a brute-force full-matrix capture.
+
+    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|all [--size 256] [--steps 2]
+        [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4]
+        [--device auto] [--dtype float32] [--tiny]
+
+Each architecture's denoiser is built at the full size of its published config (written below,
+with the model it comes from) with random weights; ``--layers`` reduces the transformer depth
+where memory or CPU time demands it (recorded in the result, with per-layer figures). The text
+encoders are one-layer stand-ins of the real hidden sizes (CLIP 768 / 1280, T5 4096, T5 windows
+as the pipelines use them: SD3 256, Flux 512 tokens), VAE, tokenizers and scheduler are the
+built-in tiny models' (VAE factor 8), so what is measured is the whole pipeline call, dominated
+by the denoiser. Variants, on the same prompt, seed and batch:
+
+- ``untraced``: the pipeline as diffusers runs it (fused attention everywhere);
+- ``traced``: ``generate_traced`` (this project's tracer, every text-attention module:
+  ``TraceConfig(layers="all")``);
+- ``brute``: the pipeline with every text-attention module's attention kernel replaced by an
+  explicit ``softmax(QKᵀ·s)`` over all keys, every head, whose probabilities are copied to the
+  host on every call and summed per module there (``FullMatrixCapture``), as attention-map tools
+  capture them (those keep every step, which multiplies the kept bytes by the step count:
+  ``brute_copied_bytes`` in the result).
+
+Time: traced and brute each alternate with untraced in this process (``common.paired_times``).
+Memory: each variant runs once in a fresh subprocess, which reports its peak (CUDA:
+``torch.cuda.max_memory_allocated``; CPU: peak RSS, ``VmHWM``) and the growth over the loaded
+pipeline. Prints one line per ratio (goals for traced: <= 1.10x time, <= 1.1x memory) and writes
+``benchmarks/results/architecture_cost_<arch>.json`` with the machine and library versions.
+``--tiny`` shrinks every width (checks that the script runs; not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from benchmarks.common import machine_info, paired_times, write_result
+from benchmarks.refine_cost import SD15_UNET, _status_kib
+from transforms.attribution import GenerationConfig, TraceConfig, generate_traced
+from transforms.attribution.architectures import architecture_of
+from transforms.attribution.generate import image_seed
+from transforms.attribution.tracer import CrossAttentionTracer
+from transforms.model_loading import ModelSpec, load_pipeline
+
+PROMPT = "a photo of a cat sitting on a red sofa next to a dog"
+VARIANTS = ("untraced", "traced", "brute")
+GOALS = {"time": 1.10, "memory": 1.1}
+SDXL_UNET = dict(  # stabilityai/stable-diffusion-xl-base-1.0, unet/config.json
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+)
+SD3_TRANSFORMER = dict(  # stabilityai/stable-diffusion-3-medium-diffusers, transformer/config.json
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    out_channels=16,
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    pos_embed_max_size=192,
+)
+FLUX_TRANSFORMER = dict(  # black-forest-labs/FLUX.1-dev, transformer/config.json
+    patch_size=1,
+    in_channels=64,
+    num_layers=19,
+    num_single_layers=38,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    pooled_projection_dim=768,
+    guidance_embeds=True,
+    axes_dims_rope=(16, 56, 56),
+)
+MICRO_CONDITIONS = 6  # SDXL's time ids: original size, crop corner, target size
+
+
+# --- text-encoder stand-ins -------------------------------------------------------------------
+
+
+def clip_encoder(hidden: int, projection: bool = False) -> Any:
+    """A one-layer CLIP text encoder of width ``hidden`` (with a text projection of that width)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=49408, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=1,
+        num_attention_heads=max(1, hidden // 64), max_position_embeddings=77, projection_dim=hidden,
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    )
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def t5_encoder(width: int, vocab_size: int) -> Any:
+    """A one-layer T5 encoder whose outputs have width ``width`` (8 heads of 64, small MLP)."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(
+        vocab_size=vocab_size, d_model=width, d_kv=64, d_ff=1024, num_layers=1, num_heads=8,
+        feed_forward_proj="gated-gelu", dropout_rate=0.0,
+    ))
+
+
+# --- pipelines --------------------------------------------------------------------------------
+
+
+def _base(name: str) -> Any:
+    return load_pipeline(ModelSpec(name, device="cpu"))
+
+
+def sd15_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
+    """SD-1.5: the tiny model's VAE, tokenizer and scheduler; this UNet; CLIP of its width."""
+    from diffusers import UNet2DConditionModel
+
+    base = _base("tiny")
+    unet = UNet2DConditionModel(**config)
+    return type(base)(**{**base.components, "unet": unet, "text_encoder": clip_encoder(config["cross_attention_dim"])})
+
+
+def sdxl_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
+    """SDXL: tiny-sdxl's VAE, tokenizers and scheduler; this UNet; two CLIPs whose widths the
+    UNet's config implies (the second's pooled vector feeds the ``text_time`` embedding)."""
+    from diffusers import UNet2DConditionModel
+
+    base = _base("tiny-sdxl")
+    pooled = config["projection_class_embeddings_input_dim"] - MICRO_CONDITIONS * config["addition_time_embed_dim"]
+    first = config["cross_attention_dim"] - pooled
+    unet = UNet2DConditionModel(**config)
+    return type(base)(**{
+        **base.components, "unet": unet, "text_encoder": clip_encoder(first),
+        "text_encoder_2": clip_encoder(pooled, projection=True),
+    })
+
+
+def sd3_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
+    """SD3: tiny-sd3's VAE (16 channels), tokenizers and scheduler; this MMDiT; CLIP-L / CLIP-G
+    stand-ins splitting the pooled width 3:5 (768 + 1280) and a T5 of the joint width."""
+    from diffusers import SD3Transformer2DModel
+
+    base = _base("tiny-sd3")
+    pooled = config["pooled_projection_dim"]
+    transformer = SD3Transformer2DModel(**config)
+    return type(base)(**{
+        **base.components, "transformer": transformer,
+        "text_encoder": clip_encoder(pooled * 3 // 8, projection=True),
+        "text_encoder_2": clip_encoder(pooled - pooled * 3 // 8, projection=True),
+        "text_encoder_3": t5_encoder(config["joint_attention_dim"], len(base.tokenizer_3)),
+    })
+
+
+def flux_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
+    """Flux: tiny-flux's CLIP tokenizer and scheduler, tiny-sd3's 16-channel factor-8 VAE, a T5
+    tokenizer of ``text_tokens`` positions; this transformer; CLIP (pooled) and T5 stand-ins."""
+    from diffusers import FluxTransformer2DModel
+
+    from transforms.tiny_t5 import build_t5_tokenizer
+
+    base = _base("tiny-flux")
+    tokenizer_2 = build_t5_tokenizer(model_max_length=text_tokens)
+    transformer = FluxTransformer2DModel(**config)
+    return type(base)(**{
+        **base.components, "transformer": transformer, "vae": _base("tiny-sd3").vae,
+        "text_encoder": clip_encoder(config["pooled_projection_dim"]),
+        "text_encoder_2": t5_encoder(config["joint_attention_dim"], len(tokenizer_2)), "tokenizer_2": tokenizer_2,
+    })
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture's benchmark shape."""
+
+    source: str  # the published model the config comes from
+    config: dict[str, Any]
+    build: Callable[[dict[str, Any], int], Any]
+    depth_keys: tuple[str, ...] = ()  # what ``--layers ARCH=…`` sets
+    tiny: dict[str, Any] | None = None  # ``--tiny`` overrides (a smoke check)
+    text_tokens: int = 77  # T5 window (Flux: the tokenizer's; SD3's is fixed by its architecture)
+
+
+ARCHS: dict[str, Arch] = {
+    "sd15": Arch(
+        "runwayml/stable-diffusion-v1-5 (unet/config.json)", SD15_UNET, sd15_pipeline,
+        tiny=dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1, attention_head_dim=2, cross_attention_dim=32),
+    ),
+    "sdxl": Arch(
+        "stabilityai/stable-diffusion-xl-base-1.0 (unet/config.json)", SDXL_UNET, sdxl_pipeline,
+        ("transformer_layers_per_block",),
+        tiny=dict(block_out_channels=(32, 64, 64), layers_per_block=1, transformer_layers_per_block=(1, 1, 2),
+                  attention_head_dim=(1, 2, 2), cross_attention_dim=80, addition_time_embed_dim=8,
+                  projection_class_embeddings_input_dim=96),
+    ),
+    "sd3": Arch(
+        "stabilityai/stable-diffusion-3-medium-diffusers (transformer/config.json)", SD3_TRANSFORMER, sd3_pipeline,
+        ("num_layers",),
+        tiny=dict(num_layers=2, attention_head_dim=8, num_attention_heads=4, joint_attention_dim=96,
+                  caption_projection_dim=32, pooled_projection_dim=80, pos_embed_max_size=96),
+        text_tokens=256,
+    ),
+    "flux": Arch(
+        "black-forest-labs/FLUX.1-dev (transformer/config.json)", FLUX_TRANSFORMER, flux_pipeline,
+        ("num_layers", "num_single_layers"),
+        tiny=dict(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                  joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6)),
+        text_tokens=512,
+    ),
+}
+TINY_TEXT_TOKENS = 64
+
+
+def denoiser_config(arch: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The published config, shrunk by ``--tiny`` and with ``--layers``' depths."""
+    spec = ARCHS[arch]
+    config = {**spec.config, **(spec.tiny if args.tiny else {})}
+    depth = args.layers.get(arch)
+    if depth is None:
+        return config
+    keys = spec.depth_keys
+    if len(keys) == 1 and isinstance(config[keys[0]], tuple):
+        if len(depth) != len(config[keys[0]]):
+            raise SystemExit(f"--layers {arch}= takes {len(config[keys[0]])} numbers ({keys[0]})")
+        return {**config, keys[0]: tuple(depth)}
+    if len(depth) != len(keys):
+        raise SystemExit(f"--layers {arch}= takes {len(keys)} number(s) ({', '.join(keys) or 'none'})")
+    return {**config, **dict(zip(keys, depth))}
+
+
+def text_tokens(arch: str, args: argparse.Namespace) -> int:
+    return min(ARCHS[arch].text_tokens, TINY_TEXT_TOKENS) if args.tiny and arch == "flux" else ARCHS[arch].text_tokens
+
+
+def build_pipeline(arch: str, args: argparse.Namespace) -> Any:
+    """The benchmark pipeline of ``arch`` on the run's device and dtype (seeded random weights)."""
+    torch.manual_seed(0)
+    pipe = ARCHS[arch].build(denoiser_config(arch, args), text_tokens(arch, args))
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(args.device)
+    return pipe if args.dtype == "float32" else pipe.to(getattr(torch, args.dtype))
+
+
+# --- the brute-force comparison ---------------------------------------------------------------
+
+
+class _ExplicitAttention(TorchFunctionMode):
+    """Replaces ``F.scaled_dot_product_attention`` by ``capture.attention`` while active."""
+
+    def __init__(self, capture: "FullMatrixCapture") -> None:
+        super().__init__()
+        self.capture = capture
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func is F.scaled_dot_product_attention:
+            return self.capture.attention(*args, **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+class FullMatrixCapture:
+    """Brute-force capture: inside each given module (the tracer's text-attention modules), the
+    model's own processor runs but its attention kernel becomes an explicit softmax over all keys,
+    every head; each call's full ``(batch, heads, queries, keys)`` probabilities go to the host
+    and are summed there per module (``sums``); ``copied_bytes`` counts what crossed."""
+
+    def __init__(self, denoiser: Any, processor_names: list[str]) -> None:
+        self.modules = {n.removesuffix(".processor"): denoiser.get_submodule(n.removesuffix(".processor"))
+                        for n in processor_names}
+        self.sums: dict[str, torch.Tensor] = {}
+        self.copied_bytes = 0
+        self._mode = _ExplicitAttention(self)
+        self._current: str | None = None
+        self._hooks: list[Any] = []
+
+    def __enter__(self) -> "FullMatrixCapture":
+        for name, module in self.modules.items():
+            self._hooks.append(module.register_forward_pre_hook(lambda _m, _a, name=name: self._begin(name)))
+            self._hooks.append(module.register_forward_hook(lambda _m, _a, _o: self._end()))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+
+    def _begin(self, name: str) -> None:
+        self._current = name
+        self._mode.__enter__()
+
+    def _end(self) -> None:
+        self._mode.__exit__(None, None, None)
+        self._current = None
+
+    def attention(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: Any = None,
+                  dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None, **_: Any) -> torch.Tensor:
+        """``softmax(q·kᵀ·s + mask)·v`` with the probabilities kept (``is_causal``/dropout unused)."""
+        scores = query @ key.transpose(-1, -2) * (query.shape[-1] ** -0.5 if scale is None else scale)
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+        probs = scores.softmax(-1)
+        host = probs.detach().to("cpu")
+        self.copied_bytes += host.numel() * host.element_size()
+        name = self._current or "?"
+        self.sums[name] = host if name not in self.sums else self.sums[name].add_(host)
+        return probs @ value
+
+
+# --- the three variants -----------------------------------------------------------------------
+
+
+def generation_config(args: argparse.Namespace) -> GenerationConfig:
+    return GenerationConfig(steps=args.steps, height=args.size, width=args.size, trace=TraceConfig(layers="all"))
+
+
+def untraced(pipe: Any, args: argparse.Namespace) -> Any:
+    """The pipeline call ``generate_traced`` makes, without the tracer."""
+    config = generation_config(args)
+    return pipe(
+        [PROMPT] * args.images, height=args.size, width=args.size, num_inference_steps=args.steps,
+        generator=[torch.Generator("cpu").manual_seed(image_seed(i, 0)) for i in range(args.images)],
+        output_type="np", **architecture_of(pipe).call_kwargs(config, None, pipe),
+    )
+
+
+def traced_names(pipe: Any, args: argparse.Namespace) -> list[str]:
+    """The processor names the tracer records under the benchmark's configuration."""
+    architecture = architecture_of(pipe)
+    return CrossAttentionTracer(architecture.denoiser(pipe), _store(args), architecture=architecture).traced_names
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from transforms.attribution.store import HeatMapStore
+
+    return HeatMapStore(generation_config(args).trace)
+
+
+def run_variant(pipe: Any, variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One generation of ``variant``; the brute capture's byte counts."""
+    if variant == "traced":
+        generate_traced(pipe, [PROMPT] * args.images, list(range(args.images)), generation_config(args))
+        return {}
+    if variant == "untraced":
+        untraced(pipe, args)
+        return {}
+    with FullMatrixCapture(architecture_of(pipe).denoiser(pipe), traced_names(pipe, args)) as capture:
+        untraced(pipe, args)
+    kept = sum(t.numel() * t.element_size() for t in capture.sums.values())
+    return {"brute_copied_bytes": capture.copied_bytes, "brute_kept_bytes": kept}
+
+
+def measure_memory(arch: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Peak memory of one generation of ``variant`` in this (fresh) process."""
+    pipe = build_pipeline(arch, args)
+    cuda = pipe.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _status_kib("VmRSS:") * 1024
+    extra = run_variant(pipe, variant, args)
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = _status_kib("VmHWM:") * 1024
+    return {"variant": variant, "kind": "cuda allocated" if cuda else "cpu rss", "base_bytes": base,
+            "peak_bytes": peak, "growth_bytes": peak - base, **extra}
+
+
+def memory_in_subprocess(arch: str, variant: str, argv: list[str]) -> dict[str, Any]:
+    """``measure_memory`` in a fresh interpreter (its peak is not shared)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.architecture_cost", *argv, "--arch", arch, "--memory-of", variant],
+        capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{arch} {variant} memory run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def passed_argv(args: argparse.Namespace) -> list[str]:
+    """The settings as arguments for the memory subprocesses (without ``--arch``)."""
+    argv = [f"--{k}={v}" for k in ("device", "dtype", "images", "size", "steps") for v in [getattr(args, k)]]
+    if args.layers:
+        argv += ["--layers", *(f"{a}={','.join(map(str, d))}" for a, d in args.layers.items())]
+    return argv + (["--tiny"] if args.tiny else [])
+
+
+def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Measure one architecture, write its result file and print one line per ratio."""
+    memory = {v: memory_in_subprocess(arch, v, passed_argv(args)) for v in VARIANTS}
+    pipe = build_pipeline(arch, args)
+    denoiser = architecture_of(pipe).denoiser(pipe)
+    layers = len(traced_names(pipe, args))
+
+    def timed(variant: str) -> Callable[[], None]:
+        def run() -> None:
+            run_variant(pipe, variant, args)
+            if pipe.device.type == "cuda":
+                torch.cuda.synchronize()
+        return run
+
+    timing = {
+        "traced": paired_times(timed("traced"), timed("untraced"), args.repeats, args.warmup),
+        "brute": paired_times(timed("brute"), timed("untraced"), args.repeats, args.warmup),
+    }
+    untraced_seconds = timing["traced"]["b_median"]
+    ratios: dict[str, dict[str, float]] = {}
+    per_layer: dict[str, dict[str, float]] = {}
+    for variant in ("traced", "brute"):
+        used, plain = memory[variant], memory["untraced"]
+        ratios[variant] = {
+            "time": timing[variant]["ratio_median"],
+            "peak_memory": used["peak_bytes"] / plain["peak_bytes"],
+            "memory_growth": used["growth_bytes"] / max(plain["growth_bytes"], 1),
+        }
+        per_layer[variant] = {  # what each traced layer adds, per denoiser call and per generation
+            "seconds_per_layer_step": (timing[variant]["a_median"] - timing[variant]["b_median"]) / (layers * args.steps),
+            "peak_bytes_per_layer": (used["peak_bytes"] - plain["peak_bytes"]) / layers,
+        }
+    config = denoiser_config(arch, args)
+    machine = machine_info()
+    settings = {k: v for k, v in vars(args).items() if k not in ("memory_of", "arch")}
+    result = {
+        "name": f"architecture_cost_{arch}",
+        "benchmark": "architecture_cost",
+        "what": "traced / untraced and brute-force full-matrix capture / untraced: seconds per generation and peak "
+                "memory, full-size denoiser from its published config (random weights), one-layer text encoders",
+        "arch": arch,
+        "source": ARCHS[arch].source,
+        "denoiser": {"class": type(denoiser).__name__, "config": {k: list(v) if isinstance(v, tuple) else v
+                                                                  for k, v in config.items()},
+                     "parameters": sum(p.numel() for p in denoiser.parameters()), "reduced": arch in args.layers,
+                     "traced_layers": layers, "text_tokens": text_tokens(arch, args)},
+        "settings": {**settings, "layers": {a: list(d) for a, d in settings["layers"].items()},
+                     "trace_layers": "all", "cfg_batch": architecture_of(pipe).uses_cfg(generation_config(args))},
+        "seconds_per_generation": {"untraced": untraced_seconds, "traced": timing["traced"]["a_median"],
+                                   "brute": timing["brute"]["a_median"]},
+        "ratio": ratios["traced"]["time"],
+        "ratio_peak_memory": ratios["traced"]["peak_memory"],
+        "ratio_memory_growth": ratios["traced"]["memory_growth"],
+        "brute_ratio": ratios["brute"]["time"],
+        "brute_ratio_peak_memory": ratios["brute"]["peak_memory"],
+        "brute_ratio_memory_growth": ratios["brute"]["memory_growth"],
+        "brute_copied_bytes": memory["brute"]["brute_copied_bytes"],
+        "brute_kept_bytes": memory["brute"]["brute_kept_bytes"],
+        "per_layer": per_layer,
+        "goals": GOALS,
+        "timing": timing,
+        "memory": memory,
+        "device": machine["cuda"] or args.device,
+        "versions": machine["versions"],
+        "machine": machine,
+    }
+    path = write_result(result["name"], result)
+    mib = 2**20
+    where = f"{arch}, {args.size}px, {args.steps} steps, {args.images} image(s), {args.device} {args.dtype}"
+    for variant in ("traced", "brute"):
+        goal = f" (goal <= {GOALS['time']})" if variant == "traced" else ""
+        print(f"{where}: {variant}/untraced time = {ratios[variant]['time']:.3f}x{goal}; "
+              f"{timing[variant]['a_median']:.2f}s vs {timing[variant]['b_median']:.2f}s")
+        goal = f" (goal <= {GOALS['memory']})" if variant == "traced" else ""
+        print(f"{where}: {variant}/untraced peak memory = {ratios[variant]['peak_memory']:.3f}x{goal}; "
+              f"{memory[variant]['peak_bytes'] / mib:.0f} vs {memory['untraced']['peak_bytes'] / mib:.0f} MiB "
+              f"{memory['untraced']['kind']}, growth {ratios[variant]['memory_growth']:.3f}x")
+    print(f"{where}: {layers} traced layers, brute copied {result['brute_copied_bytes'] / mib:.0f} MiB to the host "
+          f"per generation; results: {path}")
+    return result
+
+
+def parse_layers(items: list[str]) -> dict[str, tuple[int, ...]]:
+    """``["sd3=4", "flux=2,4"]`` → ``{"sd3": (4,), "flux": (2, 4)}``."""
+    layers = {}
+    for item in items:
+        arch, _, numbers = item.partition("=")
+        if arch not in ARCHS or not numbers:
+            raise SystemExit(f"--layers takes ARCH=N[,N…] with ARCH one of {', '.join(ARCHS)}, got {item!r}")
+        layers[arch] = tuple(int(n) for n in numbers.split(","))
+    return layers
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=(*ARCHS, "all"), required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--images", type=int, default=1)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--layers", nargs="*", default=[], metavar="ARCH=N[,N]",
+                        help="reduced depths: sdxl=1,2,4 (transformer layers per block), sd3=N, flux=DOUBLE,SINGLE")
+    parser.add_argument("--tiny", action="store_true", help="shrink every width (a smoke check, not a measurement)")
+    parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.layers = parse_layers(args.layers)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.memory_of:
+        print(json.dumps(measure_memory(args.arch, args.memory_of, args)))
+        return []
+    return [benchmark(arch, args) for arch in (ARCHS if args.arch == "all" else [args.arch])]
+
+
+if __name__ == "__main__":
+    main()
