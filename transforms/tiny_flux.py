@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .tiny_model import build_clip_tokenizer, cached_model
+from .tiny_parts import clip_text_encoder, t5_encoder, tiny_vae
 
 TINY_FLUX_FOLDER = "tiny-flux-v1"
 TINY_FLUX_MAX_LENGTH = 64  # T5 tokens: short keeps the tiny fast (FLUX.1: 512)
@@ -61,49 +62,18 @@ def _transformer(num_layers: int, num_single_layers: int, heads: int, head_dim: 
 
 def _text_encoders(max_length: int) -> tuple[Any, Any, Any]:
     """(CLIP text encoder, T5 encoder, T5 tokenizer)."""
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
     from .tiny_t5 import build_t5_tokenizer
 
-    torch.manual_seed(_SEED + 1)
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408, hidden_size=_TEXT_DIM, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=77, projection_dim=_TEXT_DIM,
-            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-        )
-    )
+    clip = clip_text_encoder(_TEXT_DIM, _SEED + 1, num_attention_heads=2)
     tokenizer = build_t5_tokenizer(model_max_length=max_length)
-    torch.manual_seed(_SEED + 2)
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer), d_model=_TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-            relative_attention_num_buckets=8, relative_attention_max_distance=32,
-            feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
-            decoder_start_token_id=0,
-        )
-    )
+    t5 = t5_encoder(len(tokenizer), _TEXT_DIM, _SEED + 2, relative_attention_max_distance=32)
     return clip, t5, tokenizer
 
 
 def _vae() -> Any:
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(_SEED + 3)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=256,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.1159,
-        scaling_factor=0.3611,
+    return tiny_vae(
+        _SEED + 3, (8, 16), 16, sample_size=256, use_quant_conv=False, use_post_quant_conv=False,
+        shift_factor=0.1159, scaling_factor=0.3611,
     )
 
 

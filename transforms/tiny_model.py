@@ -77,8 +77,9 @@ def build_clip_tokenizer():
 
 
 def _build_components() -> dict:
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+
+    from .tiny_parts import clip_text_encoder, scale_cross_attention_qk, tiny_vae
 
     torch.manual_seed(_SEED)
     unet = UNet2DConditionModel(
@@ -93,38 +94,9 @@ def _build_components() -> dict:
         attention_head_dim=(2, 2, 4, 4),
         norm_num_groups=8,
     )
-    with torch.no_grad():
-        for name, module in unet.named_modules():
-            if name.endswith("attn2"):
-                module.to_q.weight.mul_(_QK_GAIN)
-                module.to_k.weight.mul_(_QK_GAIN)
-    torch.manual_seed(_SEED + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=512,
-    )
-    torch.manual_seed(_SEED + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=32,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
+    scale_cross_attention_qk(unet, _QK_GAIN)
+    vae = tiny_vae(_SEED + 1, (8, 8, 16, 16), 4, sample_size=512)
+    text_encoder = clip_text_encoder(32, _SEED + 2)
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,

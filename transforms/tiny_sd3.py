@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .tiny_model import build_clip_tokenizer, cached_model
+from .tiny_parts import clip_text_encoder, t5_encoder, tiny_vae
 from .tiny_t5 import build_t5_tokenizer
 
 TINY_SD3_VERSION = "1"
@@ -46,26 +47,6 @@ def _scale_joint_qk(transformer: Any, gain: float = _QK_GAIN) -> None:
                 weight.mul_(gain)
 
 
-def _clip_encoder(width: int, seed: int) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    torch.manual_seed(seed)
-    return CLIPTextModelWithProjection(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=width,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
-
-
 def build_sd3_components(
     num_layers: int = 3,
     heads: int = _HEADS,
@@ -75,8 +56,7 @@ def build_sd3_components(
 ) -> dict[str, Any]:
     """The tiny pipeline's components; the arguments give SD3.5-style or T5-less variants
     (``qk_norm="rms_norm"``, dual attention in some blocks, no ``text_encoder_3``)."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
-    from transformers import T5Config, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
     torch.manual_seed(_SEED)
     transformer = SD3Transformer2DModel(
@@ -95,44 +75,19 @@ def build_sd3_components(
         dual_attention_layers=dual_attention_layers,
     )
     _scale_joint_qk(transformer)
-    torch.manual_seed(_SEED + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=_SAMPLE_SIZE * 8,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
+    vae = tiny_vae(
+        _SEED + 1, (8, 8, 16, 16), 16, sample_size=_SAMPLE_SIZE * 8, shift_factor=0.0609, scaling_factor=1.5035,
+        use_quant_conv=False, use_post_quant_conv=False,
     )
     text_encoder_3 = None
     tokenizer_3 = build_t5_tokenizer() if t5 else None
     if tokenizer_3 is not None:
-        torch.manual_seed(_SEED + 4)
-        text_encoder_3 = T5EncoderModel(
-            T5Config(
-                vocab_size=len(tokenizer_3),
-                d_model=_T5_WIDTH,
-                d_kv=16,
-                d_ff=128,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                feed_forward_proj="gated-gelu",
-                dropout_rate=0.0,
-            )
-        )
+        text_encoder_3 = t5_encoder(len(tokenizer_3), _T5_WIDTH, _SEED + 4, d_kv=16, d_ff=128)
     return {
         "transformer": transformer,
         "vae": vae,
-        "text_encoder": _clip_encoder(_CLIP_WIDTHS[0], _SEED + 2),
-        "text_encoder_2": _clip_encoder(_CLIP_WIDTHS[1], _SEED + 3),
+        "text_encoder": clip_text_encoder(_CLIP_WIDTHS[0], _SEED + 2, projection=True),
+        "text_encoder_2": clip_text_encoder(_CLIP_WIDTHS[1], _SEED + 3, projection=True),
         "text_encoder_3": text_encoder_3,
         "tokenizer": build_clip_tokenizer(),
         "tokenizer_2": build_clip_tokenizer(),

@@ -21,35 +21,15 @@ from typing import Any
 import torch
 
 from .tiny_model import _QK_GAIN, build_clip_tokenizer, cached_model
+from .tiny_parts import clip_text_encoder, scale_cross_attention_qk, tiny_vae
 
 TINY_SDXL_NAME = "tiny-sdxl"
 TINY_SDXL_VERSION = "1"
 _SEED = 20240620
-CLIP_VOCAB = 49408
 TEXT_WIDTHS = (32, 48)  # the two encoders' hidden sizes (SDXL: 768 and 1280)
 POOLED_DIM = 32  # the second encoder's projection (SDXL: 1280)
 TIME_EMBED_DIM = 8  # per micro-conditioning number (SDXL: 256)
 MICRO_CONDITIONS = 6  # original size (2), crop top-left (2), target size (2)
-
-
-def text_encoder_config(hidden_size: int, **overrides: Any) -> Any:
-    """A small CLIP text-encoder config over the CLIP vocabulary (77 positions)."""
-    from transformers import CLIPTextConfig
-
-    values = dict(
-        vocab_size=CLIP_VOCAB,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=POOLED_DIM,
-        hidden_act="gelu",
-        bos_token_id=CLIP_VOCAB - 2,
-        eos_token_id=CLIP_VOCAB - 1,
-        pad_token_id=CLIP_VOCAB - 1,
-    )
-    return CLIPTextConfig(**{**values, **overrides})
 
 
 def sdxl_unet(
@@ -85,28 +65,13 @@ def sdxl_unet(
         projection_class_embeddings_input_dim=MICRO_CONDITIONS * int(values["addition_time_embed_dim"]) + pooled_dim,
         **values,
     )
-    with torch.no_grad():
-        for name, module in unet.named_modules():
-            if name.endswith("attn2"):
-                module.to_q.weight.mul_(_QK_GAIN)
-                module.to_k.weight.mul_(_QK_GAIN)
+    scale_cross_attention_qk(unet, _QK_GAIN)
     return unet
 
 
 def sdxl_vae(seed: int = _SEED + 1) -> Any:
     """A small ``AutoencoderKL`` with ``vae_scale_factor`` 8 and SDXL's latent scaling."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=256,
-        scaling_factor=0.13025,
-    )
+    return tiny_vae(seed, (8, 8, 16, 16), 4, sample_size=256, scaling_factor=0.13025)
 
 
 def sdxl_scheduler() -> Any:
@@ -133,13 +98,11 @@ def build_tiny_sdxl_pipeline(text_widths: tuple[int, int] = TEXT_WIDTHS, **unet_
     """Build the tiny ``StableDiffusionXLPipeline`` in memory (deterministic weights);
     ``text_widths`` and ``unet_overrides`` give other shapes of the same kind."""
     from diffusers import StableDiffusionXLPipeline
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     first, second = text_widths
-    torch.manual_seed(_SEED + 2)
-    text_encoder = CLIPTextModel(text_encoder_config(first))
-    torch.manual_seed(_SEED + 3)
-    text_encoder_2 = CLIPTextModelWithProjection(text_encoder_config(second))
+    pooled = {"projection_dim": POOLED_DIM, "hidden_act": "gelu"}
+    text_encoder = clip_text_encoder(first, _SEED + 2, **pooled)
+    text_encoder_2 = clip_text_encoder(second, _SEED + 3, projection=True, **pooled)
     tokenizer, tokenizer_2 = sdxl_tokenizers()
     return StableDiffusionXLPipeline(
         vae=sdxl_vae(),
