@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -108,20 +108,46 @@ def comma_list(item: Callable[[str], T], description: str) -> Callable[[str], tu
     return value_type(description, read)
 
 
-def step_range(high: int) -> Callable[[str], tuple[int, int | None]]:
-    """``START:STOP`` with ``0 <= START < STOP <= high``; ``START`` defaults to 0 and an empty
-    ``STOP`` means to the end (``5:`` → ``(5, None)``)."""
+class StepRange(NamedTuple):
+    """``--step-range`` as given: step indices (``stop`` ``None``: to the end) or, with
+    ``fractions``, fractions of the run's steps (resolved by ``transforms.attribution.steps``)."""
 
-    def read(value: str) -> tuple[int, int | None] | None:
+    start: int | float
+    stop: int | float | None
+    fractions: bool = False
+
+    def __str__(self) -> str:
+        """``0:10``, ``5:``; fractions always with a decimal point (``0.0:0.5``)."""
+        shown = repr if self.fractions else str
+        return f"{shown(self.start)}:{'' if self.stop is None else shown(self.stop)}"
+
+
+def step_range(high: int) -> Callable[[str], StepRange]:
+    """``START:STOP`` as step indices with ``0 <= START < STOP <= high`` (``START`` defaults to 0,
+    an empty ``STOP`` means to the end: ``5:`` → ``(5, None)``), or as fractions of the steps
+    with ``0 <= START < STOP <= 1`` when either side is written with a decimal point or exponent
+    (``0.2:0.8``; ``:0.5`` → ``(0.0, 0.5)``; an empty side is 0 or 1)."""
+
+    def read(value: str) -> StepRange | None:
         start_text, colon, stop_text = (part.strip(SPACES) for part in value.partition(":"))
-        start = parse_integer(start_text) if start_text else 0
-        stop = parse_integer(stop_text) if stop_text else None
-        if not colon or not (start_text or stop_text) or start is None or (stop_text and stop is None):
+        if not colon or not (start_text or stop_text):
             return None
-        within = 0 <= start < high and (stop is None or start < stop <= high)
-        return (start, stop) if within else None
+        if all(not text or parse_integer(text) is not None for text in (start_text, stop_text)):
+            start = parse_integer(start_text) if start_text else 0
+            stop = parse_integer(stop_text) if stop_text else None
+            within = 0 <= start < high and (stop is None or start < stop <= high)  # type: ignore[operator]
+            return StepRange(start, stop) if within else None  # type: ignore[arg-type]
+        first = parse_number(start_text) if start_text else 0.0
+        last = parse_number(stop_text) if stop_text else 1.0
+        if first is None or last is None or not 0.0 <= first < last <= 1.0:
+            return None
+        return StepRange(first, last, fractions=True)
 
-    return value_type(f"START:STOP with 0 <= START < STOP <= {high} (e.g. 0:10 or 5:)", read)
+    return value_type(
+        f"START:STOP, step indices with 0 <= START < STOP <= {high} (0:10, 5:) or fractions of the steps "
+        "with 0 <= START < STOP <= 1 (0.2:0.8, :0.5)",
+        read,
+    )
 
 
 class StoreValue(argparse._StoreAction):

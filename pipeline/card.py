@@ -17,7 +17,7 @@ import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from schemas.output_records import RunInfo, ShardStats
-from schemas.record import COLUMN_DOCS, SCHEMA_VERSION, build_features, segmentation_features
+from schemas.record import COLUMN_DOCS, SCHEMA_VERSION, run_features, segmentation_features
 from transforms.attribution.classes import BACKGROUND_NAME
 from transforms.attribution.config import DEFAULT_CMAP, DEFAULT_THRESHOLD
 from transforms.layout import CARD_FILE, RUN_FILE, SEGMENTATION_DIR, SEGMENTATION_FORMAT, OutputLayout
@@ -38,6 +38,7 @@ UNFINISHED_DATA = "data/RUN-NOT-FINISHED-*.parquet"  # matches no file: load_dat
 SECTION = "## "
 PREVIEW_HEADING, CONTENTS_HEADING = "## Preview", "## Contents"
 LOAD_HEADINGS = ("## Load", "## Segmentation")  # the sections with a load example
+JOINT_ARCHITECTURES = ("sd3", "flux")  # where --joint-normalize changes the maps
 
 
 def _template(name: str) -> str:
@@ -107,6 +108,36 @@ def card_data(features: Features, summary: dict[str, Any], license_id: str) -> D
     )
 
 
+def _steps(first: int, stop: int) -> str:
+    return f"{first}" if stop - first == 1 else f"{first}–{stop - 1}"
+
+
+def trace_rows(generation: dict[str, Any], selection: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The Contents rows that say how the maps were selected: from ``run.json``'s ``trace`` (the
+    selection resolved for the model) or, for outputs written before it existed, the settings."""
+    trace = generation["trace"]
+    steps = generation["steps"]
+    factors = ", ".join(map(str, trace.get("factors") or [])) or "all kept"
+    if selection is None:
+        layers = f"`{trace['layers']}`; factors {factors}"
+        given = trace.get("step_range")
+        return [("traced layers", f"{layers}; steps {given or 'all'}")]
+    counts = ", ".join(f"{kind} {n}" for kind, n in selection["modules"].items())
+    first, stop = selection["step_range"]["resolved"]
+    given = selection["step_range"]["given"]
+    rows = [
+        ("traced layers", f"`{selection['layers']}` on {selection['pipeline']} ({selection['architecture']}): "
+                          f"{len(selection['traced'])} modules ({counts}), listed in `run.json`; factors {factors}"),
+        ("traced steps", f"{'all' if given is None else f'`{given}` of'} {steps} → steps {_steps(first, stop)}"),
+        ("heads / joint normalisation", f"{selection['heads']} / {selection['joint_normalize']}"
+                                        f"{'' if selection['architecture'] in JOINT_ARCHITECTURES else ' (applies to SD3/Flux only)'}"),
+    ]
+    if selection.get("per_timestep"):
+        bins = ", ".join(_steps(a, b) for a, b in selection["timestep_bins"])
+        rows.append(("per-timestep maps", f"{selection['per_timestep']} bins of steps {bins} (column `timestep_maps`)"))
+    return rows
+
+
 def _schema_table(features: Features) -> str:
     lines = ["| column | type | meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | `{feature!r}` | {COLUMN_DOCS.get(name, '')} |" for name, feature in features.items()]
@@ -120,9 +151,11 @@ def render_card(
     license_id: str,
     preview_image: str | None = None,
     repo_id: str = PLACEHOLDER_REPO,
+    selection: dict[str, Any] | None = None,
 ) -> str:
-    """The full card text; ``preview_image`` (a repo path, e.g. ``PREVIEW_IMAGE``) is embedded and
-    ``repo_id`` is the dataset name in the load example."""
+    """The full card text; ``preview_image`` (a repo path, e.g. ``PREVIEW_IMAGE``) is embedded,
+    ``repo_id`` is the dataset name in the load example and ``selection`` is ``run.json``'s
+    ``trace``."""
     map_h, map_w = summary["map_size"]
     generation = settings["generation"]
     card = DatasetCard.from_template(
@@ -132,6 +165,8 @@ def render_card(
         model=settings["model"],
         generation=generation,
         trace=generation["trace"],
+        trace_rows=trace_rows(generation, selection),
+        timestep_bins=generation["trace"].get("per_timestep"),
         map_dtype=settings["map_dtype"],
         map_h=map_h,
         map_w=map_w,
@@ -172,9 +207,9 @@ def output_card(
     """The card of a finished output, rendered from its ``run.json`` and shard markers."""
     info = RunInfo.from_dict(layout.read_json(layout.path(RUN_FILE)))
     settings = info.settings
-    features = build_features(info.map_size[0], info.map_size[1], settings["map_dtype"], bool(settings.get("segmentation")))
+    features = run_features(settings, info.map_size)
     summary = card_summary(info, stats)
-    return render_card(features, summary, settings, settings["dataset_license"], preview_image, repo_id)
+    return render_card(features, summary, settings, settings["dataset_license"], preview_image, repo_id, info.trace)
 
 
 def unfinished_card() -> str:

@@ -20,6 +20,7 @@ from schemas.record import SCHEMA_VERSION
 from transforms.layout import CARD_FILE, ID2LABEL_FILE, RUN_FILE, OutputLayout
 from transforms.model_family import check_family_settings, family_of
 from transforms.model_loading import model_geometry, resolve_model_source
+from transforms.trace_selection import resolve_selection
 from transforms.corpus import Corpus, read_corpus
 from transforms.sharding import ShardSpec, plan_shards
 
@@ -50,10 +51,12 @@ class RunPlan:
     info: RunInfo
 
 
-def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[int, int]]:
-    """The corpus (refused if it has no usable prompt), image size and map size. A size the model
-    cannot take or one generation the device cannot hold is refused here, before anything is
-    allocated or written (``transforms.memory``; a model family's own limits, ``model_family``)."""
+def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[int, int], dict | None]:
+    """The corpus (refused if it has no usable prompt), image size, map size and the trace
+    selection resolved for the model. A size the model cannot take, a selection that traces
+    nothing (``transforms.trace_selection``) or one generation the device cannot hold is refused
+    here, before anything is allocated or written (``transforms.memory``; a model family's own
+    limits, ``model_family``)."""
     corpus = read_corpus(settings.prompts, settings.seed, settings.columns, settings.limit, settings.split)
     out.require_prompts(corpus, settings.prompts)
     source = resolve_model_source(settings.model.model, settings.model.revision)
@@ -67,9 +70,10 @@ def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[i
     segmentation = settings.segmentation_config
     check_family_settings(family, (height, width), (default_h, default_w), settings.model.scheduler,
                           bool(segmentation and segmentation.refine), settings.generation.negative_prompt)
+    selection = resolve_selection(source, settings.model.revision, settings.generation)
     if family.sd_memory_model:
         _require_fits(settings, source, (height, width), len(corpus.prompts))
-    return corpus, (height, width), (height // scale, width // scale)
+    return corpus, (height, width), (height // scale, width // scale), selection
 
 
 def _require_fits(settings: RunSettings, source: str, size: tuple[int, int], prompts: int) -> None:
@@ -85,7 +89,8 @@ def _require_fits(settings: RunSettings, source: str, size: tuple[int, int], pro
     )
 
 
-def prepare(settings: RunSettings, corpus: Corpus, image_size: tuple[int, int], map_size: tuple[int, int]) -> RunPlan:
+def prepare(settings: RunSettings, corpus: Corpus, image_size: tuple[int, int], map_size: tuple[int, int],
+            selection: dict | None = None) -> RunPlan:
     """Under the lock: resume checks, shard plan, failure records of the read, manifests, run.json."""
     layout = OutputLayout(settings.output)
     fingerprint = settings.output_fingerprint(out.corpus_digest(corpus))
@@ -104,6 +109,7 @@ def prepare(settings: RunSettings, corpus: Corpus, image_size: tuple[int, int], 
         image_size=list(image_size),
         map_size=list(map_size),
         shards=len(specs),
+        trace=selection,
     )
     if pending or not layout.exists(layout.path(RUN_FILE)):
         layout.write_json_atomic(layout.path(RUN_FILE), info.to_dict())
@@ -176,10 +182,10 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
     started = time.time()
     layout = OutputLayout(settings.output)
     require_usable_output(layout)  # a folder of a user's files is refused before any work, untouched
-    corpus, image_size, map_size = read_inputs(settings)
+    corpus, image_size, map_size, selection = read_inputs(settings)
     out.check_output_path(layout)
     with RunLock(layout) as lock:
-        plan = prepare(settings, corpus, image_size, map_size)
+        plan = prepare(settings, corpus, image_size, map_size, selection)
         metrics = execute(plan, beam_options, lock, test_pipeline)
         summary = finalise(plan, metrics, started)
     if summary.failure_rate > settings.max_failure_rate:

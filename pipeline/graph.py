@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import apache_beam as beam
 from apache_beam.utils.shared import Shared
 
-from schemas.record import build_features
+from schemas.record import run_features
 from transforms.model_loading import load_pipeline
 from transforms.shard_dofn import GenerateShardFn
 from transforms.shard_generator import ShardGenerator
@@ -58,9 +58,7 @@ class GenerateAndCommitShards(beam.PTransform):
         self.make_generator = make_generator or functools.partial(build_generator, settings.to_dict())
 
     def expand(self, shards: beam.PCollection) -> beam.PCollection:
-        features = functools.partial(
-            build_features, *self.map_size, self.settings.map_dtype, self.settings.segmentation is not None
-        )
+        features = functools.partial(run_features, self.settings.to_dict(), self.map_size)
         generate = GenerateShardFn(
             self.settings.output, self.settings.formats, features, self.fingerprint, self.make_generator, Shared()
         )

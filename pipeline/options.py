@@ -13,7 +13,16 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from schemas.record import MAP_DTYPES
 from transforms.attribution import GenerationConfig, TraceConfig
 from transforms.attribution.classes import SHIPPED, load_vocabulary
-from transforms.attribution.config import IGNORE_LOW, LABEL_THRESHOLD, REFINE_FACTOR, REFINE_POWER, SegmentationConfig
+from transforms.attribution.config import (
+    IGNORE_LOW,
+    LABEL_THRESHOLD,
+    LAYER_KINDS,
+    REFINE_FACTOR,
+    REFINE_POWER,
+    SegmentationConfig,
+    parse_layers,
+)
+from transforms.attribution.steps import resolve_fractions
 from transforms.model_family import default_guidance
 from transforms.model_loading import DTYPES, SCHEDULERS, ModelSpec
 from transforms.corpus import ColumnNames
@@ -49,6 +58,16 @@ _side = argtypes.integer(8, MAX_SIDE, multiple_of=8)
 _factors = argtypes.comma_list(
     argtypes.power_of_two(1, MAX_FACTOR), f"comma-separated powers of two in [1, {MAX_FACTOR}] (e.g. 1,2,4)"
 )
+# trace options whose default leaves a run's fingerprint as it was before they existed
+TRACE_DEFAULTS = {"step_fractions": None, "heads": "mean", "joint_normalize": "all", "per_timestep": None}
+
+
+def _layers(value: str) -> str:
+    """``--layers``: a preset or a comma list of kinds and processor-name globs (``parse_layers``)."""
+    try:
+        return parse_layers(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _class_file(flag: str, path: str) -> str:
@@ -94,17 +113,49 @@ def segmentation_config(o: Any) -> SegmentationConfig | None:
     return SegmentationConfig(vocabulary=vocabulary, **values)
 
 
-def _check_step_range(step_range: tuple[int, int | None] | None, steps: int) -> None:
-    """``--step-range`` must select steps that exist among ``--steps`` (``ValueError`` if not)."""
+def _step_selection(step_range: argtypes.StepRange | None, steps: int) -> dict[str, Any]:
+    """The ``TraceConfig`` fields of ``--step-range``: indices as given, fractions as given (the
+    config resolves them); ``ValueError`` for indices outside ``--steps`` or fractions that round
+    to no step."""
     if step_range is None:
-        return
-    start, stop = step_range
+        return {}
+    start, stop, fractions = step_range
+    if fractions:
+        first, last = resolve_fractions(start, stop, steps)
+        if last <= first:
+            raise ValueError(
+                f"--step-range {step_range} selects no step of --steps {steps}: both ends round to step "
+                f"boundary {first} (fractions round to the nearest of 0..{steps}); widen the range or raise --steps"
+            )
+        return {"step_fractions": (float(start), float(stop))}
     if start >= steps or (stop is not None and stop > steps):
-        shown = f"{start}:{'' if stop is None else stop}"
         raise ValueError(
-            f"--step-range {shown} is outside --steps {steps}: steps are numbered 0 to {steps - 1} "
+            f"--step-range {step_range} is outside --steps {steps}: steps are numbered 0 to {steps - 1} "
             f"(STOP exclusive, at most {steps}); e.g. --step-range 0:{steps}"
         )
+    return {"step_range": (start, stop)}
+
+
+def trace_config(o: Any) -> TraceConfig:
+    """The trace selection of ``--layers``, ``--factors``, ``--step-range``, ``--heads``,
+    ``--joint-normalize`` and ``--per-timestep`` for ``--steps`` (``ValueError`` in one line for a
+    range without steps or more time bins than traced steps)."""
+    trace = TraceConfig(
+        layers=o.layers,
+        factors=o.factors,
+        heads=o.heads,
+        joint_normalize=o.joint_normalize,
+        per_timestep=o.per_timestep,
+        **_step_selection(o.step_range, o.steps),
+    )
+    if trace.per_timestep is not None:
+        start, stop = trace.traced_steps(o.steps)
+        if stop - start < trace.per_timestep:
+            raise ValueError(
+                f"--per-timestep {trace.per_timestep}: only {stop - start} steps are traced (steps {start}..{stop - 1} "
+                f"of --steps {o.steps}) and every time bin needs one; use at most {stop - start}"
+            )
+    return trace
 
 
 class DaamOptions(PipelineOptions):
@@ -128,9 +179,13 @@ class DaamOptions(PipelineOptions):
         parser.add_argument("--images-per-prompt", type=_batch, default=1, help="images (rows) per prompt")
         parser.add_argument("--negative-prompt", default=None, help="negative prompt for rows without their own")
         parser.add_argument("--map-dtype", default="float16", choices=MAP_DTYPES, help="dtype of stored token maps")
-        parser.add_argument("--layers", default="reference", choices=("reference", "all"), help="cross-attention layers traced")
-        parser.add_argument("--factors", type=_factors, default=None, help="keep only these latent factors, e.g. 1,2,4")
-        parser.add_argument("--step-range", type=argtypes.step_range(MAX_STEPS), default=None, help="accumulate steps START:STOP only (0-based, STOP exclusive, within --steps)")
+        trace = parser.add_argument_group("trace selection (see docs/trace-selection.md)")
+        trace.add_argument("--layers", type=_layers, default="reference", help=f"text-attention modules traced: reference (DAAM), all, or a comma list of block kinds ({', '.join(LAYER_KINDS)}) and processor-name globs (up_blocks.1.*)")
+        trace.add_argument("--factors", type=_factors, default=None, help="keep only these latent factors, e.g. 1,2,4")
+        trace.add_argument("--step-range", type=argtypes.step_range(MAX_STEPS), default=None, help="accumulate steps START:STOP only: indices (0-based, STOP exclusive, within --steps) or fractions of --steps (0.2:0.8, :0.5)")
+        trace.add_argument("--heads", default="mean", choices=("mean", "max"), help="aggregate attention heads by their mean (DAAM) or maximum")
+        trace.add_argument("--joint-normalize", default="all", choices=("all", "text"), help="SD3/Flux: token maps from the softmax over all keys (the model's own) or over the text keys only")
+        trace.add_argument("--per-timestep", type=argtypes.integer(1, MAX_STEPS), default=None, help="also store maps of K contiguous bins of the traced steps (column timestep_maps)")
         parser.add_argument("--format", dest="formats", type=_formats, default=("parquet",), help="parquet,webdataset (either or both)")
         parser.add_argument("--shard-size", type=argtypes.integer(1, MAX_SHARD_SIZE), default=None, help="prompts per shard (default 256)")
         parser.add_argument("--num-shards", type=argtypes.integer(1, MAX_SHARDS), default=None, help="number of shards (instead of --shard-size)")
@@ -194,8 +249,7 @@ class RunSettings:
         for flag in ("prompts", "output"):
             if not getattr(o, flag):
                 raise ValueError(f"--{flag} is required")
-        _check_step_range(o.step_range, o.steps)
-        trace = TraceConfig(layers=o.layers, factors=o.factors, step_range=o.step_range)
+        trace = trace_config(o)
         generation = GenerationConfig(
             steps=o.steps,
             guidance_scale=default_guidance(o.model) if o.guidance_scale is None else o.guidance_scale,
@@ -242,7 +296,7 @@ class RunSettings:
         """Inverse of ``to_dict`` (used by workers)."""
         gen = dict(data["generation"])
         trace = dict(gen.pop("trace"))
-        for key in ("factors", "step_range"):
+        for key in ("factors", "step_range", "step_fractions"):
             if trace.get(key) is not None:
                 trace[key] = tuple(trace[key])
         return cls(
@@ -261,6 +315,10 @@ class RunSettings:
         for key in ("prompts", "output", "batch_size", "max_failure_rate", "overwrite", "torch_threads", "dataset_license"):
             relevant.pop(key)
         relevant["model"].pop("device")
+        trace = relevant["generation"]["trace"]
+        for key, default in TRACE_DEFAULTS.items():
+            if key in trace and trace[key] == default:
+                del trace[key]  # runs that leave these options alone keep their fingerprint
         if relevant.get("segmentation") is None:
             relevant.pop("segmentation", None)  # runs without classes keep their fingerprint
         relevant["corpus"] = corpus_digest

@@ -134,6 +134,7 @@ class RunInfo:
     shards: int
     status: str = "running"
     summary: dict[str, Any] | None = None
+    trace: dict[str, Any] | None = None  # the trace selection resolved for the model (transforms.trace_selection)
 
     @property
     def complete(self) -> bool:
@@ -141,10 +142,11 @@ class RunInfo:
         return self.status == "complete"
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object (no ``summary`` key until the run completes)."""
+        """The JSON object (no ``summary`` key until the run completes, no ``trace`` when unknown)."""
         data = asdict(self)
-        if data["summary"] is None:
-            del data["summary"]
+        for key in ("summary", "trace"):
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod

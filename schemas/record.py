@@ -13,12 +13,14 @@ import pyarrow as pa
 from datasets import Array3D, Features, Image, List, Value
 from datasets.arrow_writer import TypedSequence
 
-SCHEMA_VERSION = "1.1.0"  # 1.1: the optional segmentation columns (classes, class_maps, label)
+SCHEMA_VERSION = "1.2.0"  # 1.1: the optional segmentation columns (classes, class_maps, label); 1.2: timestep_maps
 MAP_DTYPES = ("float16", "float32")
 WDS_IMAGE, WDS_META, WDS_MAPS = "png", "json", "maps.npy"
 WDS_EXTENSIONS = (WDS_IMAGE, WDS_META, WDS_MAPS)
 WDS_LABEL, WDS_CLASS_MAPS = "label.png", "class_maps.npy"  # with classes; ``classes`` goes in the json
+WDS_TIMESTEP_MAPS = "timestep_maps.npy"  # with --per-timestep: (K, len(tokens), h, w)
 SEGMENTATION_COLUMNS = ("classes", "class_maps", "label")
+TIMESTEP_COLUMN = "timestep_maps"
 
 COLUMN_DOCS = {
     "id": "stable row id: the corpus id (suffixed -k for image k > 0) or a hash of prompt and seed",
@@ -33,6 +35,8 @@ COLUMN_DOCS = {
     "token_maps": "DAAM map per token: row i belongs to tokens[i]; (len(tokens), h, w) at latent resolution, raw",
     "words": "words of the prompt with their token span [start, end)",
     "truncated": "true if the prompt had more tokens than the text encoder's window",
+    "timestep_maps": "with --per-timestep K: K maps like `token_maps`, one per contiguous bin of the traced steps "
+    "(bin k aggregated over its steps only; bins in run.json's trace.timestep_bins), (K, len(tokens), h, w), raw",
     "classes": "classes the prompt names (with --classes): label, name, token spans of every mention, "
     "and filter statistics peak, area, ignore_fraction, agreement (see docs/segmentation.md)",
     "class_maps": "one map per entry of `classes`, (len(classes), h, w) at latent resolution: the (refined) "
@@ -51,9 +55,12 @@ CLASS_FEATURE = {
 }
 
 
-def build_features(map_height: int, map_width: int, map_dtype: str = "float16", segmentation: bool = False) -> Features:
+def build_features(
+    map_height: int, map_width: int, map_dtype: str = "float16", segmentation: bool = False, timestep_bins: int | None = None
+) -> Features:
     """The dataset's features for maps of ``(None, map_height, map_width)`` in ``map_dtype``; with
-    ``segmentation`` (a run with classes) also ``classes``, ``class_maps`` and ``label``."""
+    ``timestep_bins`` ``K`` (``--per-timestep``) also ``timestep_maps``, a list of ``K`` such maps;
+    with ``segmentation`` (a run with classes) also ``classes``, ``class_maps`` and ``label``."""
     if map_dtype not in MAP_DTYPES:
         raise ValueError(f"map dtype must be one of {MAP_DTYPES}, got {map_dtype!r}")
     columns = {
@@ -70,11 +77,23 @@ def build_features(map_height: int, map_width: int, map_dtype: str = "float16", 
         "words": List({"word": Value("string"), "start": Value("int32"), "end": Value("int32")}),
         "truncated": Value("bool"),
     }
+    if timestep_bins is not None:
+        columns[TIMESTEP_COLUMN] = List(Array3D(shape=(None, map_height, map_width), dtype=map_dtype), length=timestep_bins)
     if segmentation:
         columns["classes"] = List(CLASS_FEATURE)
         columns["class_maps"] = Array3D(shape=(None, map_height, map_width), dtype=map_dtype)
         columns["label"] = Image()
     return Features(columns)
+
+
+def run_features(settings: dict[str, Any], map_size: Any) -> Features:
+    """The features of a run from its recorded settings (``run.json``'s ``settings``: map dtype,
+    classes, ``--per-timestep``) and map size."""
+    trace = settings.get("generation", {}).get("trace", {})
+    return build_features(
+        int(map_size[0]), int(map_size[1]), settings.get("map_dtype", "float16"), bool(settings.get("segmentation")),
+        trace.get("per_timestep"),
+    )
 
 
 def segmentation_features() -> Features:
@@ -109,6 +128,7 @@ class Record:
     classes: list[dict[str, Any]] | None = None  # with --classes: one ``CLASS_FEATURE`` dict per class
     class_maps: np.ndarray | None = None
     label_png: bytes | None = None
+    timestep_maps: np.ndarray | None = None  # with --per-timestep: (K, len(tokens), h, w)
 
     @property
     def segmented(self) -> bool:
@@ -151,6 +171,8 @@ _IMAGE_ATTRIBUTES = {"image": "png", "label": "label_png"}
 def _cell(record: Record, name: str) -> Any:
     if name in _IMAGE_ATTRIBUTES:
         return {"bytes": getattr(record, _IMAGE_ATTRIBUTES[name]), "path": None}
+    if name == TIMESTEP_COLUMN:
+        return None if record.timestep_maps is None else list(record.timestep_maps)  # K Array3D cells
     return getattr(record, name)
 
 
@@ -198,6 +220,8 @@ def wds_sample(key: str, record: Record) -> dict[str, Any]:
         WDS_META: json.dumps(record.metadata(), ensure_ascii=False, sort_keys=True).encode("utf-8"),
         WDS_MAPS: _npy(record.token_maps),
     }
+    if record.timestep_maps is not None:
+        sample[WDS_TIMESTEP_MAPS] = _npy(record.timestep_maps)
     if record.segmented:
         sample[WDS_LABEL] = record.label_png
         sample[WDS_CLASS_MAPS] = _npy(record.class_maps)
@@ -225,6 +249,18 @@ def decode_token_maps(cell: Any, empty_shape: tuple[int, int] = (0, 0)) -> np.nd
     if values.null_count:
         raise ValueError("maps contain nulls")
     return values.to_numpy(zero_copy_only=False).reshape(n, int(heights[0]), int(widths[0]))
+
+
+def decode_timestep_maps(cell: Any, empty_shape: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """One ``timestep_maps`` cell (a list of ``K`` ``token_maps``-like cells) as a ``(K, n, h, w)``
+    array in the stored dtype; ``ValueError`` names what is wrong."""
+    if cell is None or not cell.is_valid:
+        raise ValueError("timestep_maps is null")
+    bins = cell.values
+    maps = [decode_token_maps(bins[k], empty_shape) for k in range(len(bins))]
+    if len({m.shape for m in maps}) > 1:
+        raise ValueError(f"time bins of different shapes {sorted({m.shape for m in maps})}")
+    return np.stack(maps) if maps else np.zeros((0, 0, *empty_shape), dtype=np.float32)
 
 
 def token_maps_column(column: Any) -> Any:

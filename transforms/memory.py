@@ -16,7 +16,8 @@ latent grid of ``h × w = p`` pixels (image size / the VAE's factor):
 - **traced cross-attention**: a traced layer's explicit baddbmm input, scores and probabilities
   plus the float32 copy the store adds, ``N·heads·p·77`` values each;
 - **accumulated maps**: the float32 per-layer sums kept across steps for every traced layer,
-  ``images·heads·p_layer·77``, and their aggregation to the latent grid at the end;
+  ``images·heads·p_layer·77`` (``K`` times that with ``--per-timestep K``: one sum per time bin),
+  and their aggregation to the latent grid at the end (plus the ``K`` bins' maps);
 - **self-attention affinity** (segmentation with refinement): the float32 sum of head-summed
   self-attention probabilities at the refine factor, ``images·q²`` for its grid of ``q`` pixels,
   and its average at the end (twice); while the UNet runs, the probe's ``CHUNK_ELEMENTS``-bounded
@@ -24,8 +25,8 @@ latent grid of ``h × w = p`` pixels (image size / the VAE's factor):
   size, raw and refined (``refinement``, ``REFINE_WORK`` values per pixel per class);
 - **VAE decode**: the decoder's largest level (``VAE_WORK`` tensors of its channels per pixel), its
   mid-block attention when materialised, and the decoded images (tensor, float copy, array);
-- **shard rows**: a shard's records, held until the shard is committed (token maps and PNG, twice
-  while they are converted to Arrow);
+- **shard rows**: a shard's records, held until the shard is committed (token maps, the ``K``
+  per-timestep maps, and PNG, twice while they are converted to Arrow);
 - **kernel workspace**: the convolution library's re-laid-out copy of the largest UNet convolution
   plus a fixed ``FIXED_OVERHEAD``.
 
@@ -148,13 +149,11 @@ def _attention_blocks(unet: Mapping[str, Any]) -> list[tuple[str, int, int, int]
 
 
 def traced_layers(unet: Mapping[str, Any], trace: TraceConfig) -> list[TracedLayer]:
-    """One entry per cross-attention module that a ``trace`` selection records, from the config."""
-    return [
-        TracedLayer(2**level, heads)
-        for prefix, level, modules, heads in _attention_blocks(unet)
-        if trace.keeps_module(prefix) and trace.keeps_factor(2**level)
-        for _ in range(modules)
-    ]
+    """One entry per cross-attention module that a ``trace`` selection records (kinds, name globs,
+    factors), from the config: the UNet built on the meta device (``trace_selection``)."""
+    from .trace_selection import traced, unet_modules
+
+    return [TracedLayer(m.factor or 1, m.heads or 1) for m in traced(unet_modules(unet), trace)]
 
 
 def model_factors(unet: Mapping[str, Any]) -> list[int]:
@@ -269,8 +268,9 @@ def estimate_generation(
     layers = traced_layers(unet, generation.trace)
     traced = max((n * t.heads * _grid(h, w, t.factor) * TEXT_TOKENS * TRACED_BYTES for t in layers), default=0)
     max_heads = max((t.heads for t in layers), default=0)
+    bins = generation.trace.per_timestep or 0  # per-timestep sums: one per bin, and K maps per image
     maps = images * TEXT_TOKENS * 4 * (
-        sum(t.heads * _grid(h, w, t.factor) for t in layers) + (max_heads + 4) * h * w
+        max(bins, 1) * sum(t.heads * _grid(h, w, t.factor) for t in layers) + (max_heads + 4 + bins) * h * w
     )
 
     decoder = [int(c) for c in reversed(vae["block_out_channels"])]
@@ -278,7 +278,7 @@ def estimate_generation(
     vae_attention = images * e * SCORE_COPIES * (h * w) ** 2 if materialises and vae.get("mid_block_add_attention", True) else 0
     vae_decode = images * (e * VAE_WORK * widest + IMAGE_BYTES * 3 * height * width) + vae_attention
 
-    shard = rows_per_shard * SHARD_COPIES * (STORED_TOKENS * h * w * DTYPE_BYTES[map_dtype] + 3 * height * width)
+    shard = rows_per_shard * SHARD_COPIES * ((1 + bins) * STORED_TOKENS * h * w * DTYPE_BYTES[map_dtype] + 3 * height * width)
     nxt = [channels[min(i + 1, levels - 1)] for i in range(levels)]
     workspace = FIXED_OVERHEAD + e * max(9 * channels[i] * (channels[i] + nxt[i]) for i in range(levels))
     weights = weight_bytes(configs, dtype)

@@ -61,6 +61,10 @@ def to_record(prompt: PromptRecord, sample: TracedSample, map_dtype: str, negati
         words=[{"word": w.word, "start": w.start, "end": w.end} for w in tokenized.words],
         truncated=tokenized.truncated,
     )
+    if sample.timestep_maps is not None:
+        record.timestep_maps = sample.timestep_maps.detach().cpu().numpy().astype(map_dtype)
+        if not np.isfinite(record.timestep_maps).all():
+            raise PromptFailure("attribution", "per-timestep maps contain NaN or infinite values")
     if sample.segmentation is not None:
         add_segmentation(record, sample.segmentation, map_dtype)
     return record

@@ -26,6 +26,7 @@ class Validation:
     map_dtype: str = "float16"
     formats: tuple[str, ...] = ("parquet",)
     num_classes: int = 0  # K of a run with classes (labels 0..K and 255)
+    timestep_bins: int | None = None  # K of a run with --per-timestep (a timestep_maps column)
     expected: list[str] = field(default_factory=list)
     stats: dict[str, ShardStats] = field(default_factory=dict)
     id_places: dict[str, list[str]] = field(default_factory=dict)

@@ -31,7 +31,7 @@ CARD_YAML = re.compile(r"^---\r?\n(.*?)\r?\n---\r?\n", re.S)
 
 def load_run(v: Validation) -> bool:
     """Read ``run.json`` into ``v`` (geometry, formats, features, planned shards); whether it is usable."""
-    from schemas.record import build_features
+    from schemas.record import run_features
 
     layout = v.layout
     if not layout.fs.exists(layout.base) or not layout.fs.isdir(layout.base):
@@ -51,7 +51,8 @@ def load_run(v: Validation) -> bool:
             v.formats += (SEGMENTATION_FORMAT,)
             v.num_classes = len(segmentation["classes"])
         count = int(run.shards)
-        v.features = build_features(v.map_size[0], v.map_size[1], v.map_dtype, bool(segmentation))
+        v.timestep_bins = run.settings.get("generation", {}).get("trace", {}).get("per_timestep")
+        v.features = run_features(run.settings, v.map_size)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as error:  # RecordError is a ValueError
         v.add("", "run_json", f"unreadable or incomplete {RUN_FILE} ({type(error).__name__}: {error})", RUN_FILE)
         return False

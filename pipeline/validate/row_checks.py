@@ -28,17 +28,34 @@ def check_row(v: Validation, shard: str, rel: str, row: int, tokens: list, maps:
 
 def _check_maps(v: Validation, shard: str, rel: str, where: str, tokens: list, maps: np.ndarray) -> None:
     h, w = v.map_size  # type: ignore[misc]
-    if maps.dtype != np.dtype(v.map_dtype):
-        v.add(shard, "map_dtype", f"{where}: maps are {maps.dtype}, features say {v.map_dtype}", rel)
+    _check_dtype_and_values(v, shard, rel, where, maps)
     if maps.ndim != 3 or maps.shape[1:] != (h, w):
         v.add(shard, "map_shape", f"{where}: maps of shape {maps.shape}, expected (n, {h}, {w})", rel)
     elif maps.shape[0] != len(tokens):
         v.add(shard, "tokens", f"{where}: {maps.shape[0]} map rows for {len(tokens)} tokens", rel)
+
+
+def _check_dtype_and_values(v: Validation, shard: str, rel: str, where: str, maps: np.ndarray, what: str = "maps") -> None:
+    if maps.dtype != np.dtype(v.map_dtype):
+        v.add(shard, "map_dtype", f"{where}: {what} are {maps.dtype}, features say {v.map_dtype}", rel)
     values = maps.astype(np.float32)
     if not np.isfinite(values).all():
-        v.add(shard, "map_values", f"{where}: maps contain NaN or infinite values", rel)
+        v.add(shard, "map_values", f"{where}: {what} contain NaN or infinite values", rel)
     elif (values < 0).any():
-        v.add(shard, "map_values", f"{where}: maps contain negative values", rel)
+        v.add(shard, "map_values", f"{where}: {what} contain negative values", rel)
+
+
+def check_timestep_maps(v: Validation, shard: str, rel: str, row: int, tokens: list, maps: np.ndarray | None,
+                        error: str = "") -> None:
+    """A row's per-timestep maps: ``(K, len(tokens), h, w)`` in the map dtype, finite, non-negative."""
+    where = f"row {row}"
+    if error or maps is None:
+        v.add(shard, "map_shape", f"{where}: timestep_maps {error or 'missing'}", rel)
+        return
+    expected = (v.timestep_bins, len(tokens), *v.map_size)  # type: ignore[misc]
+    if maps.shape != expected:
+        v.add(shard, "map_shape", f"{where}: timestep_maps of shape {maps.shape}, expected {expected}", rel)
+    _check_dtype_and_values(v, shard, rel, where, maps, "timestep_maps")
 
 
 def _check_words(v: Validation, shard: str, rel: str, where: str, tokens: list, words: list[dict[str, Any]]) -> None:

@@ -14,7 +14,7 @@ from schemas.output_records import FailureRecord, FileInfo, ShardStats
 from transforms.layout import FORMAT_DIRS, SEGMENTATION_FORMAT, STATS_DIR
 
 from .context import Validation, feature_diff
-from .row_checks import check_label, check_row
+from .row_checks import check_label, check_row, check_timestep_maps
 
 BATCH_ROWS = 32
 
@@ -121,7 +121,7 @@ def check_parquet(v: Validation, shard: str, rel: str, stats: ShardStats) -> Non
 
 def _check_batch(v: Validation, shard: str, rel: str, batch: Any, first: int) -> None:
     """Check the rows of one record batch; ``first`` is the index of its first row in the file."""
-    from schemas.record import token_maps_column
+    from schemas.record import TIMESTEP_COLUMN, decode_timestep_maps, token_maps_column
 
     batch_ids = batch.column("id").to_pylist()
     tokens = batch.column("tokens").to_pylist()
@@ -129,22 +129,27 @@ def _check_batch(v: Validation, shard: str, rel: str, batch: Any, first: int) ->
     images = batch.column("image").to_pylist()
     labels = batch.column("label").to_pylist() if "label" in batch.schema.names else None
     maps_column = token_maps_column(batch.column("token_maps"))
+    timestep_column = batch.column(TIMESTEP_COLUMN) if v.timestep_bins is not None else None
     for i, row_id in enumerate(batch_ids):
         maps, error = _decode_maps(maps_column[i], v.map_size)
         image = images[i] or {}
         check_row(v, shard, rel, first + i, tokens[i] or [], maps, image.get("bytes"), words[i], error)
+        if timestep_column is not None:
+            binned, error = _decode_maps(timestep_column[i], v.map_size, decode_timestep_maps)
+            check_timestep_maps(v, shard, rel, first + i, tokens[i] or [], binned, error)
         if labels is not None:
             check_label(v, shard, rel, f"row {first + i}", (labels[i] or {}).get("bytes"))
         if row_id is None:
             v.add(shard, "ids", f"row {first + i}: null id", rel)
 
 
-def _decode_maps(cell: Any, map_size: tuple[int, ...] | None) -> tuple[np.ndarray | None, str]:
-    """One ``token_maps`` cell as an array, or ``None`` and why it is not one."""
+def _decode_maps(cell: Any, map_size: tuple[int, ...] | None, decode: Any = None) -> tuple[np.ndarray | None, str]:
+    """One ``token_maps`` cell (or, with ``decode``, another maps cell) as an array, or ``None``
+    and why it is not one."""
     from schemas.record import decode_token_maps
 
     try:
-        return decode_token_maps(cell, tuple(map_size or (0, 0))), ""  # type: ignore[arg-type]
+        return (decode or decode_token_maps)(cell, tuple(map_size or (0, 0))), ""  # type: ignore[arg-type]
     except ValueError as error:  # names what is wrong: null, ragged rows, null values
         return None, str(error)
     except (TypeError, IndexError) as error:
@@ -153,7 +158,7 @@ def _decode_maps(cell: Any, map_size: tuple[int, ...] | None) -> tuple[np.ndarra
 
 def check_webdataset(v: Validation, shard: str, rel: str, stats: ShardStats) -> None:
     """Every sample of a tar shard has image, metadata and maps, read as a WebDataset reader reads it."""
-    from schemas.record import WDS_EXTENSIONS, WDS_IMAGE, WDS_MAPS, WDS_META
+    from schemas.record import WDS_EXTENSIONS, WDS_IMAGE, WDS_MAPS, WDS_META, WDS_TIMESTEP_MAPS
 
     try:
         samples = read_tar_samples(v.read_bytes(rel), rel)
@@ -161,9 +166,10 @@ def check_webdataset(v: Validation, shard: str, rel: str, stats: ShardStats) -> 
         v.add(shard, "unreadable", f"not a readable tar file ({type(error).__name__}: {error})", rel)
         return
     ids: list[str] = []
+    required = (*WDS_EXTENSIONS, WDS_TIMESTEP_MAPS) if v.timestep_bins is not None else WDS_EXTENSIONS
     for row, sample in enumerate(samples):
         key = sample["__key__"]
-        missing = [e for e in WDS_EXTENSIONS if e not in sample]
+        missing = [e for e in required if e not in sample]
         if missing:
             v.add(shard, "unreadable", f"sample {key} lacks {', '.join(missing)}", rel)
             continue
@@ -175,13 +181,19 @@ def check_webdataset(v: Validation, shard: str, rel: str, stats: ShardStats) -> 
         except (ValueError, KeyError) as error:
             v.add(shard, "unreadable", f"sample {key}: bad JSON ({error})", rel)
             continue
-        maps, error_text = None, ""
-        try:
-            maps = np.load(io.BytesIO(sample[WDS_MAPS]), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
-            error_text = f"maps.npy does not load ({error})"
+        maps, error_text = _load_npy(sample[WDS_MAPS], WDS_MAPS)
         check_row(v, shard, rel, row, tokens, maps, sample[WDS_IMAGE], words, error_text)
+        if v.timestep_bins is not None:
+            check_timestep_maps(v, shard, rel, row, tokens, *_load_npy(sample[WDS_TIMESTEP_MAPS], WDS_TIMESTEP_MAPS))
     check_rows(v, shard, rel, stats.rows, stats.ids, ids, len(samples))
+
+
+def _load_npy(data: bytes, name: str) -> tuple[np.ndarray | None, str]:
+    """A ``.npy`` member as an array, or ``None`` and why it does not load."""
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False), ""
+    except (ValueError, OSError, EOFError) as error:
+        return None, f"{name} does not load ({error})"
 
 
 class _NamedStream(io.BytesIO):

@@ -48,8 +48,10 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     (["--steps", "2.5"], f"{RUN} --steps: expected an integer in [1, 1000], got '2.5'"),
     (["--steps", "١٠"], f"{RUN} --steps: expected an integer in [1, 1000], got '١٠'"),
     (["--batch-size", "99999999999999999999"], f"{RUN} --batch-size: expected an integer in [1, 1024], got '99999999999999999999'"),
-    (["--step-range", "5:3"], f"{RUN} --step-range: expected START:STOP with 0 <= START < STOP <= 1000 (e.g. 0:10 or 5:), got '5:3'"),
-    (["--step-range=-1:4"], f"{RUN} --step-range: expected START:STOP with 0 <= START < STOP <= 1000 (e.g. 0:10 or 5:), got '-1:4'"),
+    (["--step-range", "5:3"], f"{RUN} --step-range: expected START:STOP, step indices with 0 <= START < STOP <= 1000 (0:10, 5:) or fractions of the steps "
+     f"with 0 <= START < STOP <= 1 (0.2:0.8, :0.5), got '5:3'"),
+    (["--step-range=-1:4"], f"{RUN} --step-range: expected START:STOP, step indices with 0 <= START < STOP <= 1000 (0:10, 5:) or fractions of the steps "
+     f"with 0 <= START < STOP <= 1 (0.2:0.8, :0.5), got '-1:4'"),
     (["--steps", "10", "--step-range", "0:20"],
      "error: --step-range 0:20 is outside --steps 10: steps are numbered 0 to 9 (STOP exclusive, at most 10); e.g. --step-range 0:10"),
     (["--factors", "0,-2"], f"{RUN} --factors: expected comma-separated powers of two in [1, 64] (e.g. 1,2,4), got '0,-2'"),

@@ -54,6 +54,7 @@ FLAGS = [
     Flag("run", "--limit", 1, 2**63 - 1),
     Flag("run", "--max-failure-rate", 0, 1, integer=False),
     Flag("run", "--torch-threads", 1, 1024),
+    Flag("run", "--per-timestep", 1, 1000, needs=("--steps", "1000")),
     Flag("run", "--refine-power", 1, 64, needs=("--classes", "voc")),
     Flag("run", "--label-threshold", 0, 1, integer=False, needs=("--classes", "voc", "--ignore-below", "0")),
     Flag("run", "--ignore-below", 0, 1, integer=False, needs=("--classes", "voc", "--label-threshold", "1")),
@@ -202,12 +203,12 @@ def test_step_range(start, stop, steps, missing, capsys):
     shape_ok = (start is not None or stop is not None) and 0 <= first < 1000 and (stop is None or first < stop <= 1000)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     if not shape_ok:
-        assert "argument --step-range: expected START:STOP with 0 <= START < STOP <= 1000" in err
+        assert "argument --step-range: expected START:STOP, step indices with 0 <= START < STOP <= 1000" in err
     elif first >= steps or (stop is not None and stop > steps):
         shown = f"{first}:{'' if stop is None else stop}"
         assert err.startswith(f"error: --step-range {shown} is outside --steps {steps}: steps are numbered 0 to {steps - 1}")
     else:
-        assert build_parser().parse_known_args(argv)[0].step_range == (first, stop)
+        assert build_parser().parse_known_args(argv)[0].step_range == (first, stop, False)
         assert err == f"error: --prompts {missing / 'prompts.txt'}: no such file\n"
 
 

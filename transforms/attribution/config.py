@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import fnmatch
+import re
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-LayerSelection = Literal["reference", "all"]
+from .steps import resolve_fractions, step_bins
+
 HeadAggregation = Literal["mean", "max"]
 JointNormalization = Literal["all", "text"]
+LAYER_PRESETS = ("reference", "all")
+LAYER_KINDS = ("down", "mid", "up", "joint", "double", "single")  # UNet, SD3, Flux text-attention kinds
+_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+", re.ASCII)
 DEFAULT_THRESHOLD = 0.4  # τ of DAAM's word masks (the paper's best value)
 DEFAULT_CMAP = "jet"  # the colour map of DAAM's plot_overlay
+
+
+def parse_layers(value: str) -> str:
+    """``--layers`` in its recorded form: a preset (``reference``, ``all``) or a comma list of
+    selectors (block kinds of ``LAYER_KINDS`` and/or fnmatch globs over processor names), stripped,
+    duplicates dropped, order kept (``ValueError`` for an empty item or a character no module name
+    or glob has)."""
+    text = value.strip()
+    if text in LAYER_PRESETS:
+        return text
+    items = list(dict.fromkeys(part.strip() for part in text.split(",")))
+    bad = [item for item in items if not _GLOB.fullmatch(item) or item in LAYER_PRESETS]
+    if bad:
+        raise ValueError(
+            f"{bad[0]!r} is not a layer selector: give 'reference', 'all' or a comma list of block kinds "
+            f"({', '.join(LAYER_KINDS)}) and processor-name globs (e.g. up_blocks.1.*)"
+        )
+    return ",".join(items)
 
 
 @dataclass(frozen=True)
@@ -19,36 +43,46 @@ class TraceConfig:
     Attributes:
         layers: ``"reference"`` reproduces DAAM 0.2.0: cross-attention of the UNet's down and up
             blocks only, maps at latent factor 8 dropped. ``"all"`` also captures the mid block
-            and every factor (SDXL-style models have cross-attention there).
+            and every factor (SDXL-style models have cross-attention there). Otherwise a comma
+            list of selectors: block kinds (``down``, ``mid``, ``up``; SD3 ``joint``; Flux
+            ``double``, ``single``) and fnmatch globs over processor names, with or without the
+            ``.processor`` suffix (``up_blocks.1.*``, ``single_transformer_blocks.3*``); a module
+            is traced when any selector matches it, at every factor.
         factors: optional subset of latent downsampling factors to keep (e.g. ``(1, 2)``);
             applied on top of ``layers``.
         step_range: optional ``(start, stop)`` of denoising step indices to accumulate
             (``stop`` exclusive, ``None`` = to the end). DAAM sums over all steps.
+        step_fractions: the range as fractions ``(start, stop)`` of the steps, when given so;
+            ``GenerationConfig`` resolves it into ``step_range`` (``steps.fraction_index``).
         normalize: divide each row per pixel by the sum of the prompt-token rows (+1e-6), as
             DAAM's ``normalize=True``. Stored maps are raw by default.
         heads: ``"mean"`` (DAAM) or ``"max"`` over the heads of each traced call.
         joint_normalize: joint-attention models (SD3, Flux): ``"all"`` keeps the model's own
             softmax over every key (text and image); ``"text"`` renormalises over text keys.
+        per_timestep: ``K`` time bins: the traced steps split into ``K`` contiguous bins
+            (``steps.step_bins``), each with its own maps besides the global ones.
 
     Example:
-        >>> TraceConfig(factors=(1, 2), step_range=(0, 10))
-        TraceConfig(layers='reference', factors=(1, 2), step_range=(0, 10), normalize=False)
+        >>> config = TraceConfig(layers="up, mid_block.*", factors=(2, 1), step_range=(0, 10))
+        >>> config.layers, config.factors, config.keeps_module("mid_block.attentions.0.transformer_blocks.0.attn2.processor")
+        ('up,mid_block.*', (1, 2), True)
     """
 
-    layers: LayerSelection = "reference"
+    layers: str = "reference"
     factors: tuple[int, ...] | None = None
     step_range: tuple[int, int | None] | None = None
+    step_fractions: tuple[float, float] | None = None
     normalize: bool = False
     heads: HeadAggregation = "mean"
     joint_normalize: JointNormalization = "all"
+    per_timestep: int | None = None
 
     def __post_init__(self) -> None:
         if self.heads not in ("mean", "max"):
             raise ValueError(f"heads must be 'mean' or 'max', got {self.heads!r}")
         if self.joint_normalize not in ("all", "text"):
             raise ValueError(f"joint_normalize must be 'all' or 'text', got {self.joint_normalize!r}")
-        if self.layers not in ("reference", "all"):
-            raise ValueError(f"layers must be 'reference' or 'all', got {self.layers!r}")
+        object.__setattr__(self, "layers", parse_layers(self.layers))
         if self.factors is not None:
             if not self.factors or any(f < 1 or f & (f - 1) for f in self.factors):
                 raise ValueError(f"factors must be powers of two >= 1, got {self.factors!r}")
@@ -57,6 +91,25 @@ class TraceConfig:
             start, stop = self.step_range
             if start < 0 or (stop is not None and stop <= start):
                 raise ValueError(f"step_range must be (start >= 0, stop > start), got {self.step_range!r}")
+        if self.step_fractions is not None:
+            start, stop = self.step_fractions
+            if not 0.0 <= start < stop <= 1.0:
+                raise ValueError(f"step_fractions must be 0 <= start < stop <= 1, got {self.step_fractions!r}")
+        if self.per_timestep is not None and self.per_timestep < 1:
+            raise ValueError(f"per_timestep must be >= 1 time bins, got {self.per_timestep}")
+
+    @property
+    def selectors(self) -> tuple[str, ...]:
+        """The layer selectors (empty for the ``reference`` and ``all`` presets)."""
+        return () if self.layers in LAYER_PRESETS else tuple(self.layers.split(","))
+
+    def selector_matches(self, selector: str, processor_name: str, kind: str | None) -> bool:
+        """Whether one selector names this module: its kind, or a glob over its processor name
+        (with or without ``.processor``)."""
+        if selector in LAYER_KINDS:
+            return kind == selector
+        module = processor_name.removesuffix(".processor")
+        return fnmatch.fnmatchcase(processor_name, selector) or fnmatch.fnmatchcase(module, selector)
 
     def keeps_factor(self, factor: int) -> bool:
         """Whether maps at this latent downsampling factor are accumulated."""
@@ -74,7 +127,41 @@ class TraceConfig:
     def keeps_module(self, processor_name: str, kind: str | None = None) -> bool:
         """Whether the text-attention module with this processor name (and kind: ``down``,
         ``mid``, ``up``, ``joint``, ``double``, ``single``) is traced."""
-        return self.layers == "all" or not (kind == "mid" or processor_name.startswith("mid_block"))
+        if self.layers == "all":
+            return True
+        if self.layers == "reference":
+            return not (kind == "mid" or processor_name.startswith("mid_block"))
+        return any(self.selector_matches(s, processor_name, kind) for s in self.selectors)
+
+    def traced_steps(self, steps: int) -> tuple[int, int]:
+        """``(start, stop)`` of the steps accumulated in a run of ``steps`` steps (``ValueError``
+        when the selection holds no step)."""
+        if self.step_fractions is not None:
+            start, stop = resolve_fractions(*self.step_fractions, steps)
+        elif self.step_range is not None:
+            start, stop = self.step_range[0], min(self.step_range[1] or steps, steps)
+        else:
+            start, stop = 0, steps
+        if stop <= start:
+            raise ValueError(f"the step range selects no step of {steps} (resolved to {start}:{stop})")
+        return start, stop
+
+    def step_bins(self, steps: int) -> list[tuple[int, int]]:
+        """The ``per_timestep`` bins ``[(start, stop), …]`` of a run of ``steps`` steps (``[]``
+        without per-timestep maps)."""
+        return [] if self.per_timestep is None else step_bins(*self.traced_steps(steps), self.per_timestep)
+
+    def for_steps(self, steps: int) -> "TraceConfig":
+        """This selection for a run of ``steps`` steps: fractions resolved into ``step_range``,
+        the range and the time bins checked (``ValueError`` if empty or too fine)."""
+        config = self
+        if self.step_fractions is not None:
+            resolved = self.traced_steps(steps)
+            if self.step_range is not None and tuple(self.step_range) != resolved:
+                raise ValueError(f"step_range {self.step_range} is not step_fractions {self.step_fractions} of {steps} steps")
+            config = replace(self, step_range=resolved)
+        config.step_bins(steps)
+        return config
 
     def to_dict(self) -> dict:
         """JSON-ready form recorded in run metadata."""
@@ -96,6 +183,8 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.trace.step_fractions is not None or self.trace.per_timestep is not None:
+            object.__setattr__(self, "trace", self.trace.for_steps(self.steps))
         if self.images_per_prompt < 1:
             raise ValueError(f"images_per_prompt must be >= 1, got {self.images_per_prompt}")
         for name in ("height", "width"):

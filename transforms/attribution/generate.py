@@ -25,7 +25,9 @@ SEED_MODULUS = 2**63
 
 @dataclass
 class TracedSample:
-    """One generated image (float32 ``(H, W, 3)`` in [0, 1]) with its DAAM global map."""
+    """One generated image (float32 ``(H, W, 3)`` in [0, 1]) with its DAAM global map and, with
+    ``TraceConfig.per_timestep`` ``K``, its per-bin token maps ``(K, n_tokens, h, w)`` float32
+    (bin ``k`` aggregated like the global map, over that bin's steps only)."""
 
     prompt_index: int
     image_index: int
@@ -33,6 +35,7 @@ class TracedSample:
     image: np.ndarray
     heat_map: GlobalHeatMap
     segmentation: SampleSegmentation | None = None
+    timestep_maps: torch.Tensor | None = None
 
     def pil_image(self) -> Any:
         """The image as an 8-bit RGB ``PIL.Image`` (diffusers' rounding)."""
@@ -135,7 +138,7 @@ def generate_traced(
         negatives = [n if n is not None else (config.negative_prompt or "") for n in given]
 
     store = HeatMapStore(config.trace)
-    store.begin(len(generators), architecture.uses_cfg(config), architecture.map_grid(pipe, height, width))
+    store.begin(len(generators), architecture.uses_cfg(config), architecture.map_grid(pipe, height, width), config.steps)
     refining = segmentation is not None and segmentation.refine
     affinity = AffinityStore(store, segmentation.refine_factor) if refining else None
 
@@ -156,6 +159,7 @@ def generate_traced(
             **architecture.call_kwargs(config, negatives, pipe),
         )
     maps = store.global_maps()
+    binned = store.timestep_maps() if store.bins else None
     affinities = None if affinity is None else affinity.affinity()
     samples = []
     for p, prompt in enumerate(tokenized):
@@ -169,6 +173,7 @@ def generate_traced(
                 seed=image_seed(int(seeds[p]), k),
                 image=output.images[i],
                 heat_map=heat_map,
+                timestep_maps=None if binned is None else binned[:, i, rows][:, layout.prefix : -1],
             )
             if segmentation is not None:
                 sample.segmentation = _segment(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .config import TraceConfig
+from .steps import bin_of
 
 
 def query_length(hidden_states: torch.Tensor) -> int:
@@ -39,6 +41,11 @@ class HeatMapStore:
     pipeline's step callback calls ``next_step``; ``global_maps`` aggregates per DAAM (bicubic to
     the map grid, clamp >= 0, mean over every layer-head map). ``latent_size`` is the grid of the
     finest maps: the latent for UNets, the patch grid for transformers.
+
+    With ``config.per_timestep`` (``K`` time bins; ``begin`` then needs the run's ``steps``) each
+    layer's sum gets a leading bin axis ``(K, …)``: a step adds into its bin only. The global maps
+    aggregate the sum over bins; ``timestep_maps`` aggregates each bin alone, so bin ``k`` is what
+    a run tracing only that bin's steps would store.
     """
 
     def __init__(self, config: TraceConfig | None = None) -> None:
@@ -50,9 +57,11 @@ class HeatMapStore:
         self.cfg = True
         self.latent_size = (0, 0)
         self.step = 0
+        self.bins: list[tuple[int, int]] = []
 
-    def begin(self, num_images: int, cfg: bool, latent_size: tuple[int, int]) -> None:
-        """Reset for a new generation of ``num_images`` images."""
+    def begin(self, num_images: int, cfg: bool, latent_size: tuple[int, int], steps: int | None = None) -> None:
+        """Reset for a new generation of ``num_images`` images (of ``steps`` denoising steps: needed
+        for per-timestep bins)."""
         self.sums.clear()
         self.factors.clear()
         self.counts.clear()
@@ -60,6 +69,9 @@ class HeatMapStore:
         self.cfg = cfg
         self.latent_size = latent_size
         self.step = 0
+        if self.config.per_timestep is not None and steps is None:
+            raise ValueError("per-timestep maps need the number of steps: pass steps= to begin")
+        self.bins = self.config.step_bins(steps) if steps is not None else []
 
     def next_step(self) -> None:
         """Advance to the next denoising step."""
@@ -84,13 +96,29 @@ class HeatMapStore:
         return 0
 
     def _accumulate(self, name: str, maps: torch.Tensor, count: int) -> None:
-        """Add ``(n, groups, queries, keys)`` to the layer's sum; ``count`` heads per call."""
-        if name in self.sums:
+        """Add ``(n, groups, queries, keys)`` to the layer's sum (its current bin's, with time
+        bins); ``count`` heads per call."""
+        if self.bins:
+            self._accumulate_binned(name, maps, count)
+        elif name in self.sums:
             self.sums[name] += maps
         else:
             self.sums[name] = maps.float().clone()
-            self.factors[name] = infer_factor(maps.shape[2], *self.latent_size)[0]
-            self.counts[name] = count
+            self._first(name, maps, count)
+
+    def _first(self, name: str, maps: torch.Tensor, count: int) -> None:
+        self.factors[name] = infer_factor(maps.shape[2], *self.latent_size)[0]
+        self.counts[name] = count
+
+    def _accumulate_binned(self, name: str, maps: torch.Tensor, count: int) -> None:
+        """Add into bin ``bin_of(step)`` of a ``(K, n, groups, queries, keys)`` sum (steps after the
+        last bin, e.g. a scheduler's extra step, count in the last)."""
+        slot = bin_of(self.step, self.bins)
+        slot = len(self.bins) - 1 if slot is None else slot
+        if name not in self.sums:
+            self.sums[name] = maps.new_zeros((len(self.bins), *maps.shape), dtype=torch.float32)
+            self._first(name, maps, count)
+        self.sums[name][slot] += maps
 
     def add(self, name: str, probs: torch.Tensor, heads: int) -> None:
         """Add one call's attention probabilities ``(batch*heads, h*w, keys)``, kept per head."""
@@ -107,14 +135,31 @@ class HeatMapStore:
 
     def global_maps(self) -> torch.Tensor:
         """Per-image global maps ``(num_images, keys, H_lat, W_lat)``, float32, not sliced."""
+        self._require_maps()
+        return self._aggregate(lambda sums: sums.sum(0) if self.bins else sums)
+
+    def timestep_maps(self) -> torch.Tensor:
+        """Per-bin maps ``(K, num_images, keys, H_lat, W_lat)``: each bin aggregated alone, as
+        ``global_maps`` does (``RuntimeError`` without time bins)."""
+        self._require_maps()
+        if not self.bins:
+            raise RuntimeError("no time bins: set TraceConfig.per_timestep and pass steps to begin")
+        return torch.stack([self._aggregate(lambda sums, b=b: sums[b]) for b in range(len(self.bins))])
+
+    def _require_maps(self) -> None:
         if not self.sums:
             raise RuntimeError(
                 "no cross-attention was recorded: check the trace selection (layers, factors, "
                 "step_range) against the model and the number of steps"
             )
+
+    def _aggregate(self, select: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """DAAM's aggregation of ``select(sum)`` of every layer: bicubic to the map grid, clamp
+        >= 0, mean over every layer-head map."""
         total: torch.Tensor | None = None
         count = 0
-        for name, maps in self.sums.items():
+        for name, sums in self.sums.items():
+            maps = select(sums)
             n, groups, query_len, keys = maps.shape
             _, h, w = infer_factor(query_len, *self.latent_size)
             up = F.interpolate(
