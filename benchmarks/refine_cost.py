@@ -3,60 +3,29 @@
     python -m benchmarks.refine_cost [--size 512] [--steps 3] [--repeats 2] [--warmup 1] [--device auto]
 
 On the full-size Stable Diffusion 1.5 UNet architecture, built from its config with random weights
-(only the UNet matters: the text encoder is a one-layer CLIP of hidden size 768, the VAE and
-tokenizer are the built-in tiny model's). Time: both variants alternate in this process
-(``common.paired_times``). Memory: each variant runs once in a fresh subprocess, which reports its
-peak (CUDA: ``torch.cuda.max_memory_allocated``; CPU: peak RSS, ``VmHWM``) and the peak growth
-over the loaded model. Prints the ratios (goals: <= 1.15x time, <= 1.1x memory) and writes
-benchmarks/results/refine_cost.json with the machine and library versions.
+(``benchmarks.shapes``: only the UNet matters; the text encoder is a one-layer CLIP of hidden size
+768, the VAE and tokenizer are the built-in tiny model's). Time: both variants alternate in this
+process (``common.paired_times``). Memory: each variant runs once in a fresh subprocess, which
+reports its peak (``common.peak_memory``: CUDA ``max_memory_allocated``; CPU peak RSS, ``VmHWM``)
+and the peak growth over the loaded model. Prints the ratios (goals: <= 1.15x time, <= 1.1x
+memory) and writes benchmarks/results/refine_cost.json with the machine and library versions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from typing import Any
 
 import torch
 
-from benchmarks.common import machine_info, paired_times, write_result
+from benchmarks import shapes
+from benchmarks.common import json_subprocess, machine_info, paired_times, peak_memory, write_result
 from transforms.attribution import GenerationConfig, SegmentationConfig, generate_traced
 from transforms.attribution.classes import load_vocabulary
-from transforms.model_loading import ModelSpec, load_pipeline
 
 PROMPT = "a photo of a cat sitting on a red sofa next to a dog"
 VARIANTS = ("traced", "refined")
-SD15_UNET = dict(  # Stable Diffusion 1.5's UNet config (diffusers' unet/config.json)
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    block_out_channels=(320, 640, 1280, 1280),
-    layers_per_block=2,
-    cross_attention_dim=768,
-    attention_head_dim=8,
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-)
-
-
-def sd15_pipeline(device: str) -> Any:
-    """A StableDiffusionPipeline with an SD-1.5-shaped UNet (random weights) on ``device``."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    tiny = load_pipeline(ModelSpec("tiny", device="cpu"))
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD15_UNET)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=1, num_attention_heads=12,
-        max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-    ))
-    components = {**tiny.components, "unet": unet, "text_encoder": text_encoder}
-    pipe = StableDiffusionPipeline(**components)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
 
 
 def run_variant(pipe: Any, variant: str, args: argparse.Namespace) -> None:
@@ -66,36 +35,15 @@ def run_variant(pipe: Any, variant: str, args: argparse.Namespace) -> None:
     generate_traced(pipe, [PROMPT] * args.images, list(range(args.images)), config, segmentation=segmentation)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field))
-
-
 def measure_memory(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """Peak memory of one generation of ``variant`` in this (fresh) process."""
-    pipe = sd15_pipeline(args.device)
-    cuda = pipe.device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _status_kib("VmRSS:") * 1024
-    run_variant(pipe, variant, args)
-    if cuda:
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = _status_kib("VmHWM:") * 1024
-    return {"variant": variant, "kind": "cuda allocated" if cuda else "cpu rss", "base_bytes": base,
-            "peak_bytes": peak, "growth_bytes": peak - base}
+    pipe = shapes.build("sd15", args.device)
+    return {"variant": variant, **peak_memory(lambda: run_variant(pipe, variant, args), args.device)}
 
 
 def memory_in_subprocess(variant: str, argv: list[str]) -> dict[str, Any]:
     """``measure_memory`` of ``variant`` in a fresh interpreter (its peak is not shared)."""
-    done = subprocess.run([sys.executable, "-m", "benchmarks.refine_cost", *argv, "--memory-of", variant],
-                          check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_subprocess("benchmarks.refine_cost", [*argv, "--memory-of", variant])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -116,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     passed = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "memory_of"]
     memory = {variant: memory_in_subprocess(variant, passed) for variant in VARIANTS}
-    pipe = sd15_pipeline(args.device)
+    pipe = shapes.build("sd15", args.device)
 
     def sync() -> None:
         if pipe.device.type == "cuda":

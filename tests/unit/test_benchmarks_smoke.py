@@ -1,0 +1,90 @@
+"""The issue-16 benchmark scripts run end to end at their tiniest settings and write the result
+fields the README table is built from (results go to a temporary folder, not benchmarks/results)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bytes_per_image, common, daam_reference_throughput, memory_traced, shapes, trace_overhead_real
+from benchmarks import beam_throughput
+
+COMMON_FIELDS = {"name", "ratio", "device", "versions", "settings", "machine"}
+
+
+@pytest.fixture(autouse=True)
+def results_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "results"
+    monkeypatch.setattr(common, "RESULTS", folder)
+    return folder
+
+
+def written(folder: Path, name: str) -> dict:
+    result = json.loads((folder / f"{name}.json").read_text())
+    assert COMMON_FIELDS <= set(result), COMMON_FIELDS - set(result)
+    assert result["name"] == name and result["device"] == "cpu"
+    assert "torch" in result["versions"]
+    return result
+
+
+def test_shapes_follow_the_published_configs() -> None:
+    assert shapes.SD15_UNET["cross_attention_dim"] == 768 and shapes.SD21_BASE_UNET["cross_attention_dim"] == 1024
+    assert shapes.SD21_BASE_UNET["use_linear_projection"] and "use_linear_projection" not in shapes.SD15_UNET
+    assert shapes.SDXL_UNET["transformer_layers_per_block"] == (1, 2, 10)
+    pipe = shapes.build("sdxl", tiny=True)
+    width = pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
+    assert width == pipe.unet.config.cross_attention_dim  # SDXL concatenates its two encoders
+
+
+def test_trace_overhead_real(one_torch_thread, results_folder: Path) -> None:
+    trace_overhead_real.main(["--tiny", "--shapes", "sd15,sd21,sdxl", "--batches", "1,2", "--size", "64",
+                              "--steps", "1", "--repeats", "1", "--warmup", "0"])
+    result = written(results_folder, "trace_overhead_real")
+    assert set(result["ratios"]) == {f"{s}/b{b}" for s in ("sd15", "sd21", "sdxl") for b in (1, 2)}
+    assert result["ratio"] == max(result["ratios"].values()) > 0
+    batch = result["shapes"]["sd21"]["batches"]["2"]
+    assert batch["traced_seconds_per_image"] == pytest.approx(batch["timing"]["a_median"] / 2)
+
+
+@pytest.mark.slow  # four fresh interpreters
+def test_memory_traced(one_torch_thread, results_folder: Path) -> None:
+    memory_traced.main(["--tiny", "--size", "64", "--steps", "1,2"])
+    result = written(results_folder, "memory_traced")
+    assert [(r["variant"], r["steps"]) for r in result["runs"]] == [
+        ("untraced", 1), ("traced", 1), ("traced", 2), ("untraced", 2)]
+    assert all(r["peak_bytes"] >= r["base_bytes"] > 0 for r in result["runs"])
+    assert set(result["traced_peak_by_steps"]) == {"1", "2"} and result["steps_peak_ratio"] > 0
+
+
+def test_daam_reference_throughput_without_the_reference_venv(one_torch_thread, results_folder: Path,
+                                                               tmp_path: Path) -> None:
+    daam_reference_throughput.main(["--tiny", "--size", "64", "--steps", "1",
+                                    "--reference-python", str(tmp_path / "no-venv" / "python")])
+    result = written(results_folder, "daam_reference_throughput")
+    assert result["ratio"] is None and "no reference venv" in result["reference_error"]
+    assert set(result["images_per_second"]) == {"project_batch_1", "project_batch_4"}
+    assert all(v > 0 for v in result["images_per_second"].values())
+
+
+def test_pipeline_efficiency(one_torch_thread, results_folder: Path) -> None:
+    beam_throughput.main(["--model", "tiny", "--prompts", "2", "--size", "64", "--steps", "1", "--batch-size", "2",
+                          "--shard-size", "2", "--repeats", "1", "--no-processes", "--name", "pipeline_efficiency"])
+    result = written(results_folder, "pipeline_efficiency")
+    assert result["ratio"] == pytest.approx(result["beam_over_bare_throughput"])
+    for side in ("beam", "bare"):
+        busy = result["denoiser_busy"][side]
+        assert 0 < busy["busy_share_of_wall"] <= busy["busy_share_of_generation"] <= 1
+        assert all(r["denoiser_calls"] == 1 for r in busy["runs"])  # 1 step, 1 batch of 2 prompts (CFG in one call)
+
+
+def test_bytes_per_image(one_torch_thread, results_folder: Path) -> None:
+    bytes_per_image.main(["--model", "tiny", "--size", "64", "--prompts", "2", "--shard-size", "2"])
+    result = written(results_folder, "bytes_per_image")
+    small, large = result["variants"]["float16"], result["variants"]["float32"]
+    assert small["rows"] == large["rows"] == 2
+    assert {"image", "token_maps", "footer"} <= set(small["column_bytes_per_row"])
+    assert sum(small["column_bytes_per_row"].values()) == pytest.approx(small["bytes_per_row"])
+    assert large["column_bytes_per_row"]["token_maps"] > small["column_bytes_per_row"]["token_maps"]
+    assert small["calls"]["encode"] == 2 and small["calls"]["write"] == 1 and result["ratio"] > 0
