@@ -23,8 +23,8 @@ by the denoiser. Variants, on the same prompt, seed and batch:
 
 Time: traced and brute each alternate with untraced in this process (``common.paired_times``).
 Memory: each variant runs once in a fresh subprocess, which reports its peak (CUDA:
-``torch.cuda.max_memory_allocated``; CPU: peak RSS, ``VmHWM``) and the growth over the loaded
-pipeline. Prints one line per ratio (goals for traced: <= 1.10x time, <= 1.1x memory) and writes
+``torch.cuda.max_memory_allocated``; CPU: peak RSS, ``VmHWM``, reset after loading:
+``common.peak_memory``) and the growth over the loaded pipeline. Prints one line per ratio (goals for traced: <= 1.10x time, <= 1.1x memory) and writes
 ``benchmarks/results/architecture_cost_<arch>.json`` with the machine and library versions.
 ``--tiny`` shrinks every width (checks that the script runs; not a measurement).
 """
@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -42,74 +40,33 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from benchmarks.common import machine_info, paired_times, write_result
-from benchmarks.refine_cost import SD15_UNET, _status_kib
+from benchmarks.common import (
+    json_subprocess, paired_times, peak_memory, resolve_device, result_record, synchronize, untraced_generate,
+    write_result,
+)
+from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL pipelines
+    FLUX_TRANSFORMER,
+    SD3_TRANSFORMER,
+    SD15_TINY,
+    SD15_UNET,
+    SDXL_TINY,
+    SDXL_UNET,
+    base_pipeline,
+    clip_encoder,
+    sd15_pipeline,
+    sdxl_pipeline,
+)
 from transforms.attribution import GenerationConfig, TraceConfig, generate_traced
 from transforms.attribution.architectures import architecture_of
-from transforms.attribution.generate import image_seed
+from transforms.attribution.store import HeatMapStore
 from transforms.attribution.tracer import CrossAttentionTracer
-from transforms.model_loading import ModelSpec, load_pipeline
 
 PROMPT = "a photo of a cat sitting on a red sofa next to a dog"
 VARIANTS = ("untraced", "traced", "brute")
 GOALS = {"time": 1.10, "memory": 1.1}
-SDXL_UNET = dict(  # stabilityai/stable-diffusion-xl-base-1.0, unet/config.json
-    sample_size=128,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
-    block_out_channels=(320, 640, 1280),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2, 10),
-    attention_head_dim=(5, 10, 20),
-    cross_attention_dim=2048,
-    use_linear_projection=True,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816,
-)
-SD3_TRANSFORMER = dict(  # stabilityai/stable-diffusion-3-medium-diffusers, transformer/config.json
-    sample_size=128,
-    patch_size=2,
-    in_channels=16,
-    out_channels=16,
-    num_layers=24,
-    attention_head_dim=64,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    caption_projection_dim=1536,
-    pooled_projection_dim=2048,
-    pos_embed_max_size=192,
-)
-FLUX_TRANSFORMER = dict(  # black-forest-labs/FLUX.1-dev, transformer/config.json
-    patch_size=1,
-    in_channels=64,
-    num_layers=19,
-    num_single_layers=38,
-    attention_head_dim=128,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    pooled_projection_dim=768,
-    guidance_embeds=True,
-    axes_dims_rope=(16, 56, 56),
-)
-MICRO_CONDITIONS = 6  # SDXL's time ids: original size, crop corner, target size
 
 
 # --- text-encoder stand-ins -------------------------------------------------------------------
-
-
-def clip_encoder(hidden: int, projection: bool = False) -> Any:
-    """A one-layer CLIP text encoder of width ``hidden`` (with a text projection of that width)."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config = CLIPTextConfig(
-        vocab_size=49408, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=1,
-        num_attention_heads=max(1, hidden // 64), max_position_embeddings=77, projection_dim=hidden,
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-    )
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
 
 
 def t5_encoder(width: int, vocab_size: int) -> Any:
@@ -125,40 +82,12 @@ def t5_encoder(width: int, vocab_size: int) -> Any:
 # --- pipelines --------------------------------------------------------------------------------
 
 
-def _base(name: str) -> Any:
-    return load_pipeline(ModelSpec(name, device="cpu"))
-
-
-def sd15_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
-    """SD-1.5: the tiny model's VAE, tokenizer and scheduler; this UNet; CLIP of its width."""
-    from diffusers import UNet2DConditionModel
-
-    base = _base("tiny")
-    unet = UNet2DConditionModel(**config)
-    return type(base)(**{**base.components, "unet": unet, "text_encoder": clip_encoder(config["cross_attention_dim"])})
-
-
-def sdxl_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
-    """SDXL: tiny-sdxl's VAE, tokenizers and scheduler; this UNet; two CLIPs whose widths the
-    UNet's config implies (the second's pooled vector feeds the ``text_time`` embedding)."""
-    from diffusers import UNet2DConditionModel
-
-    base = _base("tiny-sdxl")
-    pooled = config["projection_class_embeddings_input_dim"] - MICRO_CONDITIONS * config["addition_time_embed_dim"]
-    first = config["cross_attention_dim"] - pooled
-    unet = UNet2DConditionModel(**config)
-    return type(base)(**{
-        **base.components, "unet": unet, "text_encoder": clip_encoder(first),
-        "text_encoder_2": clip_encoder(pooled, projection=True),
-    })
-
-
 def sd3_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
     """SD3: tiny-sd3's VAE (16 channels), tokenizers and scheduler; this MMDiT; CLIP-L / CLIP-G
     stand-ins splitting the pooled width 3:5 (768 + 1280) and a T5 of the joint width."""
     from diffusers import SD3Transformer2DModel
 
-    base = _base("tiny-sd3")
+    base = base_pipeline("tiny-sd3")
     pooled = config["pooled_projection_dim"]
     transformer = SD3Transformer2DModel(**config)
     return type(base)(**{
@@ -176,11 +105,11 @@ def flux_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
 
     from transforms.tiny_t5 import build_t5_tokenizer
 
-    base = _base("tiny-flux")
+    base = base_pipeline("tiny-flux")
     tokenizer_2 = build_t5_tokenizer(model_max_length=text_tokens)
     transformer = FluxTransformer2DModel(**config)
     return type(base)(**{
-        **base.components, "transformer": transformer, "vae": _base("tiny-sd3").vae,
+        **base.components, "transformer": transformer, "vae": base_pipeline("tiny-sd3").vae,
         "text_encoder": clip_encoder(config["pooled_projection_dim"]),
         "text_encoder_2": t5_encoder(config["joint_attention_dim"], len(tokenizer_2)), "tokenizer_2": tokenizer_2,
     })
@@ -201,14 +130,12 @@ class Arch:
 ARCHS: dict[str, Arch] = {
     "sd15": Arch(
         "runwayml/stable-diffusion-v1-5 (unet/config.json)", SD15_UNET, sd15_pipeline,
-        tiny=dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1, attention_head_dim=2, cross_attention_dim=32),
+        tiny=SD15_TINY,
     ),
     "sdxl": Arch(
         "stabilityai/stable-diffusion-xl-base-1.0 (unet/config.json)", SDXL_UNET, sdxl_pipeline,
         ("transformer_layers_per_block",),
-        tiny=dict(block_out_channels=(32, 64, 64), layers_per_block=1, transformer_layers_per_block=(1, 1, 2),
-                  attention_head_dim=(1, 2, 2), cross_attention_dim=80, addition_time_embed_dim=8,
-                  projection_class_embeddings_input_dim=96),
+        tiny=SDXL_TINY,
     ),
     "sd3": Arch(
         "stabilityai/stable-diffusion-3-medium-diffusers (transformer/config.json)", SD3_TRANSFORMER, sd3_pipeline,
@@ -329,38 +256,24 @@ def generation_config(args: argparse.Namespace) -> GenerationConfig:
     return GenerationConfig(steps=args.steps, height=args.size, width=args.size, trace=TraceConfig(layers="all"))
 
 
-def untraced(pipe: Any, args: argparse.Namespace) -> Any:
-    """The pipeline call ``generate_traced`` makes, without the tracer."""
-    config = generation_config(args)
-    return pipe(
-        [PROMPT] * args.images, height=args.size, width=args.size, num_inference_steps=args.steps,
-        generator=[torch.Generator("cpu").manual_seed(image_seed(i, 0)) for i in range(args.images)],
-        output_type="np", **architecture_of(pipe).call_kwargs(config, None, pipe),
-    )
-
-
 def traced_names(pipe: Any, args: argparse.Namespace) -> list[str]:
     """The processor names the tracer records under the benchmark's configuration."""
     architecture = architecture_of(pipe)
-    return CrossAttentionTracer(architecture.denoiser(pipe), _store(args), architecture=architecture).traced_names
-
-
-def _store(args: argparse.Namespace) -> Any:
-    from transforms.attribution.store import HeatMapStore
-
-    return HeatMapStore(generation_config(args).trace)
+    store = HeatMapStore(generation_config(args).trace)
+    return CrossAttentionTracer(architecture.denoiser(pipe), store, architecture=architecture).traced_names
 
 
 def run_variant(pipe: Any, variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """One generation of ``variant``; the brute capture's byte counts."""
+    prompts, seeds, config = [PROMPT] * args.images, list(range(args.images)), generation_config(args)
     if variant == "traced":
-        generate_traced(pipe, [PROMPT] * args.images, list(range(args.images)), generation_config(args))
+        generate_traced(pipe, prompts, seeds, config)
         return {}
     if variant == "untraced":
-        untraced(pipe, args)
+        untraced_generate(pipe, prompts, seeds, config)
         return {}
     with FullMatrixCapture(architecture_of(pipe).denoiser(pipe), traced_names(pipe, args)) as capture:
-        untraced(pipe, args)
+        untraced_generate(pipe, prompts, seeds, config)
     kept = sum(t.numel() * t.element_size() for t in capture.sums.values())
     return {"brute_copied_bytes": capture.copied_bytes, "brute_kept_bytes": kept}
 
@@ -368,32 +281,9 @@ def run_variant(pipe: Any, variant: str, args: argparse.Namespace) -> dict[str, 
 def measure_memory(arch: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """Peak memory of one generation of ``variant`` in this (fresh) process."""
     pipe = build_pipeline(arch, args)
-    cuda = pipe.device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _status_kib("VmRSS:") * 1024
-    extra = run_variant(pipe, variant, args)
-    if cuda:
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = _status_kib("VmHWM:") * 1024
-    return {"variant": variant, "kind": "cuda allocated" if cuda else "cpu rss", "base_bytes": base,
-            "peak_bytes": peak, "growth_bytes": peak - base, **extra}
-
-
-def memory_in_subprocess(arch: str, variant: str, argv: list[str]) -> dict[str, Any]:
-    """``measure_memory`` in a fresh interpreter (its peak is not shared)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.architecture_cost", *argv, "--arch", arch, "--memory-of", variant],
-        capture_output=True, text=True,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{arch} {variant} memory run failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    extra: dict[str, Any] = {}
+    memory = peak_memory(lambda: extra.update(run_variant(pipe, variant, args)), args.device)
+    return {"variant": variant, **memory, **extra}
 
 
 def passed_argv(args: argparse.Namespace) -> list[str]:
@@ -406,7 +296,8 @@ def passed_argv(args: argparse.Namespace) -> list[str]:
 
 def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     """Measure one architecture, write its result file and print one line per ratio."""
-    memory = {v: memory_in_subprocess(arch, v, passed_argv(args)) for v in VARIANTS}
+    argv = [*passed_argv(args), "--arch", arch, "--memory-of"]
+    memory = {v: json_subprocess("benchmarks.architecture_cost", [*argv, v]) for v in VARIANTS}
     pipe = build_pipeline(arch, args)
     denoiser = architecture_of(pipe).denoiser(pipe)
     layers = len(traced_names(pipe, args))
@@ -414,8 +305,7 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     def timed(variant: str) -> Callable[[], None]:
         def run() -> None:
             run_variant(pipe, variant, args)
-            if pipe.device.type == "cuda":
-                torch.cuda.synchronize()
+            synchronize(args.device)
         return run
 
     timing = {
@@ -437,39 +327,37 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
             "peak_bytes_per_layer": (used["peak_bytes"] - plain["peak_bytes"]) / layers,
         }
     config = denoiser_config(arch, args)
-    machine = machine_info()
-    settings = {k: v for k, v in vars(args).items() if k not in ("memory_of", "arch")}
-    result = {
-        "name": f"architecture_cost_{arch}",
-        "benchmark": "architecture_cost",
-        "what": "traced / untraced and brute-force full-matrix capture / untraced: seconds per generation and peak "
-                "memory, full-size denoiser from its published config (random weights), one-layer text encoders",
-        "arch": arch,
-        "source": ARCHS[arch].source,
-        "denoiser": {"class": type(denoiser).__name__, "config": {k: list(v) if isinstance(v, tuple) else v
-                                                                  for k, v in config.items()},
-                     "parameters": sum(p.numel() for p in denoiser.parameters()), "reduced": arch in args.layers,
-                     "traced_layers": layers, "text_tokens": text_tokens(arch, args)},
-        "settings": {**settings, "layers": {a: list(d) for a, d in settings["layers"].items()},
-                     "trace_layers": "all", "cfg_batch": architecture_of(pipe).uses_cfg(generation_config(args))},
-        "seconds_per_generation": {"untraced": untraced_seconds, "traced": timing["traced"]["a_median"],
-                                   "brute": timing["brute"]["a_median"]},
-        "ratio": ratios["traced"]["time"],
-        "ratio_peak_memory": ratios["traced"]["peak_memory"],
-        "ratio_memory_growth": ratios["traced"]["memory_growth"],
-        "brute_ratio": ratios["brute"]["time"],
-        "brute_ratio_peak_memory": ratios["brute"]["peak_memory"],
-        "brute_ratio_memory_growth": ratios["brute"]["memory_growth"],
-        "brute_copied_bytes": memory["brute"]["brute_copied_bytes"],
-        "brute_kept_bytes": memory["brute"]["brute_kept_bytes"],
-        "per_layer": per_layer,
-        "goals": GOALS,
-        "timing": timing,
-        "memory": memory,
-        "device": machine["cuda"] or args.device,
-        "versions": machine["versions"],
-        "machine": machine,
+    denoiser_facts = {
+        "class": type(denoiser).__name__, "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
+        "parameters": sum(p.numel() for p in denoiser.parameters()), "reduced": arch in args.layers,
+        "traced_layers": layers, "text_tokens": text_tokens(arch, args),
     }
+    settings = {k: v for k, v in vars(args).items() if k not in ("memory_of", "arch")}
+    settings.update(layers={a: list(d) for a, d in args.layers.items()}, trace_layers="all",
+                    cfg_batch=architecture_of(pipe).uses_cfg(generation_config(args)))
+    result = result_record(
+        f"architecture_cost_{arch}", ratios["traced"]["time"], args.device,
+        benchmark="architecture_cost",
+        what="traced / untraced and brute-force full-matrix capture / untraced: seconds per generation and peak "
+             "memory, full-size denoiser from its published config (random weights), one-layer text encoders",
+        arch=arch,
+        source=ARCHS[arch].source,
+        denoiser=denoiser_facts,
+        settings=settings,
+        seconds_per_generation={"untraced": untraced_seconds, "traced": timing["traced"]["a_median"],
+                                "brute": timing["brute"]["a_median"]},
+        ratio_peak_memory=ratios["traced"]["peak_memory"],
+        ratio_memory_growth=ratios["traced"]["memory_growth"],
+        brute_ratio=ratios["brute"]["time"],
+        brute_ratio_peak_memory=ratios["brute"]["peak_memory"],
+        brute_ratio_memory_growth=ratios["brute"]["memory_growth"],
+        brute_copied_bytes=memory["brute"]["brute_copied_bytes"],
+        brute_kept_bytes=memory["brute"]["brute_kept_bytes"],
+        per_layer=per_layer,
+        goals=GOALS,
+        timing=timing,
+        memory=memory,
+    )
     path = write_result(result["name"], result)
     mib = 2**20
     where = f"{arch}, {args.size}px, {args.steps} steps, {args.images} image(s), {args.device} {args.dtype}"
@@ -513,8 +401,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.layers = parse_layers(args.layers)
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = resolve_device(args.device)
     if args.memory_of:
         print(json.dumps(measure_memory(args.arch, args.memory_of, args)))
         return []
