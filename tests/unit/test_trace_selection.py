@@ -245,6 +245,9 @@ def test_per_timestep_bins(tiny_pipe):
     fine = GenerationConfig(**base, trace=TraceConfig(factors=(1,), per_timestep=3))
     [exact] = generate_traced(tiny_pipe, prompt, seed, fine)
     torch.testing.assert_close(exact.timestep_maps.sum(0), exact.heat_map.token_maps, rtol=1e-5, atol=1e-6)
+    # each image keeps its own bins inside a batch
+    pair = generate_traced(tiny_pipe, ["a red bicycle", *prompt], [5, *seed], fine)
+    torch.testing.assert_close(pair[1].timestep_maps, exact.timestep_maps, rtol=0, atol=1e-5)
 
 
 def test_memory_counts_the_time_bins():
