@@ -77,8 +77,12 @@ def record_text_maps(
 ) -> None:
     """Add one joint-attention call's image → text maps to ``store`` under ``name``: ``query``/``key``
     ``(batch, heads, sequence, head_dim)`` as the kernel receives them (its default scale
-    ``head_dim ** -0.5``), normalised and head-reduced as ``store.config`` says."""
+    ``head_dim ** -0.5``), normalised and head-reduced as ``store.config`` says. Only the
+    conditional images' rows are computed (under CFG the unconditional half is never mapped)."""
     config = store.config
+    rows = store.conditional_rows(name, query.shape[0])
     with torch.no_grad():
-        maps = text_key_maps(query, key, image, text, query.shape[-1] ** -0.5, config.joint_normalize, config.heads)
-    store.add_reduced(name, maps, query.shape[1] if config.heads == "mean" else 1)
+        maps = text_key_maps(
+            query[rows], key[rows], image, text, query.shape[-1] ** -0.5, config.joint_normalize, config.heads
+        )
+    store.add_reduced(name, maps, query.shape[1] if config.heads == "mean" else 1, conditional_only=True)

@@ -84,6 +84,12 @@ class HeatMapStore:
         factor, _, _ = infer_factor(query_len, *self.latent_size)
         return self.config.keeps_factor(factor)
 
+    def conditional_rows(self, name: str, batch: int) -> slice:
+        """The rows of a call's ``batch`` that hold the conditional images (CFG's unconditional
+        half first): slice a call's inputs with it to compute maps for those images only, then
+        ``add_reduced(..., conditional_only=True)``. ``RuntimeError`` for a batch of the wrong size."""
+        return slice(self._conditional(name, batch), None)
+
     def _conditional(self, name: str, batch: int) -> int:
         """Index of the first conditional image in a call's batch (after CFG's unconditional half)."""
         n = self.num_images
@@ -127,10 +133,18 @@ class HeatMapStore:
         # accumulate in the layout attention produces; the (keys, h, w) permute happens once at the end
         self._accumulate(name, probs[first * heads :].reshape(self.num_images, heads, query_len, keys), heads)
 
-    def add_reduced(self, name: str, maps: torch.Tensor, count: int) -> None:
+    def add_reduced(self, name: str, maps: torch.Tensor, count: int, conditional_only: bool = False) -> None:
         """Add one call's maps already reduced over heads on the device: ``(batch, h*w, keys)``,
-        the sum of ``count`` heads' probabilities (or their maximum, with ``count`` 1)."""
-        first = self._conditional(name, maps.shape[0])
+        the sum of ``count`` heads' probabilities (or their maximum, with ``count`` 1).
+
+        ``conditional_only``: ``maps`` holds the conditional images only, ``(num_images, h*w,
+        keys)`` (the caller sliced its batch with ``conditional_rows`` before computing them)."""
+        if conditional_only:
+            if maps.shape[0] != self.num_images:
+                raise RuntimeError(f"expected {self.num_images} conditional images, got {maps.shape[0]} in {name}")
+            first = 0
+        else:
+            first = self._conditional(name, maps.shape[0])
         self._accumulate(name, maps[first:, None], count)
 
     def global_maps(self) -> torch.Tensor:
