@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .processor import RecordingProcessor
 from .store import HeatMapStore, infer_factor, query_length
 
 CHUNK_ELEMENTS = 2**26  # float32 scores computed at once (256 MiB), at least one head
@@ -154,15 +155,12 @@ def conditional_self_attention(
     return total
 
 
-class DaamSelfAttnProcessor:
+class DaamSelfAttnProcessor(RecordingProcessor):
     """Diffusers attention processor for a self-attention module (``attn1``): the output comes from
-    ``original`` (the module's own, fused processor), unchanged; on calls ``store`` wants, the
+    ``fallback`` (the module's own, fused processor), unchanged; on calls ``store`` wants, the
     conditional images' head-summed probabilities are added to it."""
 
-    def __init__(self, store: AffinityStore, name: str, original: Any) -> None:
-        self.store = store
-        self.name = name
-        self.original = original
+    store: AffinityStore
 
     def __call__(
         self,
@@ -185,4 +183,4 @@ class DaamSelfAttnProcessor:
                     attn, hidden_states, heat.num_images, heat.cfg, attention_mask, temb
                 )
             self.store.add(probs, attn.heads)
-        return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)

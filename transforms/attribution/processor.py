@@ -9,7 +9,18 @@ import torch
 from .store import HeatMapStore, query_length
 
 
-class DaamCrossAttnProcessor:
+class RecordingProcessor:
+    """Base of the project's attention processors: a store it records into, the processor name it
+    records under, and ``fallback``, the module's original (fused) processor, which computes
+    every call the store does not want (and, for the joint and self-attention probes, the output)."""
+
+    def __init__(self, store: Any, name: str, fallback: Any) -> None:
+        self.store = store
+        self.name = name
+        self.fallback = fallback
+
+
+class DaamCrossAttnProcessor(RecordingProcessor):
     """Diffusers attention processor for a cross-attention module (``attn2``).
 
     Computes attention exactly as diffusers' default ``AttnProcessor`` (explicit softmax, so the
@@ -18,10 +29,7 @@ class DaamCrossAttnProcessor:
     processor.
     """
 
-    def __init__(self, store: HeatMapStore, name: str, fallback: Any) -> None:
-        self.store = store
-        self.name = name
-        self.fallback = fallback
+    store: HeatMapStore
 
     def __call__(
         self,

@@ -31,6 +31,7 @@ from diffusers.models.transformers.transformer_flux import (
 
 from ..config import GenerationConfig
 from ..joint import record_text_maps
+from ..processor import RecordingProcessor
 from ..store import HeatMapStore
 from .base import Architecture, TextLayout
 
@@ -81,7 +82,7 @@ def joint_output(
     return hidden_states, attn.to_add_out(encoder_out.contiguous())
 
 
-class DaamFluxAttnProcessor:
+class DaamFluxAttnProcessor(RecordingProcessor):
     """``FluxAttnProcessor`` that also records the image → text attention into ``store``.
 
     The output is computed as diffusers computes it (same projections, norms, rotary embedding
@@ -89,10 +90,7 @@ class DaamFluxAttnProcessor:
     unchanged. Steps the store does not want go to ``fallback``, the original processor.
     """
 
-    def __init__(self, store: HeatMapStore, name: str, fallback: Any) -> None:
-        self.store = store
-        self.name = name
-        self.fallback = fallback
+    store: HeatMapStore
 
     # ``set_attention_backend`` while traced reaches the original processor
     @property

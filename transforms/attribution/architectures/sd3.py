@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..joint import record_text_maps
+from ..processor import RecordingProcessor
 from ..store import HeatMapStore, query_length
 from ..words import TokenizedPrompt
 from .base import Architecture, TextLayout
@@ -60,17 +61,14 @@ def _project(
     return query, key, value
 
 
-class DaamJointAttnProcessor:
+class DaamJointAttnProcessor(RecordingProcessor):
     """``JointAttnProcessor2_0`` that also records the image → text slice of its probabilities.
 
     Calls without text (``encoder_hidden_states=None``) or that the store does not want
     (unselected step) go to ``fallback``, the module's original processor.
     """
 
-    def __init__(self, store: HeatMapStore, name: str, fallback: Any) -> None:
-        self.store = store
-        self.name = name
-        self.fallback = fallback
+    store: HeatMapStore
 
     def __call__(
         self,
