@@ -17,9 +17,11 @@ import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from schemas.output_records import RunInfo, ShardStats
+from schemas.maps import LEVELS, QUANTISED, SCALE_COLUMNS, stored_map_size
 from schemas.record import COLUMN_DOCS, SCHEMA_VERSION, run_features, segmentation_features
 from transforms.attribution.classes import BACKGROUND_NAME
 from transforms.attribution.config import DEFAULT_CMAP, DEFAULT_THRESHOLD
+from transforms.attribution.overlay import OVERLAY_QUALITY, OVERLAY_SIDE, OVERLAY_WORDS
 from transforms.layout import CARD_FILE, RUN_FILE, SEGMENTATION_DIR, SEGMENTATION_FORMAT, OutputLayout
 
 CITATION = """@inproceedings{tang2023daam,
@@ -138,6 +140,24 @@ def trace_rows(generation: dict[str, Any], selection: dict[str, Any] | None) -> 
     return rows
 
 
+def storage_rows(settings: dict[str, Any], grid: list[int]) -> list[tuple[str, str]]:
+    """The Contents rows that say how maps are stored (size, dtype) and whether rows have an overlay."""
+    height, width = stored_map_size(grid, settings.get("map_size"))
+    size = f"{width}×{height}"
+    if settings.get("map_size") is not None:
+        size += f", resized bicubically from the {grid[1]}×{grid[0]} map grid (`--map-size {settings['map_size']}`)"
+    else:
+        size += " (the model's map grid)"
+    dtype = settings["map_dtype"]
+    if dtype == QUANTISED:
+        dtype = (f"uint8 codes, one scale per map in `{SCALE_COLUMNS['token_maps']}`: value = code × scale / {LEVELS} "
+                 f"(within 1/{2 * LEVELS} of each map's maximum)")
+    overlay = (f"column `overlay`: the {OVERLAY_WORDS} most peaked words' maps on the image (≤ {OVERLAY_SIDE} px, "
+               f"JPEG quality {OVERLAY_QUALITY}), the words in `overlay_words`" if settings.get("overlay")
+               else "none (`--no-overlay`)")
+    return [("stored maps", size), ("map dtype", dtype), ("overlay", overlay)]
+
+
 def _schema_table(features: Features) -> str:
     lines = ["| column | type | meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | `{feature!r}` | {COLUMN_DOCS.get(name, '')} |" for name, feature in features.items()]
@@ -156,7 +176,7 @@ def render_card(
     """The full card text; ``preview_image`` (a repo path, e.g. ``PREVIEW_IMAGE``) is embedded,
     ``repo_id`` is the dataset name in the load example and ``selection`` is ``run.json``'s
     ``trace``."""
-    map_h, map_w = summary["map_size"]
+    map_h, map_w = stored_map_size(summary["map_size"], settings.get("map_size"))
     generation = settings["generation"]
     card = DatasetCard.from_template(
         card_data(features, summary, license_id),
@@ -166,8 +186,12 @@ def render_card(
         generation=generation,
         trace=generation["trace"],
         trace_rows=trace_rows(generation, selection),
+        storage_rows=storage_rows(settings, summary["map_size"]),
+        quantised=settings["map_dtype"] == QUANTISED,
+        overlay=bool(settings.get("overlay")),
         timestep_bins=generation["trace"].get("per_timestep"),
         map_dtype=settings["map_dtype"],
+        map_size=settings.get("map_size"),
         map_h=map_h,
         map_w=map_w,
         schema_table=_schema_table(features),

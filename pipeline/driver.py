@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from schemas.maps import check_map_size
 from schemas.output_records import RunInfo
 from schemas.record import SCHEMA_VERSION
 from transforms.layout import CARD_FILE, ID2LABEL_FILE, RUN_FILE, OutputLayout
@@ -70,10 +71,12 @@ def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[i
     segmentation = settings.segmentation_config
     check_family_settings(family, (height, width), (default_h, default_w), settings.model.scheduler,
                           bool(segmentation and segmentation.refine), settings.generation.negative_prompt)
+    grid = (height // scale, width // scale)
+    check_map_size(grid, settings.map_size)
     selection = resolve_selection(source, settings.model.revision, settings.generation)
     if family.sd_memory_model:
         _require_fits(settings, source, (height, width), len(corpus.prompts))
-    return corpus, (height, width), (height // scale, width // scale), selection
+    return corpus, (height, width), grid, selection
 
 
 def _require_fits(settings: RunSettings, source: str, size: tuple[int, int], prompts: int) -> None:

@@ -33,7 +33,8 @@ def build_generator(settings_dict: dict[str, Any]) -> ShardGenerator:
         torch.set_num_threads(settings.torch_threads)
     pipe = load_pipeline(settings.model)
     return ShardGenerator(
-        pipe, settings.generation, settings.batch_size, settings.map_dtype, hooks_from_env(), settings.segmentation_config
+        pipe, settings.generation, settings.batch_size, settings.map_dtype, hooks_from_env(), settings.segmentation_config,
+        map_size=settings.map_size, overlay=settings.overlay,
     )
 
 

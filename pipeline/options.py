@@ -10,7 +10,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from schemas.record import MAP_DTYPES
+from schemas.maps import MAP_DTYPES
 from transforms.attribution import GenerationConfig, TraceConfig
 from transforms.attribution.classes import SHIPPED, load_vocabulary
 from transforms.attribution.config import (
@@ -60,6 +60,9 @@ _factors = argtypes.comma_list(
 )
 # trace options whose default leaves a run's fingerprint as it was before they existed
 TRACE_DEFAULTS = {"step_fractions": None, "heads": "mean", "joint_normalize": "all", "per_timestep": None}
+# storage options whose value writes what runs wrote before they existed (their fingerprint is kept):
+# the native map grid, and no overlay (an overlay is a new column, so the default run's fingerprint moved)
+STORAGE_UNCHANGED = {"map_size": None, "overlay": False}
 
 
 def _layers(value: str) -> str:
@@ -178,7 +181,10 @@ class DaamOptions(PipelineOptions):
         parser.add_argument("--batch-size", type=_batch, default=4, help="prompts per UNet call")
         parser.add_argument("--images-per-prompt", type=_batch, default=1, help="images (rows) per prompt")
         parser.add_argument("--negative-prompt", default=None, help="negative prompt for rows without their own")
-        parser.add_argument("--map-dtype", default="float16", choices=MAP_DTYPES, help="dtype of stored token maps")
+        parser.add_argument("--map-dtype", default="float16", choices=MAP_DTYPES, help="dtype of stored maps; uint8: each map quantised by its own maximum, scales in token_map_scale (see docs/map-storage.md)")
+        parser.add_argument("--map-size", type=argtypes.integer(1, MAX_SIDE), default=None, help="store maps resized (bicubic) so their longer side is S (square images: SxS); at most the model's map grid (default: the grid itself)")
+        parser.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True, help="add the overlay column: the image with its strongest words' maps, a small JPEG the Hub's viewer shows (default: on)")
+        parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (the traced attention layers stay exact)")
         trace = parser.add_argument_group("trace selection (see docs/trace-selection.md)")
         trace.add_argument("--layers", type=_layers, default="reference", help=f"text-attention modules traced: reference (DAAM), all, or a comma list of block kinds ({', '.join(LAYER_KINDS)}) and processor-name globs (up_blocks.1.*)")
         trace.add_argument("--factors", type=_factors, default=None, help="keep only these latent factors, e.g. 1,2,4")
@@ -221,6 +227,8 @@ class RunSettings:
     seed: int = 0
     batch_size: int = 4
     map_dtype: str = "float16"
+    map_size: int | None = None  # --map-size: the stored maps' longer side (None: the model's map grid)
+    overlay: bool = True
     formats: tuple[str, ...] = ("parquet",)
     shard_size: int | None = None
     num_shards: int | None = None
@@ -269,11 +277,13 @@ class RunSettings:
         return cls(
             prompts=o.prompts,
             output=o.output,
-            model=ModelSpec(o.model, o.revision, o.scheduler, o.device, o.dtype),
+            model=ModelSpec(o.model, o.revision, o.scheduler, o.device, o.dtype, compile=o.compile),
             generation=generation,
             seed=o.seed,
             batch_size=o.batch_size,
             map_dtype=o.map_dtype,
+            map_size=o.map_size,
+            overlay=o.overlay,
             formats=tuple(o.formats),
             shard_size=o.shard_size,
             num_shards=o.num_shards,
@@ -293,7 +303,9 @@ class RunSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
-        """Inverse of ``to_dict`` (used by workers)."""
+        """Inverse of ``to_dict`` (used by workers, and by ``validate --repair`` on ``run.json``):
+        settings recorded before an option existed read as what those runs did (no overlay)."""
+        data = {"overlay": False, **data}
         gen = dict(data["generation"])
         trace = dict(gen.pop("trace"))
         for key in ("factors", "step_range", "step_fractions"):
@@ -315,6 +327,10 @@ class RunSettings:
         for key in ("prompts", "output", "batch_size", "max_failure_rate", "overwrite", "torch_threads", "dataset_license"):
             relevant.pop(key)
         relevant["model"].pop("device")
+        relevant["model"].pop("compile", None)  # like the device: equal results within tolerance, sooner
+        for key, unchanged in STORAGE_UNCHANGED.items():
+            if relevant.get(key, unchanged) == unchanged:
+                relevant.pop(key, None)
         trace = relevant["generation"]["trace"]
         for key, default in TRACE_DEFAULTS.items():
             if key in trace and trace[key] == default:

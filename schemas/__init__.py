@@ -1,5 +1,6 @@
 """The dataset record format (single source of truth)."""
 
+from .maps import decode_maps, row_maps
 from .record import (
     COLUMN_DOCS,
     MAP_DTYPES,
@@ -18,6 +19,8 @@ __all__ = [
     "WDS_EXTENSIONS",
     "Record",
     "build_features",
+    "decode_maps",
     "records_to_table",
+    "row_maps",
     "wds_sample",
 ]

@@ -13,14 +13,27 @@ import pyarrow as pa
 from datasets import Array3D, Features, Image, List, Value
 from datasets.arrow_writer import TypedSequence
 
-SCHEMA_VERSION = "1.2.0"  # 1.1: the optional segmentation columns (classes, class_maps, label); 1.2: timestep_maps
-MAP_DTYPES = ("float16", "float32")
+from .maps import (  # noqa: F401  (decoders re-exported: schemas.record is where readers look)
+    MAP_DTYPES,
+    QUANTISED,
+    SCALE_COLUMNS,
+    decode_timestep_maps,
+    decode_token_maps,
+    stored_map_size,
+    token_maps_column,
+)
+
+# 1.1: the optional segmentation columns (classes, class_maps, label); 1.2: timestep_maps;
+# 1.3: overlay and overlay_words, uint8 maps with their *_map_scale columns, maps at --map-size
+SCHEMA_VERSION = "1.3.0"
 WDS_IMAGE, WDS_META, WDS_MAPS = "png", "json", "maps.npy"
 WDS_EXTENSIONS = (WDS_IMAGE, WDS_META, WDS_MAPS)
 WDS_LABEL, WDS_CLASS_MAPS = "label.png", "class_maps.npy"  # with classes; ``classes`` goes in the json
 WDS_TIMESTEP_MAPS = "timestep_maps.npy"  # with --per-timestep: (K, len(tokens), h, w)
 SEGMENTATION_COLUMNS = ("classes", "class_maps", "label")
 TIMESTEP_COLUMN = "timestep_maps"
+OVERLAY_COLUMNS = ("overlay", "overlay_words")
+WDS_OVERLAY = "overlay.jpg"  # with the overlay; ``overlay_words`` and uint8 maps' scales go in the json
 
 COLUMN_DOCS = {
     "id": "stable row id: the corpus id (suffixed -k for image k > 0) or a hash of prompt and seed",
@@ -30,16 +43,23 @@ COLUMN_DOCS = {
     "seed": "seed of this image's CPU torch.Generator",
     "image_index": "k-th image of the prompt (0-based)",
     "image": "generated image (PNG)",
+    "overlay": "the image (at most 256 px a side, JPEG) with the maps of `overlay_words` composited: each word's "
+    "DAAM mask (τ = 0.4) tinted red, green, blue in that order, by the word's min-max heat, and outlined",
+    "overlay_words": "the words drawn in `overlay` (up to 3 content words, most peaked map first: peak / mean)",
     "tokens": "the prompt's tokens (decoded text), without start/end tokens",
     "token_ids": "tokenizer ids of `tokens`",
-    "token_maps": "DAAM map per token: row i belongs to tokens[i]; (len(tokens), h, w) at latent resolution, raw",
+    "token_maps": "DAAM map per token: row i belongs to tokens[i]; (len(tokens), h, w) at the map grid (or "
+    "--map-size), raw; uint8 maps are codes: value = code * token_map_scale[i] / 255",
+    "token_map_scale": "with --map-dtype uint8: per token the maximum of its map (the scale of its codes)",
+    "timestep_map_scale": "with --map-dtype uint8: per time bin and token the scale of its `timestep_maps` codes",
+    "class_map_scale": "with --map-dtype uint8: per class the scale of its `class_maps` codes",
     "words": "words of the prompt with their token span [start, end)",
     "truncated": "true if the prompt had more tokens than the text encoder's window",
     "timestep_maps": "with --per-timestep K: K maps like `token_maps`, one per contiguous bin of the traced steps "
     "(bin k aggregated over its steps only; bins in run.json's trace.timestep_bins), (K, len(tokens), h, w), raw",
     "classes": "classes the prompt names (with --classes): label, name, token spans of every mention, "
     "and filter statistics peak, area, ignore_fraction, agreement (see docs/segmentation.md)",
-    "class_maps": "one map per entry of `classes`, (len(classes), h, w) at latent resolution: the (refined) "
+    "class_maps": "one map per entry of `classes`, (len(classes), h, w) like `token_maps`: the (refined) "
     "class map the label rule thresholds",
     "label": "class label map at image size (single-channel PNG): 0 background, i = class i, 255 ignore",
 }
@@ -56,14 +76,24 @@ CLASS_FEATURE = {
 
 
 def build_features(
-    map_height: int, map_width: int, map_dtype: str = "float16", segmentation: bool = False, timestep_bins: int | None = None
+    map_height: int,
+    map_width: int,
+    map_dtype: str = "float16",
+    segmentation: bool = False,
+    timestep_bins: int | None = None,
+    overlay: bool = False,
 ) -> Features:
-    """The dataset's features for maps of ``(None, map_height, map_width)`` in ``map_dtype``; with
-    ``timestep_bins`` ``K`` (``--per-timestep``) also ``timestep_maps``, a list of ``K`` such maps;
-    with ``segmentation`` (a run with classes) also ``classes``, ``class_maps`` and ``label``."""
+    """The dataset's features for maps of ``(None, map_height, map_width)`` in ``map_dtype`` (uint8
+    maps come with their ``*_map_scale`` columns, ``schemas.maps``); with ``overlay`` also
+    ``overlay`` and ``overlay_words``; with ``timestep_bins`` ``K`` (``--per-timestep``) also
+    ``timestep_maps``, a list of ``K`` such maps; with ``segmentation`` (a run with classes) also
+    ``classes``, ``class_maps`` and ``label``."""
     if map_dtype not in MAP_DTYPES:
         raise ValueError(f"map dtype must be one of {MAP_DTYPES}, got {map_dtype!r}")
-    columns = {
+    quantised = map_dtype == QUANTISED
+    maps = Array3D(shape=(None, map_height, map_width), dtype=map_dtype)
+    scales = List(Value("float32"))
+    columns: dict[str, Any] = {
         "id": Value("string"),
         "prompt_id": Value("string"),
         "prompt": Value("string"),
@@ -71,28 +101,39 @@ def build_features(
         "seed": Value("int64"),
         "image_index": Value("int32"),
         "image": Image(),
-        "tokens": List(Value("string")),
-        "token_ids": List(Value("int32")),
-        "token_maps": Array3D(shape=(None, map_height, map_width), dtype=map_dtype),
-        "words": List({"word": Value("string"), "start": Value("int32"), "end": Value("int32")}),
-        "truncated": Value("bool"),
     }
+    if overlay:
+        columns["overlay"] = Image()
+        columns["overlay_words"] = List(Value("string"))
+    columns["tokens"] = List(Value("string"))
+    columns["token_ids"] = List(Value("int32"))
+    columns["token_maps"] = maps
+    if quantised:
+        columns[SCALE_COLUMNS["token_maps"]] = scales
+    columns["words"] = List({"word": Value("string"), "start": Value("int32"), "end": Value("int32")})
+    columns["truncated"] = Value("bool")
     if timestep_bins is not None:
-        columns[TIMESTEP_COLUMN] = List(Array3D(shape=(None, map_height, map_width), dtype=map_dtype), length=timestep_bins)
+        columns[TIMESTEP_COLUMN] = List(maps, length=timestep_bins)
+        if quantised:
+            columns[SCALE_COLUMNS[TIMESTEP_COLUMN]] = List(scales, length=timestep_bins)
     if segmentation:
         columns["classes"] = List(CLASS_FEATURE)
-        columns["class_maps"] = Array3D(shape=(None, map_height, map_width), dtype=map_dtype)
+        columns["class_maps"] = maps
+        if quantised:
+            columns[SCALE_COLUMNS["class_maps"]] = scales
         columns["label"] = Image()
     return Features(columns)
 
 
 def run_features(settings: dict[str, Any], map_size: Any) -> Features:
-    """The features of a run from its recorded settings (``run.json``'s ``settings``: map dtype,
-    classes, ``--per-timestep``) and map size."""
+    """The features of a run from its recorded settings (``run.json``'s ``settings``: map dtype
+    and size, overlay, classes, ``--per-timestep``) and its map grid (``run.json``'s
+    ``map_size``); settings recorded before an option existed read as its earlier behaviour."""
     trace = settings.get("generation", {}).get("trace", {})
+    height, width = stored_map_size(map_size, settings.get("map_size"))
     return build_features(
-        int(map_size[0]), int(map_size[1]), settings.get("map_dtype", "float16"), bool(settings.get("segmentation")),
-        trace.get("per_timestep"),
+        height, width, settings.get("map_dtype", "float16"), bool(settings.get("segmentation")),
+        trace.get("per_timestep"), bool(settings.get("overlay", False)),
     )
 
 
@@ -129,6 +170,11 @@ class Record:
     class_maps: np.ndarray | None = None
     label_png: bytes | None = None
     timestep_maps: np.ndarray | None = None  # with --per-timestep: (K, len(tokens), h, w)
+    overlay_jpeg: bytes | None = None  # with the overlay: JPEG of the image with its strongest words' maps
+    overlay_words: list[str] | None = None
+    token_map_scale: np.ndarray | None = None  # uint8 maps: one scale per map (schemas.maps)
+    timestep_map_scale: np.ndarray | None = None
+    class_map_scale: np.ndarray | None = None
 
     @property
     def segmented(self) -> bool:
@@ -136,7 +182,8 @@ class Record:
         return self.classes is not None
 
     def metadata(self) -> dict[str, Any]:
-        """Everything but the image and maps (the WebDataset ``.json`` member)."""
+        """Everything but the images and maps (the WebDataset ``.json`` member; with uint8 maps their
+        scales, as lists)."""
         meta = {
             "id": self.id,
             "prompt_id": self.prompt_id,
@@ -152,6 +199,11 @@ class Record:
         }
         if self.segmented:
             meta["classes"] = self.classes
+        if self.overlay_words is not None:
+            meta["overlay_words"] = self.overlay_words
+        for scale in SCALE_COLUMNS.values():
+            if getattr(self, scale) is not None:
+                meta[scale] = getattr(self, scale).tolist()
         return meta
 
 
@@ -165,7 +217,8 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-_IMAGE_ATTRIBUTES = {"image": "png", "label": "label_png"}
+_IMAGE_ATTRIBUTES = {"image": "png", "label": "label_png", "overlay": "overlay_jpeg"}
+_SCALES = frozenset(SCALE_COLUMNS.values())
 
 
 def _cell(record: Record, name: str) -> Any:
@@ -173,6 +226,9 @@ def _cell(record: Record, name: str) -> Any:
         return {"bytes": getattr(record, _IMAGE_ATTRIBUTES[name]), "path": None}
     if name == TIMESTEP_COLUMN:
         return None if record.timestep_maps is None else list(record.timestep_maps)  # K Array3D cells
+    if name in _SCALES:
+        scale = getattr(record, name)
+        return None if scale is None else scale.tolist()
     return getattr(record, name)
 
 
@@ -220,49 +276,11 @@ def wds_sample(key: str, record: Record) -> dict[str, Any]:
         WDS_META: json.dumps(record.metadata(), ensure_ascii=False, sort_keys=True).encode("utf-8"),
         WDS_MAPS: _npy(record.token_maps),
     }
+    if record.overlay_jpeg is not None:
+        sample[WDS_OVERLAY] = record.overlay_jpeg
     if record.timestep_maps is not None:
         sample[WDS_TIMESTEP_MAPS] = _npy(record.timestep_maps)
     if record.segmented:
         sample[WDS_LABEL] = record.label_png
         sample[WDS_CLASS_MAPS] = _npy(record.class_maps)
     return sample
-
-
-def decode_token_maps(cell: Any, empty_shape: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """One ``token_maps`` cell of an Arrow column (``list<list<list<x>>>``, or its Array3D
-    extension) as an ``(n, h, w)`` array in the stored dtype; ``ValueError`` names what is wrong
-    (null cell, ragged rows, null values)."""
-    if isinstance(cell, pa.ExtensionScalar):
-        cell = cell.value
-    if cell is None or not cell.is_valid:
-        raise ValueError("token_maps is null")
-    tokens = cell.values  # list<list<x>>: one entry per token
-    n = len(tokens)
-    if n == 0:
-        return np.zeros((0, *empty_shape), dtype=tokens.type.value_type.value_type.to_pandas_dtype())
-    rows = tokens.flatten()
-    heights = np.asarray(tokens.value_lengths())
-    widths = np.asarray(rows.value_lengths())
-    if (heights != heights[0]).any() or (widths != widths[0]).any():
-        raise ValueError("ragged map rows")
-    values = rows.flatten()
-    if values.null_count:
-        raise ValueError("maps contain nulls")
-    return values.to_numpy(zero_copy_only=False).reshape(n, int(heights[0]), int(widths[0]))
-
-
-def decode_timestep_maps(cell: Any, empty_shape: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """One ``timestep_maps`` cell (a list of ``K`` ``token_maps``-like cells) as a ``(K, n, h, w)``
-    array in the stored dtype; ``ValueError`` names what is wrong."""
-    if cell is None or not cell.is_valid:
-        raise ValueError("timestep_maps is null")
-    bins = cell.values
-    maps = [decode_token_maps(bins[k], empty_shape) for k in range(len(bins))]
-    if len({m.shape for m in maps}) > 1:
-        raise ValueError(f"time bins of different shapes {sorted({m.shape for m in maps})}")
-    return np.stack(maps) if maps else np.zeros((0, 0, *empty_shape), dtype=np.float32)
-
-
-def token_maps_column(column: Any) -> Any:
-    """The plain nested-list storage of a ``token_maps`` column (Array3D is an extension type)."""
-    return column.storage if isinstance(column.type, pa.ExtensionType) else column

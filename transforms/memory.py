@@ -71,7 +71,7 @@ SHARD_COPIES = 2  # records and their Arrow table at commit
 REFINE_WORK = 12  # per class and pixel at image size: bicubic, min-max and stack, raw and refined (float32)
 FIXED_OVERHEAD = 64 * 2**20  # allocator slack, kernel caches, the text encoder's activations
 HEADROOM = 0.9  # a run may use this fraction of the available memory
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "uint8": 1}  # uint8: --map-dtype
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 

@@ -50,13 +50,15 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to load and how: ``model`` is ``tiny``, a local folder or a hub id."""
+    """What to load and how: ``model`` is ``tiny``, a local folder or a hub id; ``compile``
+    (``--compile``) asks for ``torch.compile`` of the denoiser."""
 
     model: str = TINY_MODEL_NAME
     revision: str | None = None
     scheduler: str | None = None
     device: str = "auto"
     dtype: str = "float32"
+    compile: bool = False
 
     def resolved_device(self) -> str:
         """``auto`` → ``cuda`` when available, else ``cpu``."""

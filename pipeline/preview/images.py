@@ -17,17 +17,19 @@ import numpy as np
 from PIL import Image
 
 from transforms.attribution.config import DEFAULT_CMAP, DEFAULT_THRESHOLD
-from transforms.attribution.overlay import compose, heat_and_mask, row_image, row_maps, spans_map
+from transforms.attribution.overlay import (
+    compose,
+    encode_jpeg,
+    heat_and_mask,
+    ranked_words,
+    row_image,
+    row_maps,
+    spans_map,
+)
 
 from ..errors import PreviewError
 
 JPEG_QUALITY = 88
-# words not worth showing on the card's grid (the gallery shows every word)
-GRID_SKIP = frozenset(
-    ["a", "an", "the", "of", "on", "in", "at", "to", "with", "and", "or", "for", "from", "by", "into", "onto",
-     "over", "under", "next", "near", "its", "his", "her", "their", "is", "are", "was", "were", "be", "this",
-     "that", "these", "those", "some", "two", "three", "very"]
-)
 
 
 @dataclass
@@ -68,9 +70,7 @@ def fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
 
 def jpeg(image: Image.Image) -> bytes:
     """JPEG bytes of an RGB image."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
+    return encode_jpeg(image, JPEG_QUALITY)
 
 
 def _word_spans(entry: dict[str, Any]) -> list[tuple[int, int]]:
@@ -101,18 +101,10 @@ def sample_pictures(
 
 
 def grid_word(row: dict[str, Any]) -> int:
-    """Index of the word shown on the grid: the content word whose map is most peaked."""
-    maps = row_maps(row)
-    best, best_score = 0, -1.0
-    for k, entry in enumerate(row["words"]):
-        text = str(entry["word"]).lower()
-        if not text.isalpha() or text in GRID_SKIP:
-            continue
-        latent = spans_map(maps, _word_spans(entry))
-        score = float(latent.max() / (latent.mean() + 1e-8))
-        if score > best_score:
-            best, best_score = k, score
-    return best
+    """Index of the word shown on the grid: the content word whose map is most peaked (the first
+    word of the dataset's ``overlay``; word 0 when the prompt has no content word)."""
+    ranked = ranked_words(row_maps(row), row["words"])
+    return ranked[0] if ranked else 0
 
 
 def render_grid(tiles: Sequence[tuple[Image.Image, str, str]], columns: int = 4) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from schemas.maps import stored_map_size
 from transforms.layout import RUN_FILE, OutputLayout
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,8 @@ def run_facts(layout: OutputLayout, shown: int) -> list[Fact]:
             if gen:
                 facts.append(Fact(f"{gen.get('steps')} steps, guidance {gen.get('guidance_scale')}"))
             if run.get("map_size"):
-                facts.append(Fact(f"maps {run['map_size'][1]}×{run['map_size'][0]}"))
+                height, width = stored_map_size(run["map_size"], settings.get("map_size"))
+                facts.append(Fact(f"maps {width}×{height} {settings.get('map_dtype', 'float16')}"))
         except (OSError, ValueError, AttributeError) as error:
             logger.debug("%s: header without run facts (%s)", RUN_FILE, error)
     return facts or [Fact(f"{shown} images")]

@@ -4,7 +4,8 @@ Parquet shards (``data/*.parquet``) are streamed with ``datasets`` in small Arro
 the batches holding the first ``n`` rows are read and decoded; WebDataset shards (``wds/*.tar``)
 go through ``webdataset``'s tar iterators and decoder on fsspec streams (local, ``gs://``,
 ``s3://`` alike). Either way a row has ``id``, ``prompt``, ``seed``, ``image`` (``{"bytes", "path"}``,
-not decoded), ``tokens``, ``words``, ``truncated`` and ``token_maps`` as float32 ``(n, h, w)``.
+not decoded), ``tokens``, ``words``, ``truncated`` and ``token_maps`` as float32 ``(n, h, w)``
+(uint8 maps dequantised with their scales, ``schemas.maps``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from itertools import islice
 from typing import Any
 
 import datasets
-import numpy as np
 from webdataset.autodecode import Decoder
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from schemas.record import WDS_IMAGE, WDS_MAPS, WDS_META, decode_token_maps
+import pyarrow.parquet as pq
+
+from schemas.maps import SCALE_COLUMNS, decode_maps, decode_token_maps, decoded_row
+from schemas.record import WDS_IMAGE, WDS_MAPS, WDS_META
 from transforms.layout import DATA_DIR, WDS_DIR, OutputLayout
 
 from ..errors import PreviewError
@@ -28,6 +31,7 @@ from ..errors import PreviewError
 logger = logging.getLogger(__name__)
 
 COLUMNS = ["id", "prompt", "seed", "image", "tokens", "token_maps", "words", "truncated"]
+SCALE = SCALE_COLUMNS["token_maps"]  # read too where the maps are uint8
 BATCH_ROWS = 16  # Arrow batch size: the most rows decoded beyond the ones asked for
 
 
@@ -36,12 +40,14 @@ def parquet_rows(layout: OutputLayout, batch_size: int = BATCH_ROWS) -> Iterator
     paths = layout.list(DATA_DIR, ".parquet")
     if not paths:
         return
+    with layout.fs.open(paths[0], "rb") as fh:
+        quantised = SCALE in pq.read_schema(fh).names
     stream = datasets.load_dataset(
         "parquet",
         data_files=[layout.fs.unstrip_protocol(path) for path in paths],
         split="train",
         streaming=True,
-        columns=COLUMNS,
+        columns=[*COLUMNS, SCALE] if quantised else COLUMNS,
         batch_size=batch_size,
         storage_options=layout.fs.storage_options,
     )
@@ -49,7 +55,7 @@ def parquet_rows(layout: OutputLayout, batch_size: int = BATCH_ROWS) -> Iterator
     for table in stream.iter(batch_size=batch_size):
         maps = table.column("token_maps")
         for i, row in enumerate(table.drop_columns(["token_maps"]).to_pylist()):
-            row["token_maps"] = decode_token_maps(maps[i]).astype(np.float32)
+            row["token_maps"] = decode_maps(decode_token_maps(maps[i]), row.pop(SCALE, None))
             yield row
 
 
@@ -68,8 +74,8 @@ def webdataset_rows(layout: OutputLayout) -> Iterator[dict[str, Any]]:
         sample = decode(sample)
         row = dict(sample[WDS_META])
         row["image"] = {"bytes": sample[WDS_IMAGE], "path": None}
-        row["token_maps"] = np.asarray(sample[WDS_MAPS], dtype=np.float32)
-        yield row
+        row["token_maps"] = sample[WDS_MAPS]
+        yield decoded_row(row)
 
 
 def read_rows(output: str, n: int) -> list[dict[str, Any]]:

@@ -22,8 +22,9 @@ class Validation:
     run: RunInfo | None = None
     features: Any = None  # datasets.Features of run.json's geometry
     image_size: tuple[int, ...] | None = None
-    map_size: tuple[int, ...] | None = None
+    map_size: tuple[int, ...] | None = None  # of the stored maps (the map grid, or --map-size)
     map_dtype: str = "float16"
+    overlay: bool = False  # a run with the overlay columns
     formats: tuple[str, ...] = ("parquet",)
     num_classes: int = 0  # K of a run with classes (labels 0..K and 255)
     timestep_bins: int | None = None  # K of a run with --per-timestep (a timestep_maps column)

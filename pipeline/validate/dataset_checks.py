@@ -31,6 +31,7 @@ CARD_YAML = re.compile(r"^---\r?\n(.*?)\r?\n---\r?\n", re.S)
 
 def load_run(v: Validation) -> bool:
     """Read ``run.json`` into ``v`` (geometry, formats, features, planned shards); whether it is usable."""
+    from schemas.maps import stored_map_size
     from schemas.record import run_features
 
     layout = v.layout
@@ -43,8 +44,9 @@ def load_run(v: Validation) -> bool:
     try:
         run = RunInfo.from_dict(layout.read_json(layout.path(RUN_FILE)))
         v.image_size = tuple(int(x) for x in run.image_size)
-        v.map_size = tuple(int(x) for x in run.map_size)
+        v.map_size = stored_map_size(run.map_size, run.settings.get("map_size"))
         v.map_dtype = run.settings.get("map_dtype", "float16")
+        v.overlay = bool(run.settings.get("overlay", False))
         v.formats = tuple(run.settings.get("formats", ("parquet",)))
         segmentation = run.settings.get("segmentation")
         if segmentation:
@@ -52,7 +54,7 @@ def load_run(v: Validation) -> bool:
             v.num_classes = len(segmentation["classes"])
         count = int(run.shards)
         v.timestep_bins = run.settings.get("generation", {}).get("trace", {}).get("per_timestep")
-        v.features = run_features(run.settings, v.map_size)
+        v.features = run_features(run.settings, run.map_size)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as error:  # RecordError is a ValueError
         v.add("", "run_json", f"unreadable or incomplete {RUN_FILE} ({type(error).__name__}: {error})", RUN_FILE)
         return False

@@ -14,7 +14,7 @@ from schemas.output_records import FailureRecord, FileInfo, ShardStats
 from transforms.layout import FORMAT_DIRS, SEGMENTATION_FORMAT, STATS_DIR
 
 from .context import Validation, feature_diff
-from .row_checks import check_label, check_row, check_timestep_maps
+from .row_checks import MISSING, check_label, check_row, check_timestep_maps
 
 BATCH_ROWS = 32
 
@@ -121,32 +121,49 @@ def check_parquet(v: Validation, shard: str, rel: str, stats: ShardStats) -> Non
 
 def _check_batch(v: Validation, shard: str, rel: str, batch: Any, first: int) -> None:
     """Check the rows of one record batch; ``first`` is the index of its first row in the file."""
-    from schemas.record import TIMESTEP_COLUMN, decode_timestep_maps, token_maps_column
+    from schemas.maps import SCALE_COLUMNS, decode_timestep_maps, token_maps_column
+    from schemas.record import TIMESTEP_COLUMN
 
     batch_ids = batch.column("id").to_pylist()
     tokens = batch.column("tokens").to_pylist()
     words = batch.column("words").to_pylist()
     images = batch.column("image").to_pylist()
-    labels = batch.column("label").to_pylist() if "label" in batch.schema.names else None
+    labels = _column(batch, "label")
+    scales = {name: _column(batch, SCALE_COLUMNS[name]) for name in ("token_maps", TIMESTEP_COLUMN)}
+    overlays, drawn = _column(batch, "overlay"), _column(batch, "overlay_words")
     maps_column = token_maps_column(batch.column("token_maps"))
     timestep_column = batch.column(TIMESTEP_COLUMN) if v.timestep_bins is not None else None
     for i, row_id in enumerate(batch_ids):
         maps, error = _decode_maps(maps_column[i], v.map_size)
         image = images[i] or {}
-        check_row(v, shard, rel, first + i, tokens[i] or [], maps, image.get("bytes"), words[i], error)
+        scale = _at(scales["token_maps"], i)
+        overlay = _at(overlays, i)
+        overlay_row = (None if overlay is MISSING else (overlay or {}).get("bytes"), _at(drawn, i, None))
+        check_row(v, shard, rel, first + i, tokens[i] or [], maps, image.get("bytes"), words[i], error,
+                  scale=scale, overlay=overlay_row)
         if timestep_column is not None:
             binned, error = _decode_maps(timestep_column[i], v.map_size, decode_timestep_maps)
-            check_timestep_maps(v, shard, rel, first + i, tokens[i] or [], binned, error)
+            check_timestep_maps(v, shard, rel, first + i, tokens[i] or [], binned, error, _at(scales[TIMESTEP_COLUMN], i))
         if labels is not None:
             check_label(v, shard, rel, f"row {first + i}", (labels[i] or {}).get("bytes"))
         if row_id is None:
             v.add(shard, "ids", f"row {first + i}: null id", rel)
 
 
+def _column(batch: Any, name: str) -> list | None:
+    """A column of a record batch as Python values, ``None`` if the batch has no such column."""
+    return batch.column(name).to_pylist() if name in batch.schema.names else None
+
+
+def _at(values: list | None, i: int, absent: Any = MISSING) -> Any:
+    """Row ``i`` of a column read by ``_column``; ``absent`` when the column is not there."""
+    return absent if values is None else values[i]
+
+
 def _decode_maps(cell: Any, map_size: tuple[int, ...] | None, decode: Any = None) -> tuple[np.ndarray | None, str]:
     """One ``token_maps`` cell (or, with ``decode``, another maps cell) as an array, or ``None``
     and why it is not one."""
-    from schemas.record import decode_token_maps
+    from schemas.maps import decode_token_maps
 
     try:
         return (decode or decode_token_maps)(cell, tuple(map_size or (0, 0))), ""  # type: ignore[arg-type]
@@ -158,7 +175,8 @@ def _decode_maps(cell: Any, map_size: tuple[int, ...] | None, decode: Any = None
 
 def check_webdataset(v: Validation, shard: str, rel: str, stats: ShardStats) -> None:
     """Every sample of a tar shard has image, metadata and maps, read as a WebDataset reader reads it."""
-    from schemas.record import WDS_EXTENSIONS, WDS_IMAGE, WDS_MAPS, WDS_META, WDS_TIMESTEP_MAPS
+    from schemas.maps import SCALE_COLUMNS
+    from schemas.record import WDS_EXTENSIONS, WDS_IMAGE, WDS_MAPS, WDS_META, WDS_OVERLAY, WDS_TIMESTEP_MAPS
 
     try:
         samples = read_tar_samples(v.read_bytes(rel), rel)
@@ -166,7 +184,8 @@ def check_webdataset(v: Validation, shard: str, rel: str, stats: ShardStats) -> 
         v.add(shard, "unreadable", f"not a readable tar file ({type(error).__name__}: {error})", rel)
         return
     ids: list[str] = []
-    required = (*WDS_EXTENSIONS, WDS_TIMESTEP_MAPS) if v.timestep_bins is not None else WDS_EXTENSIONS
+    required = (*WDS_EXTENSIONS, *((WDS_TIMESTEP_MAPS,) if v.timestep_bins is not None else ()),
+                *((WDS_OVERLAY,) if v.overlay else ()))
     for row, sample in enumerate(samples):
         key = sample["__key__"]
         missing = [e for e in required if e not in sample]
@@ -182,9 +201,12 @@ def check_webdataset(v: Validation, shard: str, rel: str, stats: ShardStats) -> 
             v.add(shard, "unreadable", f"sample {key}: bad JSON ({error})", rel)
             continue
         maps, error_text = _load_npy(sample[WDS_MAPS], WDS_MAPS)
-        check_row(v, shard, rel, row, tokens, maps, sample[WDS_IMAGE], words, error_text)
+        check_row(v, shard, rel, row, tokens, maps, sample[WDS_IMAGE], words, error_text,
+                  scale=meta.get(SCALE_COLUMNS["token_maps"], MISSING),
+                  overlay=(sample.get(WDS_OVERLAY), meta.get("overlay_words")))
         if v.timestep_bins is not None:
-            check_timestep_maps(v, shard, rel, row, tokens, *_load_npy(sample[WDS_TIMESTEP_MAPS], WDS_TIMESTEP_MAPS))
+            check_timestep_maps(v, shard, rel, row, tokens, *_load_npy(sample[WDS_TIMESTEP_MAPS], WDS_TIMESTEP_MAPS),
+                                meta.get(SCALE_COLUMNS["timestep_maps"], MISSING))
     check_rows(v, shard, rel, stats.rows, stats.ids, ids, len(samples))
 
 

@@ -55,6 +55,7 @@ FLAGS = [
     Flag("run", "--max-failure-rate", 0, 1, integer=False),
     Flag("run", "--torch-threads", 1, 1024),
     Flag("run", "--per-timestep", 1, 1000, needs=("--steps", "1000")),
+    Flag("run", "--map-size", 1, 65536),
     Flag("run", "--refine-power", 1, 64, needs=("--classes", "voc")),
     Flag("run", "--label-threshold", 0, 1, integer=False, needs=("--classes", "voc", "--ignore-below", "0")),
     Flag("run", "--ignore-below", 0, 1, integer=False, needs=("--classes", "voc", "--label-threshold", "1")),

@@ -18,7 +18,11 @@ non-square images (the image's own size is used), lets you pick one occurrence o
 word (``occurrence=k`` or ``word=<index into row["words"]>``), handles multi-token and
 multi-word queries (``"armadillo"``, ``"red sofa"``) through the stored word spans, and can draw
 the mask outline. matplotlib (``pip install daam-datasets[preview]``) is imported only to colour
-maps; torch only for the bicubic resize, so results equal the pipeline's.
+maps; torch only for the bicubic resize, so results equal the pipeline's. Maps stored as uint8
+(``--map-dtype uint8``) are dequantised with the row's scales (``schemas.maps.row_maps``).
+
+``words_overlay`` draws the dataset's ``overlay`` column (no matplotlib): the strongest content
+words of a row, each in its own colour, on the image scaled to at most ``OVERLAY_SIDE`` px.
 """
 
 from __future__ import annotations
@@ -30,8 +34,22 @@ from typing import Any
 
 import numpy as np
 
+from schemas.maps import row_maps as decoded_maps
+
 from .config import DEFAULT_CMAP, DEFAULT_THRESHOLD
 from .words import Span, row_spans
+
+OVERLAY_SIDE = 256  # px: the longer side of the stored overlay, at most (smaller images keep their size)
+OVERLAY_QUALITY = 85  # JPEG quality of the stored overlay
+OVERLAY_WORDS = 3  # words drawn in the stored overlay, at most
+OVERLAY_COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200))  # red, green, blue: the 1st, 2nd, 3rd word
+OVERLAY_ALPHA = 0.6  # tint of a word's mask at its hottest pixel
+# words not worth showing in an overlay or on the preview's grid (the gallery shows every word)
+FUNCTION_WORDS = frozenset(
+    ["a", "an", "the", "of", "on", "in", "at", "to", "with", "and", "or", "for", "from", "by", "into", "onto",
+     "over", "under", "next", "near", "its", "his", "her", "their", "is", "are", "was", "were", "be", "this",
+     "that", "these", "those", "some", "two", "three", "very"]
+)
 
 
 @dataclass
@@ -73,8 +91,8 @@ def row_image(row: dict[str, Any]) -> Any:
 
 
 def row_maps(row: dict[str, Any]) -> np.ndarray:
-    """The row's token maps as a float32 array ``(len(tokens), h, w)``."""
-    maps = np.asarray(row["token_maps"], dtype=np.float32)
+    """The row's token maps as a float32 array ``(len(tokens), h, w)`` (uint8 maps dequantised)."""
+    maps = decoded_maps(row)
     if maps.ndim != 3:
         raise ValueError(f"token_maps must have 3 dimensions (tokens, h, w), got shape {maps.shape}")
     return maps
@@ -259,3 +277,80 @@ def plot_word(row: dict[str, Any], word: str | int, ax: Any = None, **kwargs: An
     ax.set_title(f"{result.word!r}  (tokens {', '.join(result.tokens)}; τ = {result.threshold})", fontsize=9)
     ax.axis("off")
     return ax
+
+
+# -- the dataset's overlay column ---------------------------------------------------------------------
+def peakedness(word_map_: np.ndarray) -> float:
+    """How focused a word map is: its peak over its mean (+1e-8)."""
+    return float(word_map_.max() / (word_map_.mean() + 1e-8))
+
+
+def ranked_words(maps: np.ndarray, words: Sequence[dict[str, Any]]) -> list[int]:
+    """Indices of the content words of ``words`` (letters only, not in ``FUNCTION_WORDS``), the most
+    peaked map first (ties: the earlier word)."""
+    scores = {
+        k: peakedness(spans_map(maps, [(int(entry["start"]), int(entry["end"]))]))
+        for k, entry in enumerate(words)
+        if str(entry["word"]).isalpha() and str(entry["word"]).lower() not in FUNCTION_WORDS
+    }
+    return sorted(scores, key=lambda k: -scores[k])
+
+
+def strongest_words(maps: np.ndarray, words: Sequence[dict[str, Any]], k: int = OVERLAY_WORDS) -> list[tuple[str, list[Span]]]:
+    """Up to ``k`` distinct content words, most peaked first, each with the spans of all its
+    occurrences (merged as DAAM merges a repeated word)."""
+    chosen: list[tuple[str, list[Span]]] = []
+    for index in ranked_words(maps, words):
+        text = str(words[index]["word"]).lower()
+        if any(text == seen.lower() for seen, _ in chosen):
+            continue
+        spans = [(int(w["start"]), int(w["end"])) for w in words if str(w["word"]).lower() == text]
+        chosen.append((str(words[index]["word"]), spans))
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def overlay_size(size: tuple[int, int], side: int = OVERLAY_SIDE) -> tuple[int, int]:
+    """``size`` (width, height) scaled down so its longer side is at most ``side``."""
+    width, height = size
+    scale = min(1.0, side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def words_overlay(
+    image: Any, maps: np.ndarray, words: Sequence[dict[str, Any]], *, k: int = OVERLAY_WORDS,
+    side: int = OVERLAY_SIDE, threshold: float = DEFAULT_THRESHOLD,
+) -> tuple[Any, list[str]]:
+    """The ``overlay`` picture of a row and the words it draws (``strongest_words``).
+
+    The image is scaled to ``overlay_size``; at that size each word's map is resized and min-max
+    normalised (``heat_and_mask``), its τ mask tinted in ``OVERLAY_COLOURS[i]`` by ``OVERLAY_ALPHA``
+    times the heat (where masks overlap, the hotter word's colour) and outlined in it. A row
+    without content words gives the scaled image and no words.
+    """
+    from PIL import Image
+
+    rgb_image = image.convert("RGB")
+    shown = overlay_size(rgb_image.size, side)
+    base = rgb_image.resize(shown, Image.Resampling.LANCZOS) if shown != rgb_image.size else rgb_image
+    chosen = strongest_words(maps, words, min(k, len(OVERLAY_COLOURS)))
+    if not chosen:
+        return base, []
+    heats, masks = zip(*(heat_and_mask(spans_map(maps, spans), (shown[1], shown[0]), threshold) for _, spans in chosen))
+    weights = np.stack([heat * mask for heat, mask in zip(heats, masks)])
+    winner = weights.argmax(0)
+    alpha = (OVERLAY_ALPHA * np.take_along_axis(weights, winner[None], 0)[0])[..., None]
+    colours = np.asarray(OVERLAY_COLOURS[: len(chosen)], dtype=np.float32) / 255.0
+    rgb = np.asarray(base, dtype=np.float32) / 255.0
+    pixels = np.clip((rgb * (1 - alpha) + colours[winner] * alpha) * 255 + 0.5, 0, 255).astype(np.uint8)
+    for colour, mask in zip(OVERLAY_COLOURS, masks):
+        pixels[mask_outline(mask, 1)[0]] = colour
+    return Image.fromarray(pixels), [text for text, _ in chosen]
+
+
+def encode_jpeg(image: Any, quality: int = OVERLAY_QUALITY) -> bytes:
+    """JPEG bytes of an RGB PIL image."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

@@ -20,6 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from schemas.maps import row_maps
+
 from .class_maps import BACKGROUND, IGNORE, label_rule
 from .config import DEFAULT_THRESHOLD
 from .heatmap import word_heat
@@ -59,7 +61,7 @@ def pseudo_mask(
     """A ``uint8`` label map for a loaded dataset row: 0 background, ``i + 1`` for ``classes[i]``,
     255 where the winning score lies in ``[threshold - ignore_band, threshold + ignore_band)``."""
     width, height = row["image"].size
-    scores = class_scores(row["token_maps"], row["words"], classes, (height, width))
+    scores = class_scores(row_maps(row), row["words"], classes, (height, width))
     if not scores:
         return np.full((height, width), BACKGROUND, dtype=np.uint8)
     labels = [list(classes).index(name) + 1 for name in scores]

@@ -13,10 +13,10 @@ Each item is ``(image, target)``: float ``(3, H, W)`` and int64 ``(H, W)``. Targ
 * ``"label"``: the ``label`` column (``--classes``): 0 background, 1..K classes, 255 ignore.
 * ``("word", "cat")``: DAAM's τ-mask of the word or phrase from the default config's
   ``token_maps`` (``heatmap.word_mask`` of the mean map of every token of every occurrence, found
-  with ``words.row_spans``, at the image's size): 1 where the word acts, 0 elsewhere. Rows whose
-  prompt lacks the word are dropped (``missing="skip"``, the default: a target of nothing but
-  255 gives a NaN cross-entropy) or kept with an all-``ignore_index`` target
-  (``missing="ignore"``, which keeps the indices of the source dataset).
+  with ``words.row_spans``, at the image's size; uint8 maps dequantised, ``schemas.maps``): 1 where
+  the word acts, 0 elsewhere. Rows whose prompt lacks the word are dropped (``missing="skip"``,
+  the default: a target of nothing but 255 gives a NaN cross-entropy) or kept with an
+  all-``ignore_index`` target (``missing="ignore"``, which keeps the indices of the source dataset).
 
 A map-style ``datasets.Dataset`` gives a ``torch.utils.data.Dataset``; a ``datasets.IterableDataset``
 (``streaming=True``, ``to_iterable_dataset()``) gives a ``torch.utils.data.IterableDataset``. In a
@@ -42,6 +42,8 @@ import datasets
 import numpy as np
 import torch
 import torch.utils.data
+
+from schemas.maps import row_maps
 
 from ..attribution.config import DEFAULT_THRESHOLD
 from ..attribution.heatmap import word_mask
@@ -88,7 +90,7 @@ def word_target(
         spans = row_spans(row, word)
     except ValueError:
         return torch.full(size, ignore_index, dtype=torch.int64)
-    maps = torch.from_numpy(np.asarray(row["token_maps"], dtype=np.float32))
+    maps = torch.from_numpy(row_maps(row))
     rows = [i for start, end in spans for i in range(start, end)]
     return word_mask(maps[rows].mean(0), size, threshold).long()
 
