@@ -53,7 +53,7 @@ def _members(path: str, suffix: str) -> list[bytes]:
 def test_run_json_and_card_record_the_selection(out):
     info = json.loads((out / "run.json").read_text(encoding="utf-8"))
     trace = info["trace"]
-    assert info["schema_version"] == "1.2.0"
+    assert info["schema_version"] == "1.3.0"
     assert (trace["architecture"], trace["layers"], trace["heads"], trace["joint_normalize"]) == ("unet", "up,mid", "max", "all")
     assert trace["modules"] == {"mid": 1, "up": 6} and len(trace["traced"]) == 7
     assert trace["step_range"] == {"given": "0.25:1.0", "resolved": [1, 4]}
