@@ -132,10 +132,11 @@ def _decoded(v: Validation, shard: str, rel: str, where: str, png: bytes | None,
 
 def _check_overlay(v: Validation, shard: str, rel: str, where: str, jpeg: bytes | None, drawn: list | None,
                    words: list[dict[str, Any]], image: Any) -> None:
-    """The overlay decodes at the image's size scaled to ``overlay_size``, and draws words of the prompt."""
+    """The overlay decodes at the image's size (run.json's, else the decoded image's) scaled to
+    ``overlay_size``, and draws words of the prompt."""
     from transforms.attribution.overlay import OVERLAY_COLOURS, overlay_size
 
-    size = image.size if image is not None else (v.image_size[1], v.image_size[0]) if v.image_size else None
+    size = (v.image_size[1], v.image_size[0]) if v.image_size else image.size if image is not None else None
     _decoded(v, shard, rel, where, jpeg, "image", "overlay", overlay_size(size) if size else None)
     if drawn is None:
         v.add(shard, "image", f"{where}: no overlay_words", rel)
