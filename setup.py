@@ -14,6 +14,8 @@ setup(
     install_requires=[
         "torch>=2.4,<3",
         "diffusers>=0.32,<0.43",
+        # diffusers' recommended loading (low_cpu_mem_usage: weights into an empty model)
+        "accelerate>=1.0,<2",
         "transformers>=5.0,<6",
         "apache-beam>=2.60,<3",
         "datasets>=4.0,<6",

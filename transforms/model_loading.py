@@ -149,8 +149,29 @@ def absent_components(source: str) -> dict[str, None]:
     return {name: None for name, value in entries.items() if not name.startswith("_") and value == [None, None]}
 
 
-def load_pipeline(spec: ModelSpec) -> Any:
-    """Load a Stable Diffusion pipeline for ``spec`` on its device, progress bars off."""
+def low_cpu_mem_usage() -> bool:
+    """diffusers' recommended loading (weights straight into an empty model, not into a random
+    one first: one copy of the weights in memory, not two) needs ``accelerate``."""
+    from diffusers.utils import is_accelerate_available
+
+    return is_accelerate_available()
+
+
+def compile_denoiser(pipe: Any) -> None:
+    """``torch.compile`` the pipeline's denoiser in place (``nn.Module.compile``: module names,
+    and so processor names, stay as they are). The recording processors run outside the graph
+    (``RecordingProcessor``), so traced layers compute exactly what they compute uncompiled."""
+    denoiser = architecture_of(pipe).denoiser(pipe)
+    denoiser.compile()
+    logger.info("compiling %s with torch.compile (the first calls of each shape are slow)", type(denoiser).__name__)
+
+
+def load_pipeline(spec: ModelSpec, low_memory: bool | None = None) -> Any:
+    """Load a Stable Diffusion pipeline for ``spec`` on its device, progress bars off.
+
+    ``low_memory``: diffusers' ``low_cpu_mem_usage`` (default: on when ``accelerate`` is
+    installed, ``low_cpu_mem_usage()``).
+    """
     import diffusers
     import transformers
 
@@ -164,7 +185,9 @@ def load_pipeline(spec: ModelSpec) -> Any:
     no_checker = {"safety_checker": None, "requires_safety_checker": False} if family.name == STABLE_DIFFUSION else {}
     try:
         pipe = pipeline_class(family).from_pretrained(
-            source, revision=spec.revision, dtype=DTYPES[spec.dtype], **{**absent_components(source), **no_checker}
+            source, revision=spec.revision, dtype=DTYPES[spec.dtype],
+            low_cpu_mem_usage=low_cpu_mem_usage() if low_memory is None else low_memory,
+            **{**absent_components(source), **no_checker},
         )
     except (OSError, ValueError) as error:
         raise _load_error(spec, source, error) from error
@@ -181,6 +204,8 @@ def load_pipeline(spec: ModelSpec) -> Any:
         pipe.scheduler = cls.from_config(pipe.scheduler.config)
     pipe = pipe.to(spec.resolved_device())
     pipe.set_progress_bar_config(disable=True)
+    if spec.compile:
+        compile_denoiser(pipe)
     logger.info("loaded %s (%s) on %s", spec.model, type(pipe).__name__, spec.resolved_device())
     return pipe
 

@@ -1,11 +1,19 @@
 """Turn a shard's prompts into records on one worker: batched traced generation with per-prompt
-failure isolation (a failing batch is retried one prompt at a time)."""
+failure isolation (a failing batch is retried one prompt at a time).
+
+Records are encoded (PNG, maps, overlay) on a background thread while the next batch is
+generated; at most ``encode_queue`` generated batches wait for it, so memory stays bounded and the
+records come out in the order the synchronous loop gives (byte-identical shards).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -28,6 +36,8 @@ from .results import PromptFailure, ShardResult
 from .sharding import ShardSpec
 
 logger = logging.getLogger(__name__)
+ENCODE_QUEUE_BATCHES = 2  # generated batches that may wait for the encoder thread
+BATCH_ERRORS = (PromptFailure, RuntimeError, ValueError, IndexError)  # a batch's failure: retried per prompt
 
 
 def row_id(prompt_id: str, image_index: int) -> str:
@@ -142,9 +152,32 @@ def add_segmentation(record: Record, segmentation: SampleSegmentation, map_dtype
     record.label_png = encode_png(np.asarray(segmentation.label_map, dtype=np.uint8))
 
 
+def host_sample(sample: TracedSample) -> TracedSample:
+    """``sample`` with its maps on the host: one device-to-host copy per image, made on the
+    generating thread (an encoder thread's copy would queue behind the next batch's kernels)."""
+    heat_map = dataclasses.replace(sample.heat_map, maps=sample.heat_map.maps.cpu())
+    binned = None if sample.timestep_maps is None else sample.timestep_maps.cpu()
+    return dataclasses.replace(sample, heat_map=heat_map, timestep_maps=binned)
+
+
+@dataclass
+class _Batch:
+    """A generated batch on its way to records: its prompts, the encoder's future (``None`` when
+    generation failed: ``error``) and the seconds it took to generate."""
+
+    prompts: Sequence[PromptRecord]
+    records: "Future[list[Record]] | None" = None
+    error: Exception | None = None
+    seconds: float = 0.0
+
+
 @dataclass
 class ShardGenerator:
-    """Generates shards with one loaded pipeline; safe to share between threads (one lock)."""
+    """Generates shards with one loaded pipeline; safe to share between threads (one lock).
+
+    ``encode_queue``: generated batches that may wait for the encoder thread (``0``: each batch is
+    encoded before the next is generated).
+    """
 
     pipe: Any
     config: GenerationConfig
@@ -154,15 +187,18 @@ class ShardGenerator:
     segmentation: SegmentationConfig | None = None
     map_size: int | None = None  # the run's --map-size and --overlay (``to_record``)
     overlay: bool = False
+    encode_queue: int = ENCODE_QUEUE_BATCHES
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        if self.encode_queue < 0:
+            raise ValueError(f"encode_queue must be >= 0, got {self.encode_queue}")
 
     def _generate(self, prompts: Sequence[PromptRecord]) -> list[TracedSample]:
         self.hooks.before_batch([p.id for p in prompts])
         extra = {"segmentation": self.segmentation} if self.segmentation is not None else {}
         with self._lock:
-            return generate_traced(
+            samples = generate_traced(
                 self.pipe,
                 [p.prompt for p in prompts],
                 [p.seed for p in prompts],
@@ -170,17 +206,20 @@ class ShardGenerator:
                 negative_prompts=[p.negative_prompt or None for p in prompts],
                 **extra,
             )
+        return [host_sample(s) for s in samples]
 
     def _negative(self, prompt: PromptRecord) -> str:
         return prompt.negative_prompt or self.config.negative_prompt or ""
 
-    def _records_for(self, prompts: Sequence[PromptRecord]) -> list[Record]:
-        samples = self._generate(prompts)
+    def _encode(self, prompts: Sequence[PromptRecord], samples: Sequence[TracedSample]) -> list[Record]:
         return [
             to_record(prompts[s.prompt_index], s, self.map_dtype, self._negative(prompts[s.prompt_index]),
                       map_size=self.map_size, overlay=self.overlay)
             for s in samples
         ]
+
+    def _records_for(self, prompts: Sequence[PromptRecord]) -> list[Record]:
+        return self._encode(prompts, self._generate(prompts))
 
     def _one(self, prompt: PromptRecord, shard: str) -> tuple[list[Record], FailureRecord | None]:
         try:
@@ -191,29 +230,58 @@ class ShardGenerator:
             message = f"{type(error).__name__}: {error}"
             return [], FailureRecord(prompt.id, "generation", message, prompt=prompt.prompt, shard=shard)
 
+    def _submit(self, encoder: ThreadPoolExecutor, prompts: Sequence[PromptRecord]) -> _Batch:
+        """Generate a batch on this thread and hand its encoding to ``encoder``."""
+        batch = _Batch(prompts)
+        start = time.perf_counter()
+        try:
+            batch.records = encoder.submit(self._encode, prompts, self._generate(prompts))
+        except BATCH_ERRORS as error:
+            batch.error = error
+        batch.seconds = time.perf_counter() - start
+        return batch
+
+    def _finish(self, batch: _Batch, result: ShardResult, on_batch: Callable[[int, float], None] | None) -> None:
+        """Collect a batch's records in order (waiting for the encoder); a batch whose generation
+        or encoding failed is retried one prompt at a time, here. Other errors of the encoder
+        thread are raised here, as the synchronous loop raised them."""
+        name = result.spec.name
+        error = batch.error
+        if batch.records is not None:
+            try:
+                result.records.extend(batch.records.result())
+            except BATCH_ERRORS as failed:
+                error = failed
+        start = time.perf_counter()
+        if error is not None:
+            logger.warning("%s: batch of %d failed (%s); retrying one prompt at a time", name, len(batch.prompts), error)
+            for prompt in batch.prompts:
+                records, failure = self._one(prompt, name)
+                result.records.extend(records)
+                if failure:
+                    logger.error("%s: prompt %s failed at %s: %s", name, prompt.id, failure.stage, failure.message)
+                    result.failures.append(failure)
+        if on_batch:
+            on_batch(len(batch.prompts), batch.seconds + time.perf_counter() - start)
+
     def run_shard(
         self,
         spec: ShardSpec,
         prompts: Sequence[PromptRecord],
         on_batch: Callable[[int, float], None] | None = None,
     ) -> ShardResult:
-        """Generate every prompt of a shard in batches; failures become records, not exceptions."""
+        """Generate every prompt of a shard in batches, encoding each batch's records on a
+        background thread while the next one is generated; failures become records, not
+        exceptions. ``on_batch(prompts, seconds)`` follows each batch once its records are in."""
         result = ShardResult(spec)
         started = time.perf_counter()
-        for begin in range(0, len(prompts), self.batch_size):
-            batch = prompts[begin : begin + self.batch_size]
-            t0 = time.perf_counter()
-            try:
-                result.records.extend(self._records_for(batch))
-            except (PromptFailure, RuntimeError, ValueError, IndexError) as error:
-                logger.warning("%s: batch of %d failed (%s); retrying one prompt at a time", spec.name, len(batch), error)
-                for prompt in batch:
-                    records, failure = self._one(prompt, spec.name)
-                    result.records.extend(records)
-                    if failure:
-                        logger.error("%s: prompt %s failed at %s: %s", spec.name, prompt.id, failure.stage, failure.message)
-                        result.failures.append(failure)
-            if on_batch:
-                on_batch(len(batch), time.perf_counter() - t0)
+        waiting: deque[_Batch] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="daam-encode") as encoder:
+            for begin in range(0, len(prompts), self.batch_size):
+                waiting.append(self._submit(encoder, prompts[begin : begin + self.batch_size]))
+                while len(waiting) > self.encode_queue:
+                    self._finish(waiting.popleft(), result, on_batch)
+            while waiting:
+                self._finish(waiting.popleft(), result, on_batch)
         result.seconds = time.perf_counter() - started
         return result

@@ -19,6 +19,14 @@ class RecordingProcessor:
         self.name = name
         self.fallback = fallback
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every processor's ``__call__`` runs outside ``torch.compile`` graphs (``--compile``):
+        traced through, the store's Python state (its step, its sums) becomes guards, and each
+        denoising step recompiles the denoiser; left out, the rest of it compiles once."""
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__:
+            cls.__call__ = torch.compiler.disable(cls.__call__)  # type: ignore[method-assign]
+
 
 class DaamCrossAttnProcessor(RecordingProcessor):
     """Diffusers attention processor for a cross-attention module (``attn2``).
