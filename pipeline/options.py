@@ -168,7 +168,7 @@ class DaamOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--prompts", default=None, help="prompt corpus: .txt, .jsonl, .csv, .parquet, HF dataset folder or hf:NAME")
         parser.add_argument("--output", default=None, help="output folder (a Hugging Face dataset repository); local, gs:// or s3://")
-        parser.add_argument("--model", default=TINY_MODEL_NAME, help="'tiny' (built-in, any prompt), 'colour-world' (built-in, trained, truth known), a local diffusers folder or a hub id")
+        parser.add_argument("--model", default=TINY_MODEL_NAME, help="'tiny', 'tiny-sdxl', 'tiny-sd3', 'tiny-flux' (built-in, any prompt), 'colour-world' (built-in, trained, truth known), a local SD/SDXL/SD3/Flux diffusers folder or a hub id")
         parser.add_argument("--revision", default=None, help="model revision (hub ids)")
         parser.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS), help="replace the model's own scheduler")
         parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, …")
