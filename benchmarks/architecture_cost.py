@@ -4,8 +4,8 @@
         [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4]
         [--device auto] [--dtype float32] [--tiny]
 
-Each architecture's denoiser is built at the full size of its published config (written below,
-with the model it comes from) with random weights; ``--layers`` reduces the transformer depth
+Each architecture's denoiser is built at the full size of its published config
+(``benchmarks.shapes``, each with the model it comes from) with random weights; ``--layers`` reduces the transformer depth
 where memory or CPU time demands it (recorded in the result, with per-layer figures). The text
 encoders are one-layer stand-ins of the real hidden sizes (CLIP 768 / 1280, T5 4096, T5 windows
 as the pipelines use them: SD3 256, Flux 512 tokens), VAE, tokenizers and scheduler are the
@@ -21,10 +21,12 @@ by the denoiser. Variants, on the same prompt, seed and batch:
   capture them (those keep every step, which multiplies the kept bytes by the step count:
   ``brute_copied_bytes`` in the result).
 
-Time: traced and brute each alternate with untraced in this process (``common.paired_times``).
+Time: traced and brute each alternate with untraced in this process (``common.paired_times``;
+the process's CPU seconds per call too, which others' load on a shared machine disturbs less).
 Memory: each variant runs once in a fresh subprocess, which reports its peak (CUDA:
 ``torch.cuda.max_memory_allocated``; CPU: peak RSS, ``VmHWM``, reset after loading:
-``common.peak_memory``) and the growth over the loaded pipeline. Prints one line per ratio (goals for traced: <= 1.10x time, <= 1.1x memory) and writes
+``common.peak_memory``) and the growth over the loaded pipeline. Prints one line per ratio
+(goals for traced: <= 1.10x time, <= 1.1x memory) and writes
 ``benchmarks/results/architecture_cost_<arch>.json`` with the machine and library versions.
 ``--tiny`` shrinks every width (checks that the script runs; not a measurement).
 """
@@ -33,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -66,7 +70,7 @@ VARIANTS = ("untraced", "traced", "brute")
 GOALS = {"time": 1.10, "memory": 1.1}
 
 
-# --- text-encoder stand-ins -------------------------------------------------------------------
+# --- SD3 and Flux pipelines (SD 1.x and SDXL: ``benchmarks.shapes``) ---------------------------
 
 
 def t5_encoder(width: int, vocab_size: int) -> Any:
@@ -77,9 +81,6 @@ def t5_encoder(width: int, vocab_size: int) -> Any:
         vocab_size=vocab_size, d_model=width, d_kv=64, d_ff=1024, num_layers=1, num_heads=8,
         feed_forward_proj="gated-gelu", dropout_rate=0.0,
     ))
-
-
-# --- pipelines --------------------------------------------------------------------------------
 
 
 def sd3_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
@@ -302,16 +303,23 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     denoiser = architecture_of(pipe).denoiser(pipe)
     layers = len(traced_names(pipe, args))
 
+    cpu: dict[str, list[float]] = {}  # this process's CPU seconds per call (robust to a shared machine)
+
     def timed(variant: str) -> Callable[[], None]:
         def run() -> None:
+            start = time.process_time()
             run_variant(pipe, variant, args)
             synchronize(args.device)
+            cpu.setdefault(variant, []).append(time.process_time() - start)
         return run
 
-    timing = {
-        "traced": paired_times(timed("traced"), timed("untraced"), args.repeats, args.warmup),
-        "brute": paired_times(timed("brute"), timed("untraced"), args.repeats, args.warmup),
-    }
+    timing = {}
+    for variant in ("traced", "brute"):
+        cpu.clear()
+        timing[variant] = paired_times(timed(variant), timed("untraced"), args.repeats, args.warmup)
+        used, plain = cpu[variant][args.warmup:], cpu["untraced"][args.warmup:]
+        timing[variant].update(cpu_a_seconds=used, cpu_b_seconds=plain,
+                               cpu_ratio_median=statistics.median(a / b for a, b in zip(used, plain)))
     untraced_seconds = timing["traced"]["b_median"]
     ratios: dict[str, dict[str, float]] = {}
     per_layer: dict[str, dict[str, float]] = {}
@@ -319,6 +327,7 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
         used, plain = memory[variant], memory["untraced"]
         ratios[variant] = {
             "time": timing[variant]["ratio_median"],
+            "cpu_time": timing[variant]["cpu_ratio_median"],
             "peak_memory": used["peak_bytes"] / plain["peak_bytes"],
             "memory_growth": used["growth_bytes"] / max(plain["growth_bytes"], 1),
         }
@@ -348,7 +357,9 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
                                 "brute": timing["brute"]["a_median"]},
         ratio_peak_memory=ratios["traced"]["peak_memory"],
         ratio_memory_growth=ratios["traced"]["memory_growth"],
+        ratio_cpu_time=ratios["traced"]["cpu_time"],
         brute_ratio=ratios["brute"]["time"],
+        brute_ratio_cpu_time=ratios["brute"]["cpu_time"],
         brute_ratio_peak_memory=ratios["brute"]["peak_memory"],
         brute_ratio_memory_growth=ratios["brute"]["memory_growth"],
         brute_copied_bytes=memory["brute"]["brute_copied_bytes"],
@@ -364,7 +375,8 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     for variant in ("traced", "brute"):
         goal = f" (goal <= {GOALS['time']})" if variant == "traced" else ""
         print(f"{where}: {variant}/untraced time = {ratios[variant]['time']:.3f}x{goal}; "
-              f"{timing[variant]['a_median']:.2f}s vs {timing[variant]['b_median']:.2f}s")
+              f"{timing[variant]['a_median']:.2f}s vs {timing[variant]['b_median']:.2f}s "
+              f"(process CPU time {ratios[variant]['cpu_time']:.3f}x)")
         goal = f" (goal <= {GOALS['memory']})" if variant == "traced" else ""
         print(f"{where}: {variant}/untraced peak memory = {ratios[variant]['peak_memory']:.3f}x{goal}; "
               f"{memory[variant]['peak_bytes'] / mib:.0f} vs {memory['untraced']['peak_bytes'] / mib:.0f} MiB "
@@ -385,7 +397,8 @@ def parse_layers(items: list[str]) -> dict[str, tuple[int, ...]]:
     return layers
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, ``--layers`` parsed and ``--device auto`` resolved."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=(*ARCHS, "all"), required=True)
     parser.add_argument("--device", default="auto")
@@ -402,6 +415,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     args.layers = parse_layers(args.layers)
     args.device = resolve_device(args.device)
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
     if args.memory_of:
         print(json.dumps(measure_memory(args.arch, args.memory_of, args)))
         return []

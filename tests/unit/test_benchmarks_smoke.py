@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from benchmarks import bytes_per_image, common, daam_reference_throughput, memory_traced, shapes, trace_overhead_real
+from benchmarks import architecture_cost, bytes_per_image, common, daam_reference_throughput, memory_traced, shapes
+from benchmarks import trace_overhead_real
 from benchmarks import beam_throughput
 
 COMMON_FIELDS = {"name", "ratio", "device", "versions", "settings", "machine"}
@@ -88,3 +90,33 @@ def test_bytes_per_image(one_torch_thread, results_folder: Path) -> None:
     assert sum(small["column_bytes_per_row"].values()) == pytest.approx(small["bytes_per_row"])
     assert large["column_bytes_per_row"]["token_maps"] > small["column_bytes_per_row"]["token_maps"]
     assert small["calls"]["encode"] == 2 and small["calls"]["write"] == 1 and result["ratio"] > 0
+
+
+@pytest.mark.parametrize("arch", ["sdxl", "flux"])
+def test_brute_capture_keeps_every_traced_layers_softmax(one_torch_thread, arch: str) -> None:
+    """The comparison capture changes no pixel and keeps each traced module's full probabilities."""
+    args = architecture_cost.parse_args(["--arch", arch, "--tiny", "--size", "64", "--steps", "2"])
+    pipe = architecture_cost.build_pipeline(arch, args)
+    prompts, seeds, config = [architecture_cost.PROMPT], [0], architecture_cost.generation_config(args)
+    plain = common.untraced_generate(pipe, prompts, seeds, config).images
+    names = architecture_cost.traced_names(pipe, args)
+    denoiser = architecture_cost.architecture_of(pipe).denoiser(pipe)
+    with architecture_cost.FullMatrixCapture(denoiser, names) as capture:
+        brute = common.untraced_generate(pipe, prompts, seeds, config).images
+    assert abs(brute - plain).max() < 1e-4
+    assert sorted(capture.sums) == sorted(n.removesuffix(".processor") for n in names)
+    for probs in capture.sums.values():  # every row is a softmax over all keys, summed over 2 steps
+        assert probs.ndim == 4 and torch.allclose(probs.sum(-1), torch.full(probs.shape[:-1], 2.0), atol=1e-4)
+    assert capture.copied_bytes == 2 * sum(t.numel() * t.element_size() for t in capture.sums.values())
+
+
+@pytest.mark.slow  # three fresh interpreters
+def test_architecture_cost(one_torch_thread, results_folder: Path) -> None:
+    architecture_cost.main(["--arch", "sd3", "--tiny", "--size", "64", "--steps", "1", "--repeats", "1",
+                            "--warmup", "0", "--layers", "sd3=1"])
+    result = written(results_folder, "architecture_cost_sd3")
+    assert result["ratio"] == result["timing"]["traced"]["ratio_median"] > 0
+    assert result["denoiser"]["config"]["num_layers"] == 1 and result["denoiser"]["reduced"]
+    assert [result["memory"][v]["variant"] for v in ("untraced", "traced", "brute")] == ["untraced", "traced", "brute"]
+    assert result["brute_copied_bytes"] == result["brute_kept_bytes"] > 0  # one step: copied once, kept once
+    assert result["denoiser"]["traced_layers"] == 1 and result["brute_ratio_peak_memory"] > 0
