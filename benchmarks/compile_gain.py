@@ -3,31 +3,28 @@ seconds, and steady-state seconds per call compiled over eager, traced and untra
 traced maps compared.
 
     python -m benchmarks.compile_gain [--model tiny|sd15|sd21|sdxl|PATH] [--size 64] [--steps 2]
-        [--batch-size 1] [--repeats 3] [--step-range 0:1] [--device auto]
+        [--batch-size 1] [--repeats 3] [--step-range 0:1] [--threads 1] [--device auto]
 
 One pipeline, two denoisers: the loaded one (eager) and a deep copy compiled with
 ``model_loading.compile_denoiser``'s call, swapped in as ``pipe.unet``/``pipe.transformer``
-between calls so each pair is timed back to back (``common.paired_times``). Compile seconds: the
-first call of each kind minus its steady-state median. ``--step-range`` also traces with a step
+between calls so each pair is timed back to back (``cpu_time.paired_cpu_times``: wall and CPU
+seconds). Compile seconds: the first call of each kind minus its steady-state median (wall). ``--step-range`` also traces with a step
 selection (which would recompile per step if the recording processors were traced into the graph).
-``ratio``: compiled over eager seconds per traced call. Writes benchmarks/results/compile_gain_<model>.json.
+``ratio``: compiled over eager seconds per traced call (CPU seconds on CPU, ``cpu_time.headline``). Writes benchmarks/results/compile_gain_<model>.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 from typing import Any, Callable
 
-import torch
-
-from benchmarks import shapes
-from benchmarks.common import paired_times, resolve_device, result_record, synchronize, untraced_generate, write_result
+from benchmarks.common import result_record, synchronize, untraced_generate, write_result
+from benchmarks.cpu_time import headline, paired_cpu_times
+from benchmarks.run_args import generation_parser, load
 from transforms.attribution import GenerationConfig, generate_traced
 from transforms.attribution.architectures import architecture_of
 from transforms.attribution.config import TraceConfig
-from transforms.model_loading import ModelSpec, load_pipeline
 
 PROMPT = "a photo of a red cat on a blue sofa"
 
@@ -53,18 +50,11 @@ def timed_first(call: Callable[[], Any], device: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = generation_parser(__doc__, model="tiny", size=64, steps=2)
     parser.add_argument("--step-range", default="0:1", help="START:STOP of a second traced variant ('' for none)")
-    parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    shape = args.model if args.model in shapes.SHAPES else None
-    pipe = load_pipeline(ModelSpec(str(shapes.saved(shape)) if shape else args.model, device=device))
+    loaded = load(args)
+    pipe, device = loaded.pipe, loaded.device
     attribute = denoiser_attribute(pipe)
     eager = getattr(pipe, attribute)
     compiled = copy.deepcopy(eager)
@@ -88,23 +78,25 @@ def main(argv: list[str] | None = None) -> dict:
     first = {}
     for kind in kinds:
         first[kind] = {"seconds": timed_first(on(compiled, kind), device), **dynamo_graphs()}
-    timings = {kind: paired_times(on(compiled, kind), on(eager, kind), args.repeats) for kind in kinds}
+    timings = {kind: paired_cpu_times(on(compiled, kind), on(eager, kind), args.repeats) for kind in kinds}
     after = dynamo_graphs()
     maps = {name: on(denoiser, "traced")()[0].heat_map.maps for name, denoiser in (("compiled", compiled), ("eager", eager))}
     difference = float((maps["compiled"] - maps["eager"]).abs().max())
     compile_seconds = {k: first[k]["seconds"] - timings[k]["a_median"] for k in kinds}
     result = result_record(
-        f"compile_gain_{args.model if shape or args.model == 'tiny' else 'model'}", timings["traced"]["ratio_median"], device,
-        ratio_is="seconds per traced call, compiled denoiser over eager (steady state, paired)",
-        settings={**vars(args), "shape": shape, "architecture": architecture_of(pipe).name},
+        f"compile_gain_{loaded.label}", headline(timings["traced"], device), device,
+        ratio_is="seconds per traced call (CPU seconds on CPU), compiled denoiser over eager (steady state, paired)",
+        settings={**vars(args), "shape": loaded.shape, "architecture": architecture_of(pipe).name},
         first_calls=first, compile_seconds=compile_seconds, timings=timings,
         graphs_after_timing=after, recompiled_while_timing=after["unique_graphs"] - first[kinds[-1]]["unique_graphs"],
         max_abs_map_difference=difference, max_map=float(maps["eager"].abs().max()),
     )
     path = write_result(result["name"], result)
     for kind in kinds:
-        print(f"{kind}: compile {compile_seconds[kind]:.1f} s; steady {timings[kind]['a_median']:.3f} s compiled vs "
-              f"{timings[kind]['b_median']:.3f} s eager (ratio {timings[kind]['ratio_median']:.2f})")
+        t = timings[kind]
+        print(f"{kind}: compile {compile_seconds[kind]:.1f} s; steady {t['a_median']:.3f} s compiled vs "
+              f"{t['b_median']:.3f} s eager (wall ratio {t['ratio_median']:.2f}; CPU {t['a_cpu_median']:.3f} s vs "
+              f"{t['b_cpu_median']:.3f} s, ratio {t['cpu_ratio_median']:.2f})")
     print(f"graphs {after['unique_graphs']}, graph breaks {after['graph_breaks']}, recompiles while timing "
           f"{result['recompiled_while_timing']}; max |maps compiled - eager| {difference:.1e}; results: {path}")
     return result

@@ -164,6 +164,9 @@ def compile_denoiser(pipe: Any) -> None:
     denoiser = architecture_of(pipe).denoiser(pipe)
     denoiser.compile()
     logger.info("compiling %s with torch.compile (the first calls of each shape are slow)", type(denoiser).__name__)
+    if denoiser.device.type == "cpu":
+        logger.warning("--compile on CPU: measured slower than eager here (1.45x per traced SD-1.5-shaped call; "
+                       "docs/performance.md); it is meant for GPUs")
 
 
 def load_pipeline(spec: ModelSpec, low_memory: bool | None = None) -> Any:
