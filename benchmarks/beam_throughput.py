@@ -2,7 +2,8 @@
 the denoiser is busy, and 2 worker processes vs 1, measured side by side in one run.
 
     python -m benchmarks.beam_throughput [--model tiny|sd15|sd21|sdxl|PATH] [--prompts 32] [--size 256]
-        [--steps 6] [--batch-size 4] [--shard-size 8] [--repeats 3] [--device auto] [--no-processes]
+        [--steps 6] [--batch-size 4] [--shard-size 8] [--repeats 3] [--warmup 1] [--device auto]
+        [--no-processes] [--name NAME]
 
 A: `daam-datasets run` on FnApiRunner (in-process); B: the same shards generated and committed by a
 plain loop over `ShardGenerator` + `commit_shard` (no Beam). Both load the model and write Parquet.
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--shard-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed Beam + bare rounds first")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--processes", action=argparse.BooleanOptionalAction, default=True,
                         help="also compare whole CLI processes (2 workers vs 1, vs 2 threads)")
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     beam = BusyRuns(lambda: run(beam_settings, options), denoiser, args.device)
     bare = BusyRuns(lambda: bare_loop(bare_settings), denoiser, args.device)
 
-    in_process = paired_times(beam, bare, args.repeats)
+    in_process = paired_times(beam, bare, args.repeats, args.warmup)
     timing = {"beam_vs_bare": in_process}
     if args.processes:
         two = ["--torch-threads", "1", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]

@@ -1,7 +1,7 @@
 """Bytes per image written (image + maps) and encode/write seconds per image, per output option.
 
-    python -m benchmarks.bytes_per_image [--model sd15|sd21|sdxl|tiny|PATH] [--prompts 4] [--size 256]
-        [--steps 1] [--batch-size 2] [--variant LABEL="RUN ARGS" ...] [--device auto]
+    python -m benchmarks.bytes_per_image [--model sd15|sd21|sdxl|tiny|PATH] [--prompts 2] [--size 512]
+        [--steps 1] [--batch-size 2] [--shard-size 2] [--variant LABEL="RUN ARGS" ...] [--device auto]
 
 Each variant is one ``daam-datasets run`` (in this process, FnApiRunner) on the same prompts with
 its own extra arguments (default variants: ``float16`` maps, the default, and ``float32``; e.g.
@@ -102,11 +102,11 @@ def variant(value: str) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="sd15", help=f"a model folder, a built-in model, or a shape: {', '.join(shapes.SHAPES)}")
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=1, help="steps change neither bytes nor encode time")
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--shard-size", type=int, default=4)
+    parser.add_argument("--shard-size", type=int, default=2)
     parser.add_argument("--variant", dest="variants", type=variant, action="append", default=None,
                         metavar='LABEL="RUN ARGS"', help="an output option to measure (repeatable)")
     parser.add_argument("--device", default="auto")

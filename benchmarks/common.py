@@ -29,6 +29,7 @@ def machine_info() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "load_average_at_end": os.getloadavg(),  # 1, 5, 15 minutes: others' work on a shared machine
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "versions": library_versions(),
     }

@@ -8,7 +8,8 @@ random weights, saved with ``save_pretrained``). daam 0.2.0 runs in its own venv
 ``tests/reference/make_daam_reference.py``'s docstring says) through
 ``benchmarks.daam_reference_side``; it needs 512 px (it hard-codes a 64x64 latent for 512 px
 models). This project: ``generate_traced`` at batch 1 and batch 4 (4 prompts per UNet call),
-alternating, in this process. Both sides use the same torch thread count and warm up with one
+alternating, in this process; with ``--untraced`` also the same calls without the tracer
+(``untraced_batch_gain``: what 4 prompts per call gain plain diffusers on this device). Both sides use the same torch thread count and warm up with one
 1-step call at batch 1. ``--rounds`` alternates the two sides that many times. ``ratio`` is this
 project's batch-4 images/s over daam's (goal: CPU >= 1.25x, GPU >= 4x). Without the reference
 venv the project's side is recorded alone, with the reason. Writes
@@ -25,7 +26,15 @@ from typing import Any
 import torch
 
 from benchmarks import shapes
-from benchmarks.common import json_subprocess, paired_times, resolve_device, result_record, synchronize, write_result
+from benchmarks.common import (
+    json_subprocess,
+    paired_times,
+    resolve_device,
+    result_record,
+    synchronize,
+    untraced_generate,
+    write_result,
+)
 from benchmarks.trace_overhead_real import batch_prompts
 from transforms.attribution import GenerationConfig, generate_traced
 from transforms.model_loading import ModelSpec, load_pipeline
@@ -46,13 +55,15 @@ def reference_side(folder: Path, args: argparse.Namespace, prompt: str) -> dict[
     return json_subprocess("benchmarks.daam_reference_side", argv, python=args.reference_python)
 
 
-def project_side(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """This project's batch-4 and batch-1 traced generations, alternating."""
+def project_side(pipe: Any, args: argparse.Namespace, traced: bool = True) -> dict[str, Any]:
+    """This project's batch-4 and batch-1 traced generations, alternating (``traced=False``: the
+    same pipeline calls without the tracer, i.e. what batching gains plain diffusers here)."""
     config = GenerationConfig(steps=args.steps, height=args.size, width=args.size)
+    generate = generate_traced if traced else untraced_generate
 
     def call(batch: int) -> Any:
         prompts, seeds = batch_prompts(batch)
-        return lambda: (generate_traced(pipe, prompts, seeds, config), synchronize(args.device))
+        return lambda: (generate(pipe, prompts, seeds, config), synchronize(args.device))
 
     return paired_times(call(BATCH), call(1), args.repeats, warmup=0)
 
@@ -65,7 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=1, help="times the two sides alternate")
     parser.add_argument("--reference-python", default=REFERENCE_PYTHON)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--untraced", action="store_true", help="also time daam's pipeline without trace()")
+    parser.add_argument("--untraced", action="store_true",
+                        help="also time daam's pipeline without trace(), and this project's calls without the tracer")
     parser.add_argument("--tiny", action="store_true", help="shrink every width (a smoke check, not a measurement)")
     args = parser.parse_args(argv)
     args.device = resolve_device(args.device)
@@ -76,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     reference: list[dict[str, Any]] = []
     ours: list[dict[str, Any]] = []
+    plain: list[dict[str, Any]] = []
     reference_error = None
     for _ in range(args.rounds):
         if reference_error is None:
@@ -85,10 +98,15 @@ def main(argv: list[str] | None = None) -> dict:
                 reference_error = str(error)
                 print(f"daam 0.2.0 side not measured: {reference_error.splitlines()[0]}")
         ours.append(project_side(pipe, args))
+        if args.untraced:
+            plain.append(project_side(pipe, args, traced=False))
 
     b4 = BATCH / statistics.median(t for r in ours for t in r["a_seconds"])
     b1 = 1 / statistics.median(t for r in ours for t in r["b_seconds"])
     images_per_second = {"project_batch_1": b1, f"project_batch_{BATCH}": b4}
+    if plain:
+        images_per_second["untraced_batch_1"] = 1 / statistics.median(t for r in plain for t in r["b_seconds"])
+        images_per_second[f"untraced_batch_{BATCH}"] = BATCH / statistics.median(t for r in plain for t in r["a_seconds"])
     if reference:
         images_per_second["daam_0.2.0_batch_1"] = 1 / statistics.median(t for r in reference for t in r["traced_seconds"])
         untraced = [t for r in reference for t in r["untraced_seconds"]]
@@ -106,6 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
         reference_error=reference_error,
         reference=reference,
         project=ours,
+        untraced=plain,
+        untraced_batch_gain=(images_per_second[f"untraced_batch_{BATCH}"] / images_per_second["untraced_batch_1"]
+                             if plain else None),
     )
     path = write_result("daam_reference_throughput", result)
     where = f"{args.size}px, {args.steps} steps, {args.device}"

@@ -41,9 +41,9 @@ def test_shapes_follow_the_published_configs() -> None:
 
 
 def test_trace_overhead_real(one_torch_thread, results_folder: Path) -> None:
-    trace_overhead_real.main(["--tiny", "--shapes", "sd15,sd21,sdxl", "--batches", "1,2", "--size", "64",
-                              "--steps", "1", "--repeats", "1", "--warmup", "0"])
-    result = written(results_folder, "trace_overhead_real")
+    trace_overhead_real.main(["--tiny", "--shapes", "sd15,sd21,sdxl", "--batches", "1,2", "--shape-batches", "--size", "64",
+                              "--steps", "1", "--repeats", "1", "--warmup", "0", "--name", "trace_overhead_smoke"])
+    result = written(results_folder, "trace_overhead_smoke")
     assert set(result["ratios"]) == {f"{s}/b{b}" for s in ("sd15", "sd21", "sdxl") for b in (1, 2)}
     assert result["ratio"] == max(result["ratios"].values()) > 0
     batch = result["shapes"]["sd21"]["batches"]["2"]
@@ -62,12 +62,15 @@ def test_memory_traced(one_torch_thread, results_folder: Path) -> None:
 
 def test_daam_reference_throughput_without_the_reference_venv(one_torch_thread, results_folder: Path,
                                                                tmp_path: Path) -> None:
-    daam_reference_throughput.main(["--tiny", "--size", "64", "--steps", "1",
+    daam_reference_throughput.main(["--tiny", "--size", "64", "--steps", "1", "--untraced",
                                     "--reference-python", str(tmp_path / "no-venv" / "python")])
     result = written(results_folder, "daam_reference_throughput")
     assert result["ratio"] is None and "no reference venv" in result["reference_error"]
-    assert set(result["images_per_second"]) == {"project_batch_1", "project_batch_4"}
+    assert set(result["images_per_second"]) == {"project_batch_1", "project_batch_4", "untraced_batch_1",
+                                                "untraced_batch_4"}
     assert all(v > 0 for v in result["images_per_second"].values())
+    rates = result["images_per_second"]
+    assert result["untraced_batch_gain"] == pytest.approx(rates["untraced_batch_4"] / rates["untraced_batch_1"])
 
 
 def test_pipeline_efficiency(one_torch_thread, results_folder: Path) -> None:
