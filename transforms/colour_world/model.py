@@ -33,6 +33,7 @@ from diffusers.models.resnet import Downsample2D, ResnetBlock2D
 from .scenes import PROMPT_WORDS, VOCABULARY
 
 MASKED = -10000.0
+STUDY_BLOCK = {"resnet_time_act": False, "resnet_eps": 1e-5}
 
 
 def alpha_sigma(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +104,9 @@ class ColourWorldUNet(ModelMixin, ConfigMixin, AttentionMixin):
     """Patch-2 pixel UNet predicting v; cross-attention (diffusers ``Attention``) at 16x16 and 8x8.
 
     ``sample_size`` is the patch grid (16), so ``sample_size * patch_size`` is the image size.
+    ``resnet_time_act`` / ``resnet_eps``: diffusers' ``ResnetBlock2D`` defaults (SiLU on the time
+    embedding before each block's projection, GroupNorm eps 1e-6) unless set; ``STUDY_BLOCK`` is
+    the study's block (the projection of the raw embedding, eps 1e-5), what ``train`` builds.
     """
 
     @register_to_config
@@ -117,6 +121,8 @@ class ColourWorldUNet(ModelMixin, ConfigMixin, AttentionMixin):
         attention_head_dim: int = 32,
         time_embed_dim: int = 128,
         norm_num_groups: int = 8,
+        resnet_time_act: bool = True,
+        resnet_eps: float = 1e-6,
     ):
         super().__init__()
         c1, c2 = block_out_channels
@@ -127,7 +133,8 @@ class ColourWorldUNet(ModelMixin, ConfigMixin, AttentionMixin):
         self.conv_in = nn.Conv2d(patch_channels, c1, 3, padding=1)
 
         def res(ci: int, co: int) -> ResnetBlock2D:
-            return ResnetBlock2D(in_channels=ci, out_channels=co, temb_channels=td, groups=g)
+            return ResnetBlock2D(in_channels=ci, out_channels=co, temb_channels=td, groups=g, eps=resnet_eps,
+                                 skip_time_act=not resnet_time_act)
 
         def attn(c: int) -> Attention:
             return _cross_attention(c, cross_attention_dim, attention_heads, attention_head_dim, g)

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .model import ColourWorldTextEncoder, ColourWorldUNet, alpha_sigma
+from .model import STUDY_BLOCK, ColourWorldTextEncoder, ColourWorldUNet, alpha_sigma
 from .pipeline import ColourWorldPipeline
 from .scenes import TRAIN_PROMPTS, sample_scenes
 from .tokenizer import ColourWorldTokenizer
@@ -64,12 +64,22 @@ class Denoiser(torch.nn.Module):
         return self.unet(x, t, context, key_mask)
 
 
-def build_untrained(seed: int = WEIGHT_SEED) -> Denoiser:
-    """The model at initialisation (deterministic under ``seed``)."""
+# Checkpoints written before the block was recorded hold diffusers' default ResnetBlock2D.
+DIFFUSERS_BLOCK = {"resnet_time_act": True, "resnet_eps": 1e-6}
+
+
+def build_untrained(seed: int = WEIGHT_SEED, block: dict | None = None) -> Denoiser:
+    """The model at initialisation (deterministic under ``seed``); ``block``: the UNet's resnet
+    options (default ``STUDY_BLOCK``)."""
     torch.manual_seed(seed)
     text_encoder = ColourWorldTextEncoder()
-    unet = ColourWorldUNet()
+    unet = ColourWorldUNet(**(STUDY_BLOCK if block is None else block))
     return Denoiser(text_encoder, unet)
+
+
+def checkpoint_block(state: dict) -> dict:
+    """The resnet options a checkpoint was trained with."""
+    return state.get("block", DIFFUSERS_BLOCK)
 
 
 def training_batch(
@@ -114,14 +124,15 @@ def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, t
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     tokenizer = ColourWorldTokenizer()
-    model = build_untrained()
+    state = torch.load(ckpt_path, weights_only=False) if resume and ckpt_path.exists() else None
+    block = STUDY_BLOCK if state is None else checkpoint_block(state)
+    model = build_untrained(block=block)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     rng = random.Random(SCENE_SEED)
     torch.manual_seed(NOISE_SEED)
     step, elapsed, losses = 0, 0.0, []
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -137,7 +148,7 @@ def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, t
     def checkpoint() -> None:
         _atomic_save(
             dict(model=model.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(), step=step,
-                 elapsed=elapsed, losses=losses, scene_rng=rng.getstate(), torch_rng=torch.get_rng_state()),
+                 elapsed=elapsed, losses=losses, block=block, scene_rng=rng.getstate(), torch_rng=torch.get_rng_state()),
             ckpt_path,
         )
 
@@ -197,7 +208,7 @@ def export_checkpoint(out: Path) -> dict:
     """Write ``out/pipeline`` (the EMA weights) and ``out/train_summary.json`` from
     ``out/checkpoint.pt``, e.g. of a run that was stopped; returns the summary."""
     state = torch.load(out / "checkpoint.pt", weights_only=False)
-    ema = build_untrained()
+    ema = build_untrained(block=checkpoint_block(state))
     ema.load_state_dict(state["ema"])
     save_pipeline(ema, out / "pipeline")
     losses = state["losses"]
