@@ -26,15 +26,8 @@ from typing import Any
 import torch
 
 from benchmarks import shapes
-from benchmarks.common import (
-    json_subprocess,
-    paired_times,
-    resolve_device,
-    result_record,
-    synchronize,
-    untraced_generate,
-    write_result,
-)
+from benchmarks.common import json_subprocess, paired_times, resolve_device, result_record, synchronize
+from benchmarks.common import untraced_generate, write_result
 from benchmarks.trace_overhead_real import batch_prompts
 from transforms.attribution import GenerationConfig, generate_traced
 from transforms.model_loading import ModelSpec, load_pipeline
