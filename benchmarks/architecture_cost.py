@@ -21,7 +21,7 @@ by the denoiser. Variants, on the same prompt, seed and batch:
   capture them (those keep every step, which multiplies the kept bytes by the step count:
   ``brute_copied_bytes`` in the result).
 
-Time: traced and brute each alternate with untraced in this process (``common.paired_times``;
+Time: traced and brute each alternate with untraced in this process (``cpu_time.paired_cpu_times``;
 the process's CPU seconds per call too, which others' load on a shared machine disturbs less).
 Memory: each variant runs once in a fresh subprocess, which reports its peak (CUDA:
 ``torch.cuda.max_memory_allocated``; CPU: peak RSS, ``VmHWM``, reset after loading:
@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -45,9 +43,10 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from benchmarks.common import (
-    json_subprocess, paired_times, peak_memory, resolve_device, result_record, synchronize, untraced_generate,
+    json_subprocess, peak_memory, resolve_device, result_record, synchronize, untraced_generate,
     write_result,
 )
+from benchmarks.cpu_time import paired_cpu_times
 from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL pipelines
     FLUX_TRANSFORMER,
     SD3_TRANSFORMER,
@@ -303,23 +302,15 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     denoiser = architecture_of(pipe).denoiser(pipe)
     layers = len(traced_names(pipe, args))
 
-    cpu: dict[str, list[float]] = {}  # this process's CPU seconds per call (robust to a shared machine)
-
     def timed(variant: str) -> Callable[[], None]:
         def run() -> None:
-            start = time.process_time()
             run_variant(pipe, variant, args)
             synchronize(args.device)
-            cpu.setdefault(variant, []).append(time.process_time() - start)
         return run
 
-    timing = {}
-    for variant in ("traced", "brute"):
-        cpu.clear()
-        timing[variant] = paired_times(timed(variant), timed("untraced"), args.repeats, args.warmup)
-        used, plain = cpu[variant][args.warmup:], cpu["untraced"][args.warmup:]
-        timing[variant].update(cpu_a_seconds=used, cpu_b_seconds=plain,
-                               cpu_ratio_median=statistics.median(a / b for a, b in zip(used, plain)))
+    # wall and this process's CPU seconds per call (the latter robust to a shared machine)
+    timing = {variant: paired_cpu_times(timed(variant), timed("untraced"), args.repeats, args.warmup)
+              for variant in ("traced", "brute")}
     untraced_seconds = timing["traced"]["b_median"]
     ratios: dict[str, dict[str, float]] = {}
     per_layer: dict[str, dict[str, float]] = {}

@@ -61,6 +61,11 @@ def project_side(pipe: Any, args: argparse.Namespace, traced: bool = True) -> di
     return paired_times(call(BATCH), call(1), args.repeats, warmup=0)
 
 
+def rate(runs: list[dict[str, Any]], key: str, batch: int) -> float:
+    """Images/s of ``batch`` images per call from the median of every run's ``key`` seconds."""
+    return batch / statistics.median(t for r in runs for t in r[key])
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
@@ -94,17 +99,15 @@ def main(argv: list[str] | None = None) -> dict:
         if args.untraced:
             plain.append(project_side(pipe, args, traced=False))
 
-    b4 = BATCH / statistics.median(t for r in ours for t in r["a_seconds"])
-    b1 = 1 / statistics.median(t for r in ours for t in r["b_seconds"])
+    b4, b1 = rate(ours, "a_seconds", BATCH), rate(ours, "b_seconds", 1)
     images_per_second = {"project_batch_1": b1, f"project_batch_{BATCH}": b4}
     if plain:
-        images_per_second["untraced_batch_1"] = 1 / statistics.median(t for r in plain for t in r["b_seconds"])
-        images_per_second[f"untraced_batch_{BATCH}"] = BATCH / statistics.median(t for r in plain for t in r["a_seconds"])
+        images_per_second["untraced_batch_1"] = rate(plain, "b_seconds", 1)
+        images_per_second[f"untraced_batch_{BATCH}"] = rate(plain, "a_seconds", BATCH)
     if reference:
-        images_per_second["daam_0.2.0_batch_1"] = 1 / statistics.median(t for r in reference for t in r["traced_seconds"])
-        untraced = [t for r in reference for t in r["untraced_seconds"]]
-        if untraced:
-            images_per_second["daam_0.2.0_untraced_batch_1"] = 1 / statistics.median(untraced)
+        images_per_second["daam_0.2.0_batch_1"] = rate(reference, "traced_seconds", 1)
+        if any(r["untraced_seconds"] for r in reference):
+            images_per_second["daam_0.2.0_untraced_batch_1"] = rate(reference, "untraced_seconds", 1)
     daam_rate = images_per_second.get("daam_0.2.0_batch_1")
     result = result_record(
         "daam_reference_throughput", b4 / daam_rate if daam_rate else None, args.device,
