@@ -2,7 +2,7 @@
 
     python -m benchmarks.trace_overhead_real [--shapes sd15,sd21,sdxl] [--batches 1,4,8]
         [--shape-batches sdxl=1,4] [--size 128] [--steps 2] [--repeats 1] [--warmup 1] [--device auto]
-        [--dtype float32] [--tiny]
+        [--dtype float32] [--located-repeats 0] [--tiny]
 
 Each shape is its published denoiser at full size with random weights (``benchmarks.shapes``:
 SD-1.5, SD-2.1-base, SDXL; one-layer text-encoder stand-ins, the tiny VAE). For every batch
@@ -13,7 +13,10 @@ without the tracer (``common.untraced_generate``) alternate on the same prompts 
 call on a fresh model pays for page faults and kernel selection) and, with a warm-up, one 1-step
 untraced call at each batch size. ``ratio`` is the worst median
 traced/untraced ratio over every shape and batch (goal on CPU <= 1.03x, on GPU <= 1.05x at batch
-8). ``--tiny`` shrinks every width (a smoke check, not a measurement). Writes
+8). ``--located-repeats N`` also times N pairs in parts (``benchmarks.located_overhead``: the
+traced modules and what runs outside the denoiser, where a traced call differs from an untraced
+one) and reports ``located_ratio`` per batch, resolvable where whole calls drift (a shared CPU).
+``--tiny`` shrinks every width (a smoke check, not a measurement). Writes
 benchmarks/results/trace_overhead_real.json (``--name``: another name).
 """
 
@@ -35,6 +38,7 @@ from benchmarks.common import (
     untraced_generate,
     write_result,
 )
+from benchmarks.located_overhead import located_overhead
 from benchmarks.trace_overhead import PROMPTS
 from transforms.attribution import GenerationConfig, generate_traced
 
@@ -84,7 +88,7 @@ def measure_shape(name: str, args: argparse.Namespace) -> dict[str, Any]:
             prompts, seeds = batch_prompts(batch)
             untraced_generate(pipe, prompts, seeds, GenerationConfig(steps=1, height=args.size, width=args.size))
         timing = paired_times(*pair(batch), repeats=args.repeats, warmup=0)
-        batches[str(batch)] = {
+        batches[str(batch)] = record = {
             "traced_seconds_per_image": timing["a_median"] / batch,
             "untraced_seconds_per_image": timing["b_median"] / batch,
             "ratio": timing["ratio_median"],
@@ -93,6 +97,11 @@ def measure_shape(name: str, args: argparse.Namespace) -> dict[str, Any]:
         print(f"{name} batch {batch}: traced/untraced = {timing['ratio_median']:.3f}x "
               f"(min {timing['ratio_min']:.3f}, max {timing['ratio_max']:.3f}); "
               f"{timing['a_median'] / batch:.2f} vs {timing['b_median'] / batch:.2f} s per image", flush=True)
+        if args.located_repeats:
+            record["located"] = located = located_overhead(pipe, *batch_prompts(batch), config, args.located_repeats, args.device)
+            print(f"{name} batch {batch}: located traced/untraced = {located['located_ratio']:.4f}x "
+                  f"(pairs {', '.join(f'{r:.4f}' for r in located['located_ratios'])}; traced modules "
+                  f"{located['traced_modules_share_of_untraced']:.1%} of an untraced call)", flush=True)
     return {"source": shapes.SHAPES[name].source, "denoiser_parameters": shapes.parameters(pipe), "batches": batches}
 
 
@@ -108,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--located-repeats", type=int, default=0, help="pairs timed in parts per batch (0: none)")
     parser.add_argument("--tiny", action="store_true", help="shrink every width (a smoke check, not a measurement)")
     parser.add_argument("--name", default="trace_overhead_real", help="result name (benchmarks/results/NAME.json)")
     args = parser.parse_args(argv)
@@ -123,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
         by_shape[name] = measure_shape(name, args)
         gc.collect()  # the previous shape's pipeline, before the next is built
     ratios = {f"{n}/b{b}": r["ratio"] for n, s in by_shape.items() for b, r in s["batches"].items()}
+    located = {f"{n}/b{b}": r["located"]["located_ratio"] for n, s in by_shape.items()
+               for b, r in s["batches"].items() if "located" in r}
     worst = max(ratios, key=ratios.get)
     result = result_record(
         args.name, ratios[worst], args.device,
@@ -131,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         settings={**vars(args), "shapes": names},
         goals=GOALS,
         ratios=ratios,
+        located_ratios=located,
         shapes=by_shape,
     )
     path = write_result(args.name, result)

@@ -47,6 +47,30 @@ def test_store_keeps_only_conditional_half_with_cfg():
     assert torch.all(store.sums["x"][..., 0] == 0.0)
 
 
+def _fill(store: HeatMapStore, steps: int = 2) -> None:
+    """Random calls at three factors of a 4x6 latent (bicubic upsampling at two of them), through
+    ``add`` (per head, CFG) and ``add_reduced`` (heads summed)."""
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(steps):
+        for name, (h, w) in {"fine": (4, 6), "mid": (2, 3), "coarse": (1, 2)}.items():
+            store.add(name, torch.rand(2 * 2 * 3, h * w, 9, generator=generator).softmax(-1), heads=3)
+            store.add_reduced(f"{name}-joint", torch.rand(4, h * w, 9, generator=generator), 3)
+        store.next_step()
+
+
+@pytest.mark.parametrize("bins", [None, 2])
+def test_store_kept_keys_equal_full_store_rows(bins):
+    full, kept = HeatMapStore(TraceConfig(per_timestep=bins)), HeatMapStore(TraceConfig(per_timestep=bins))
+    full.begin(2, cfg=True, latent_size=(4, 6), steps=2)
+    kept.begin(2, cfg=True, latent_size=(4, 6), steps=2, keys=slice(2, 6))
+    _fill(full)
+    _fill(kept)
+    assert kept.sums["fine"].shape[-1] == 4 and full.sums["fine"].shape[-1] == 9
+    assert torch.equal(kept.global_maps(), full.global_maps()[:, 2:6])
+    if bins:
+        assert torch.equal(kept.timestep_maps(), full.timestep_maps()[:, :, 2:6])
+
+
 def test_infer_factor_handles_odd_latent_sizes():
     assert infer_factor(8 * 12, 8, 12) == (1, 8, 12)
     assert infer_factor(4 * 6, 8, 12) == (2, 4, 6)

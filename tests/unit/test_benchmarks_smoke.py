@@ -4,13 +4,14 @@ fields the README table is built from (results go to a temporary folder, not ben
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks import architecture_cost, bytes_per_image, common, daam_reference_throughput, memory_traced, shapes
-from benchmarks import trace_overhead_real
+from benchmarks import located_overhead, trace_overhead_real
 from benchmarks import beam_throughput
 
 COMMON_FIELDS = {"name", "ratio", "device", "versions", "settings", "machine"}
@@ -42,12 +43,45 @@ def test_shapes_follow_the_published_configs() -> None:
 
 def test_trace_overhead_real(one_torch_thread, results_folder: Path) -> None:
     trace_overhead_real.main(["--tiny", "--shapes", "sd15,sd21,sdxl", "--batches", "1,2", "--shape-batches", "--size", "64",
-                              "--steps", "1", "--repeats", "1", "--warmup", "0", "--name", "trace_overhead_smoke"])
+                              "--steps", "1", "--repeats", "1", "--warmup", "0", "--located-repeats", "1",
+                              "--name", "trace_overhead_smoke"])
     result = written(results_folder, "trace_overhead_smoke")
     assert set(result["ratios"]) == {f"{s}/b{b}" for s in ("sd15", "sd21", "sdxl") for b in (1, 2)}
+    assert set(result["located_ratios"]) == set(result["ratios"])
     assert result["ratio"] == max(result["ratios"].values()) > 0
     batch = result["shapes"]["sd21"]["batches"]["2"]
     assert batch["traced_seconds_per_image"] == pytest.approx(batch["timing"]["a_median"] / 2)
+    located = batch["located"]
+    [pair], [parts] = located["pairs"], located["overheads"]
+    assert located["located_ratio"] == pytest.approx(1 + sum(parts.values()) / pair["untraced"]["total"])
+    assert 0 < pair["untraced"]["traced_modules"] < pair["untraced"]["denoiser"] < pair["untraced"]["total"]
+
+
+def test_forward_clock_counts_outermost_calls_and_removes_its_hooks() -> None:
+    class Slow(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            time.sleep(0.02)
+            return x
+
+    inner = Slow()
+    outer = torch.nn.Sequential(inner, Slow())
+    with located_overhead.ForwardClock([outer, inner]) as clock:
+        outer(torch.zeros(1))
+        inner(torch.zeros(1))
+    assert clock.calls == 2 and 0.06 <= clock.seconds < 1.0  # outer (two sleeps) once, inner alone once
+    assert not inner._forward_hooks and not inner._forward_pre_hooks and not outer._forward_hooks
+
+
+def test_located_overhead_finds_work_added_outside_the_denoiser(tiny_pipe, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transforms.attribution import GenerationConfig, HeatMapStore
+
+    aggregate = HeatMapStore._aggregate
+    monkeypatch.setattr(HeatMapStore, "_aggregate", lambda self, select: (time.sleep(0.3), aggregate(self, select))[1])
+    config = GenerationConfig(steps=1, height=64, width=64)
+    result = located_overhead.located_overhead(tiny_pipe, ["a cat"], [0], config, repeats=1)
+    [parts] = result["overheads"]
+    assert parts["outside_denoiser_seconds"] >= 0.25  # the slow aggregation, found where it runs
+    assert result["traced_modules"] == len([m for m in tiny_pipe.unet.attn_processors if "attn2" in m and "mid" not in m])
 
 
 @pytest.mark.slow  # four fresh interpreters

@@ -138,7 +138,9 @@ def generate_traced(
         negatives = [n if n is not None else (config.negative_prompt or "") for n in given]
 
     store = HeatMapStore(config.trace)
-    store.begin(len(generators), architecture.uses_cfg(config), architecture.map_grid(pipe, height, width), config.steps)
+    keys = layout.span([len(t.tokens) for t in tokenized])
+    grid = architecture.map_grid(pipe, height, width)
+    store.begin(len(generators), architecture.uses_cfg(config), grid, config.steps, keys)
     refining = segmentation is not None and segmentation.refine
     affinity = AffinityStore(store, segmentation.refine_factor) if refining else None
 
@@ -163,7 +165,8 @@ def generate_traced(
     affinities = None if affinity is None else affinity.affinity()
     samples = []
     for p, prompt in enumerate(tokenized):
-        rows = layout.rows(len(prompt.tokens))
+        full = layout.rows(len(prompt.tokens))
+        rows = slice(full.start - keys.start, full.stop - keys.start)  # the store keeps keys from keys.start
         for k in range(per_prompt):
             i = p * per_prompt + k
             heat_map = GlobalHeatMap(tokenizer, prompt, maps[i, rows], layout.prefix)

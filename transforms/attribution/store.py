@@ -46,6 +46,10 @@ class HeatMapStore:
     layer's sum gets a leading bin axis ``(K, …)``: a step adds into its bin only. The global maps
     aggregate the sum over bins; ``timestep_maps`` aggregates each bin alone, so bin ``k`` is what
     a run tracing only that bin's steps would store.
+
+    ``begin(..., keys=slice)`` keeps only those text keys (every key by default): each key's map
+    is aggregated on its own, so the kept keys' maps are exactly what the full store gives, at
+    the cost of the prompts' tokens instead of the whole text window (77 CLIP keys, 333 in SD3).
     """
 
     def __init__(self, config: TraceConfig | None = None) -> None:
@@ -58,10 +62,19 @@ class HeatMapStore:
         self.latent_size = (0, 0)
         self.step = 0
         self.bins: list[tuple[int, int]] = []
+        self.keys = slice(None)
 
-    def begin(self, num_images: int, cfg: bool, latent_size: tuple[int, int], steps: int | None = None) -> None:
+    def begin(
+        self,
+        num_images: int,
+        cfg: bool,
+        latent_size: tuple[int, int],
+        steps: int | None = None,
+        keys: slice | None = None,
+    ) -> None:
         """Reset for a new generation of ``num_images`` images (of ``steps`` denoising steps: needed
-        for per-timestep bins)."""
+        for per-timestep bins), keeping the text keys ``keys`` (default: all; the maps' key axis
+        then starts at ``keys.start``)."""
         self.sums.clear()
         self.factors.clear()
         self.counts.clear()
@@ -69,6 +82,7 @@ class HeatMapStore:
         self.cfg = cfg
         self.latent_size = latent_size
         self.step = 0
+        self.keys = keys or slice(None)
         if self.config.per_timestep is not None and steps is None:
             raise ValueError("per-timestep maps need the number of steps: pass steps= to begin")
         self.bins = self.config.step_bins(steps) if steps is not None else []
@@ -109,7 +123,7 @@ class HeatMapStore:
         elif name in self.sums:
             self.sums[name] += maps
         else:
-            self.sums[name] = maps.float().clone()
+            self.sums[name] = maps.to(torch.float32, copy=True).contiguous()
             self._first(name, maps, count)
 
     def _first(self, name: str, maps: torch.Tensor, count: int) -> None:
@@ -128,10 +142,11 @@ class HeatMapStore:
 
     def add(self, name: str, probs: torch.Tensor, heads: int) -> None:
         """Add one call's attention probabilities ``(batch*heads, h*w, keys)``, kept per head."""
-        total, query_len, keys = probs.shape
+        total, query_len, _ = probs.shape
         first = self._conditional(name, total // heads)
         # accumulate in the layout attention produces; the (keys, h, w) permute happens once at the end
-        self._accumulate(name, probs[first * heads :].reshape(self.num_images, heads, query_len, keys), heads)
+        kept = probs[first * heads :, :, self.keys]
+        self._accumulate(name, kept.reshape(self.num_images, heads, query_len, kept.shape[-1]), heads)
 
     def add_reduced(self, name: str, maps: torch.Tensor, count: int, conditional_only: bool = False) -> None:
         """Add one call's maps already reduced over heads on the device: ``(batch, h*w, keys)``,
@@ -145,10 +160,10 @@ class HeatMapStore:
             first = 0
         else:
             first = self._conditional(name, maps.shape[0])
-        self._accumulate(name, maps[first:, None], count)
+        self._accumulate(name, maps[first:, None, :, self.keys], count)
 
     def global_maps(self) -> torch.Tensor:
-        """Per-image global maps ``(num_images, keys, H_lat, W_lat)``, float32, not sliced."""
+        """Per-image global maps ``(num_images, keys, H_lat, W_lat)`` of the kept keys, float32."""
         self._require_maps()
         return self._aggregate(lambda sums: sums.sum(0) if self.bins else sums)
 

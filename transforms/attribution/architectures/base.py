@@ -35,6 +35,11 @@ class TextLayout:
         """Key rows of a prompt's global map: the prefix, its tokens and the first end token."""
         return slice(self.offset - self.prefix, self.offset + num_tokens + 1)
 
+    def span(self, token_counts: Sequence[int]) -> slice:
+        """The keys every prompt's ``rows`` lie in (prompts of these token counts): the only keys a
+        batch's store needs to keep."""
+        return slice(self.offset - self.prefix, self.offset + max(token_counts) + 1)
+
 
 class Architecture:
     """Base class: subclasses fill in what differs (see the module docstring)."""
