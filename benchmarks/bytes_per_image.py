@@ -2,6 +2,7 @@
 
     python -m benchmarks.bytes_per_image [--model sd15|sd21|sdxl|tiny|PATH] [--prompts 2] [--size 512]
         [--steps 1] [--batch-size 2] [--shard-size 2] [--variant LABEL="RUN ARGS" ...] [--device auto]
+        [--name bytes_per_image]
 
 Each variant is one ``daam-datasets run`` (in this process, FnApiRunner) on the same prompts with
 its own extra arguments (default variants: ``float16`` maps, the default, and ``float32``; e.g.
@@ -14,7 +15,7 @@ denoiser's ``forward`` seconds per row. ``ratio`` is the first variant's encode 
 over its denoiser seconds (what a synchronous encoder adds). ``--model`` takes a
 shape's name (``benchmarks.shapes.saved``: full-size denoiser, random weights; its images are
 noise, which PNG cannot compress, so the image column is an upper bound). Writes
-benchmarks/results/bytes_per_image.json.
+benchmarks/results/bytes_per_image.json (``--name``: another name).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
                         metavar='LABEL="RUN ARGS"', help="an output option to measure (repeatable)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tiny", action="store_true", help="with a shape name: its tiny widths (a smoke check)")
+    parser.add_argument("--name", default="bytes_per_image", help="result name (benchmarks/results/NAME.json)")
     args = parser.parse_args(argv)
     args.device = resolve_device(args.device)
     args.variants = args.variants or DEFAULT_VARIANTS
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     first = variants[args.variants[0][0]]["seconds_per_row"]
     result = result_record(
-        "bytes_per_image", (first["encode"] + first["write"]) / first["denoiser"], args.device,
+        args.name, (first["encode"] + first["write"]) / first["denoiser"], args.device,
         ratio_is=f"encode + write seconds over the denoiser's seconds, per row ({args.variants[0][0]}): what a "
                  "synchronous encoder adds to the denoiser's time",
         what="bytes per row of the Parquet output (per column) and encode/write seconds per row, per output option",
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         bytes_per_row={k: v["bytes_per_row"] for k, v in variants.items()},
         variants=variants,
     )
-    path = write_result("bytes_per_image", result)
+    path = write_result(args.name, result)
     for label, v in variants.items():
         top = ", ".join(f"{k} {b / 1024:.1f}" for k, b in list(v["column_bytes_per_row"].items())[:4])
         print(f"{label}: {v['bytes_per_row'] / 1024:.1f} KiB per row ({top} KiB); encode "

@@ -4,9 +4,12 @@ records through Arrow, and the validator's checks of scales. Runs: tests/integra
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import Features
@@ -40,6 +43,7 @@ from transforms.attribution.overlay import (
     words_overlay,
 )
 from transforms.layout import OutputLayout
+from transforms.sinks import _write_parquet, leaf_columns
 from transforms.shard_generator import resize_maps
 
 
@@ -300,3 +304,30 @@ def test_validator_checks_the_overlay_size_and_words(tmp_path):
     assert _check(_validation(tmp_path), record, overlay=(record.overlay_jpeg, ["dog"])) == [
         "image: row 0: overlay_words ['dog'] are not up to 3 words of the prompt"]
     assert _check(_validation(tmp_path), record, overlay=(None, None))[0] == "image: row 0: no overlay bytes"
+
+
+def _float_record(dtype: str) -> Record:
+    rng = np.random.default_rng(2)
+    maps = {name: rng.random(shape, dtype=np.float32).astype(dtype) for name, shape in
+            {"token_maps": (3, 4, 6), "timestep_maps": (2, 3, 4, 6), "class_maps": (1, 4, 6)}.items()}
+    return dataclasses.replace(_record(), **maps, token_map_scale=None, timestep_map_scale=None, class_map_scale=None)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "uint8"])
+def test_parquet_encodes_float_leaves_without_a_dictionary_and_reads_back_exactly(dtype, tmp_path):
+    record = _record() if dtype == "uint8" else _float_record(dtype)
+    table = records_to_table([record], build_features(4, 6, dtype, segmentation=True, timestep_bins=2, overlay=True))
+    path = tmp_path / "shard.parquet"
+    _write_parquet(OutputLayout(str(tmp_path)), str(path), table)
+    meta = pq.read_metadata(path).row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    leaves = dict(leaf_columns(table.schema))
+    assert set(encodings) == set(leaves)  # the writer's paths are the ones the encodings name
+    maps = "token_maps.list.element.list.element.list.element"
+    for path_in_schema, kind in leaves.items():
+        if not pa.types.is_boolean(kind):  # Parquet never dictionary-encodes booleans
+            dictionary = "RLE_DICTIONARY" in encodings[path_in_schema]
+            assert dictionary == (not pa.types.is_floating(kind)), path_in_schema
+    assert ("BYTE_STREAM_SPLIT" in encodings[maps]) == (dtype == "float32")
+    assert "BYTE_STREAM_SPLIT" in encodings["classes.list.element.peak"]  # float32 scores
+    assert pq.read_table(path).equals(table)
