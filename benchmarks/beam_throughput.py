@@ -103,12 +103,15 @@ class BusyRuns:
         self.runs.append({"wall_seconds": end - start, "denoiser_seconds": timer.seconds, "denoiser_calls": timer.calls,
                           "generation_phase_seconds": generating})
 
-    def summary(self) -> dict[str, Any]:
-        """Median busy shares of the wall time and of the generation phase, and every run."""
+    def summary(self, warmup: int = 0) -> dict[str, Any]:
+        """Median busy shares of the wall time and of the generation phase over the runs after the
+        first ``warmup`` (a warm-up run also loads the model), and every run."""
+        timed = self.runs[warmup:]
         return {
-            "busy_share_of_wall": statistics.median(r["denoiser_seconds"] / r["wall_seconds"] for r in self.runs),
+            "busy_share_of_wall": statistics.median(r["denoiser_seconds"] / r["wall_seconds"] for r in timed),
             "busy_share_of_generation": statistics.median(
-                r["denoiser_seconds"] / r["generation_phase_seconds"] for r in self.runs if r["generation_phase_seconds"]),
+                r["denoiser_seconds"] / r["generation_phase_seconds"] for r in timed if r["generation_phase_seconds"]),
+            "warmup_runs": warmup,
             "runs": self.runs,
         }
 
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                  lambda: cli_run(corpus, work / "t2", args, ["--torch-threads", "2"]),
                                                  args.repeats)
     shutil.rmtree(work, ignore_errors=True)
-    beam_busy, bare_busy = beam.summary(), bare.summary()
+    beam_busy, bare_busy = beam.summary(args.warmup), bare.summary(args.warmup)
     ratio = 1 / in_process["ratio_median"]
     result = result_record(
         name, ratio, args.device,

@@ -116,6 +116,9 @@ def test_pipeline_efficiency(one_torch_thread, results_folder: Path) -> None:
         busy = result["denoiser_busy"][side]
         assert 0 < busy["busy_share_of_wall"] <= busy["busy_share_of_generation"] <= 1
         assert all(r["denoiser_calls"] == 1 for r in busy["runs"])  # 1 step, 1 batch of 2 prompts (CFG in one call)
+        warmup, timed = busy["runs"]  # the default warm-up run is kept but not in the shares (it loads the model)
+        assert busy["warmup_runs"] == 1
+        assert busy["busy_share_of_wall"] == pytest.approx(timed["denoiser_seconds"] / timed["wall_seconds"])
 
 
 def test_bytes_per_image(one_torch_thread, results_folder: Path) -> None:
