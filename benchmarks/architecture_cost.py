@@ -2,7 +2,7 @@
 
     python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|all [--size 256] [--steps 2]
         [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4]
-        [--device auto] [--dtype float32] [--tiny]
+        [--located-repeats 0] [--device auto] [--dtype float32] [--tiny]
 
 Each architecture's denoiser is built at the full size of its published config
 (``benchmarks.shapes``, each with the model it comes from) with random weights; ``--layers`` reduces the transformer depth
@@ -28,6 +28,9 @@ Memory: each variant runs once in a fresh subprocess, which reports its peak (CU
 ``common.peak_memory``) and the growth over the loaded pipeline. Prints one line per ratio
 (goals for traced: <= 1.10x time, <= 1.1x memory) and writes
 ``benchmarks/results/architecture_cost_<arch>.json`` with the machine and library versions.
+``--located-repeats N`` also times N traced/untraced pairs in parts (``benchmarks.located_overhead``:
+the traced modules and what runs outside the denoiser) and reports ``located_ratio``, which a
+shared CPU's drift of whole calls does not hide.
 ``--tiny`` shrinks every width (checks that the script runs; not a measurement).
 """
 
@@ -47,6 +50,7 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.cpu_time import paired_cpu_times
+from benchmarks.located_overhead import located_overhead
 from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL pipelines
     FLUX_TRANSFORMER,
     SD3_TRANSFORMER,
@@ -312,6 +316,10 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     timing = {variant: paired_cpu_times(timed(variant), timed("untraced"), args.repeats, args.warmup)
               for variant in ("traced", "brute")}
     untraced_seconds = timing["traced"]["b_median"]
+    located = None
+    if args.located_repeats:
+        located = located_overhead(pipe, [PROMPT] * args.images, list(range(args.images)), generation_config(args),
+                                   args.located_repeats, args.device)
     ratios: dict[str, dict[str, float]] = {}
     per_layer: dict[str, dict[str, float]] = {}
     for variant in ("traced", "brute"):
@@ -349,6 +357,8 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
         ratio_peak_memory=ratios["traced"]["peak_memory"],
         ratio_memory_growth=ratios["traced"]["memory_growth"],
         ratio_cpu_time=ratios["traced"]["cpu_time"],
+        located_ratio=None if located is None else located["located_ratio"],
+        located=located,
         brute_ratio=ratios["brute"]["time"],
         brute_ratio_cpu_time=ratios["brute"]["cpu_time"],
         brute_ratio_peak_memory=ratios["brute"]["peak_memory"],
@@ -372,6 +382,10 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
         print(f"{where}: {variant}/untraced peak memory = {ratios[variant]['peak_memory']:.3f}x{goal}; "
               f"{memory[variant]['peak_bytes'] / mib:.0f} vs {memory['untraced']['peak_bytes'] / mib:.0f} MiB "
               f"{memory['untraced']['kind']}, growth {ratios[variant]['memory_growth']:.3f}x")
+    if located is not None:
+        print(f"{where}: located traced/untraced = {located['located_ratio']:.4f}x (pairs "
+              f"{', '.join(f'{r:.4f}' for r in located['located_ratios'])}; traced modules "
+              f"{located['traced_modules_share_of_untraced']:.1%} of an untraced call)")
     print(f"{where}: {layers} traced layers, brute copied {result['brute_copied_bytes'] / mib:.0f} MiB to the host "
           f"per generation; results: {path}")
     return result
@@ -401,6 +415,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--layers", nargs="*", default=[], metavar="ARCH=N[,N]",
                         help="reduced depths: sdxl=1,2,4 (transformer layers per block), sd3=N, flux=DOUBLE,SINGLE")
+    parser.add_argument("--located-repeats", type=int, default=0, help="traced/untraced pairs timed in parts (0: none)")
     parser.add_argument("--tiny", action="store_true", help="shrink every width (a smoke check, not a measurement)")
     parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

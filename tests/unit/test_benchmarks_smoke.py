@@ -153,8 +153,9 @@ def test_brute_capture_keeps_every_traced_layers_softmax(one_torch_thread, arch:
 @pytest.mark.slow  # three fresh interpreters
 def test_architecture_cost(one_torch_thread, results_folder: Path) -> None:
     architecture_cost.main(["--arch", "sd3", "--tiny", "--size", "64", "--steps", "1", "--repeats", "1",
-                            "--warmup", "0", "--layers", "sd3=1"])
+                            "--warmup", "0", "--layers", "sd3=1", "--located-repeats", "1"])
     result = written(results_folder, "architecture_cost_sd3")
+    assert result["located"]["traced_modules"] == 1 and result["located_ratio"] == result["located"]["located_ratios"][0]
     assert result["ratio"] == result["timing"]["traced"]["ratio_median"] > 0
     assert result["denoiser"]["config"]["num_layers"] == 1 and result["denoiser"]["reduced"]
     assert [result["memory"][v]["variant"] for v in ("untraced", "traced", "brute")] == ["untraced", "traced", "brute"]
