@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from benchmarks import architecture_cost, bytes_per_image, common, daam_reference_throughput, memory_traced, shapes
-from benchmarks import located_overhead, trace_overhead_real
+from benchmarks import gpu_suite, located_overhead, trace_overhead_real
 from benchmarks import beam_throughput
 
 COMMON_FIELDS = {"name", "ratio", "device", "versions", "settings", "machine"}
@@ -161,3 +161,20 @@ def test_architecture_cost(one_torch_thread, results_folder: Path) -> None:
     assert [result["memory"][v]["variant"] for v in ("untraced", "traced", "brute")] == ["untraced", "traced", "brute"]
     assert result["brute_copied_bytes"] == result["brute_kept_bytes"] > 0  # one step: copied once, kept once
     assert result["denoiser"]["traced_layers"] == 1 and result["brute_ratio_peak_memory"] > 0
+
+
+def test_gpu_suite_runs_its_steps_into_its_folder_and_records_a_failed_one(
+    one_torch_thread, results_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(argv: list[str]) -> None:
+        raise RuntimeError("no CUDA here")
+
+    monkeypatch.setitem(gpu_suite.STEPS, "memory", (broken, [], []))
+    folder = results_folder / "gpu"
+    result = gpu_suite.main(["--smoke", "--only", "trace_overhead,memory", "--results", str(folder)])
+    assert result["steps"]["memory"] == {"status": "failed", "seconds": pytest.approx(0, abs=1),
+                                         "error": "RuntimeError: no CUDA here"}
+    assert result["steps"]["trace_overhead"]["status"] == "ok" and result["ratio"] == 0.5
+    written_files = sorted(p.name for p in folder.iterdir())
+    assert written_files == ["gpu_suite.json", "trace_overhead_gpu.json"]
+    assert result["steps"]["trace_overhead"]["ratio"] == json.loads((folder / "trace_overhead_gpu.json").read_text())["ratio"]
