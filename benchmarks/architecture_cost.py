@@ -50,7 +50,7 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.cpu_time import paired_cpu_times
-from benchmarks.located_overhead import located_overhead
+from benchmarks.located_overhead import describe, located_overhead
 from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL pipelines
     FLUX_TRANSFORMER,
     SD3_TRANSFORMER,
@@ -383,9 +383,7 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
               f"{memory[variant]['peak_bytes'] / mib:.0f} vs {memory['untraced']['peak_bytes'] / mib:.0f} MiB "
               f"{memory['untraced']['kind']}, growth {ratios[variant]['memory_growth']:.3f}x")
     if located is not None:
-        print(f"{where}: located traced/untraced = {located['located_ratio']:.4f}x (pairs "
-              f"{', '.join(f'{r:.4f}' for r in located['located_ratios'])}; traced modules "
-              f"{located['traced_modules_share_of_untraced']:.1%} of an untraced call)")
+        print(f"{where}: {describe(located)}")
     print(f"{where}: {layers} traced layers, brute copied {result['brute_copied_bytes'] / mib:.0f} MiB to the host "
           f"per generation; results: {path}")
     return result

@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in names:
         steps[name] = run_step(name, args.smoke)
         print(f"gpu_suite: {name} {steps[name]['status']} in {steps[name]['seconds']:.0f}s", flush=True)
-    device = "cpu" if args.smoke else "cuda"
-    result = common.result_record("gpu_suite", sum(s["status"] == "ok" for s in steps.values()) / len(steps), device,
+    done = sum(step["status"] == "ok" for step in steps.values())
+    result = common.result_record("gpu_suite", done / len(steps), "cpu" if args.smoke else "cuda",
                                   ratio_is="share of the steps that completed", smoke=args.smoke, steps=steps)
     path = common.write_result("gpu_suite", result)
-    print(f"gpu_suite: {sum(s['status'] == 'ok' for s in steps.values())} of {len(steps)} steps done; results: {path.parent}")
+    print(f"gpu_suite: {done} of {len(steps)} steps done; results: {path.parent}")
     return result
 
 

@@ -111,3 +111,10 @@ def located_overhead(
         "overheads": overheads,
         "pairs": pairs,
     }
+
+
+def describe(located: dict[str, Any]) -> str:
+    """One line: the median located ratio, each pair's, and the traced modules' share of a call."""
+    pairs = ", ".join(f"{r:.4f}" for r in located["located_ratios"])
+    return (f"located traced/untraced = {located['located_ratio']:.4f}x (pairs {pairs}; traced modules "
+            f"{located['traced_modules_share_of_untraced']:.1%} of an untraced call)")

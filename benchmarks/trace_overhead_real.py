@@ -38,7 +38,7 @@ from benchmarks.common import (
     untraced_generate,
     write_result,
 )
-from benchmarks.located_overhead import located_overhead
+from benchmarks.located_overhead import describe, located_overhead
 from benchmarks.trace_overhead import PROMPTS
 from transforms.attribution import GenerationConfig, generate_traced
 
@@ -99,9 +99,7 @@ def measure_shape(name: str, args: argparse.Namespace) -> dict[str, Any]:
               f"{timing['a_median'] / batch:.2f} vs {timing['b_median'] / batch:.2f} s per image", flush=True)
         if args.located_repeats:
             record["located"] = located = located_overhead(pipe, *batch_prompts(batch), config, args.located_repeats, args.device)
-            print(f"{name} batch {batch}: located traced/untraced = {located['located_ratio']:.4f}x "
-                  f"(pairs {', '.join(f'{r:.4f}' for r in located['located_ratios'])}; traced modules "
-                  f"{located['traced_modules_share_of_untraced']:.1%} of an untraced call)", flush=True)
+            print(f"{name} batch {batch}: {describe(located)}", flush=True)
     return {"source": shapes.SHAPES[name].source, "denoiser_parameters": shapes.parameters(pipe), "batches": batches}
 
 
