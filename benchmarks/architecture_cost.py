@@ -50,7 +50,7 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.cpu_time import paired_cpu_times
-from benchmarks.located_overhead import describe, located_overhead
+from benchmarks import located_overhead as located
 from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL pipelines
     FLUX_TRANSFORMER,
     SD3_TRANSFORMER,
@@ -65,8 +65,6 @@ from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL p
 )
 from transforms.attribution import GenerationConfig, TraceConfig, generate_traced
 from transforms.attribution.architectures import architecture_of
-from transforms.attribution.store import HeatMapStore
-from transforms.attribution.tracer import CrossAttentionTracer
 
 PROMPT = "a photo of a cat sitting on a red sofa next to a dog"
 VARIANTS = ("untraced", "traced", "brute")
@@ -262,9 +260,7 @@ def generation_config(args: argparse.Namespace) -> GenerationConfig:
 
 def traced_names(pipe: Any, args: argparse.Namespace) -> list[str]:
     """The processor names the tracer records under the benchmark's configuration."""
-    architecture = architecture_of(pipe)
-    store = HeatMapStore(generation_config(args).trace)
-    return CrossAttentionTracer(architecture.denoiser(pipe), store, architecture=architecture).traced_names
+    return located.traced_names(pipe, generation_config(args))
 
 
 def run_variant(pipe: Any, variant: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -316,10 +312,10 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     timing = {variant: paired_cpu_times(timed(variant), timed("untraced"), args.repeats, args.warmup)
               for variant in ("traced", "brute")}
     untraced_seconds = timing["traced"]["b_median"]
-    located = None
+    parts = None
     if args.located_repeats:
-        located = located_overhead(pipe, [PROMPT] * args.images, list(range(args.images)), generation_config(args),
-                                   args.located_repeats, args.device)
+        parts = located.located_overhead(pipe, [PROMPT] * args.images, list(range(args.images)),
+                                         generation_config(args), args.located_repeats, args.device)
     ratios: dict[str, dict[str, float]] = {}
     per_layer: dict[str, dict[str, float]] = {}
     for variant in ("traced", "brute"):
@@ -357,8 +353,8 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
         ratio_peak_memory=ratios["traced"]["peak_memory"],
         ratio_memory_growth=ratios["traced"]["memory_growth"],
         ratio_cpu_time=ratios["traced"]["cpu_time"],
-        located_ratio=None if located is None else located["located_ratio"],
-        located=located,
+        located_ratio=None if parts is None else parts["located_ratio"],
+        located=parts,
         brute_ratio=ratios["brute"]["time"],
         brute_ratio_cpu_time=ratios["brute"]["cpu_time"],
         brute_ratio_peak_memory=ratios["brute"]["peak_memory"],
@@ -382,8 +378,8 @@ def benchmark(arch: str, args: argparse.Namespace) -> dict[str, Any]:
         print(f"{where}: {variant}/untraced peak memory = {ratios[variant]['peak_memory']:.3f}x{goal}; "
               f"{memory[variant]['peak_bytes'] / mib:.0f} vs {memory['untraced']['peak_bytes'] / mib:.0f} MiB "
               f"{memory['untraced']['kind']}, growth {ratios[variant]['memory_growth']:.3f}x")
-    if located is not None:
-        print(f"{where}: {describe(located)}")
+    if parts is not None:
+        print(f"{where}: {located.describe(parts)}")
     print(f"{where}: {layers} traced layers, brute copied {result['brute_copied_bytes'] / mib:.0f} MiB to the host "
           f"per generation; results: {path}")
     return result

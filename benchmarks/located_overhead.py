@@ -62,12 +62,17 @@ class ForwardClock:
         self._handles.clear()
 
 
-def traced_modules(pipe: Any, config: GenerationConfig) -> list[Any]:
-    """The denoiser's modules ``generate_traced`` gives a recording processor under ``config``."""
+def traced_names(pipe: Any, config: GenerationConfig) -> list[str]:
+    """The processor names ``generate_traced`` gives a recording processor under ``config``."""
     architecture = architecture_of(pipe)
-    denoiser = architecture.denoiser(pipe)
-    tracer = CrossAttentionTracer(denoiser, HeatMapStore(config.trace), architecture=architecture)
-    return [denoiser.get_submodule(name.removesuffix(".processor")) for name in tracer.traced_names]
+    store = HeatMapStore(config.trace)
+    return CrossAttentionTracer(architecture.denoiser(pipe), store, architecture=architecture).traced_names
+
+
+def traced_modules(pipe: Any, config: GenerationConfig) -> list[Any]:
+    """The denoiser's modules behind ``traced_names``."""
+    denoiser = architecture_of(pipe).denoiser(pipe)
+    return [denoiser.get_submodule(name.removesuffix(".processor")) for name in traced_names(pipe, config)]
 
 
 def clocked(run: Callable[[], Any], denoiser: Any, attention: list[Any], device: str) -> dict[str, float]:
@@ -84,8 +89,8 @@ def clocked(run: Callable[[], Any], denoiser: Any, attention: list[Any], device:
 def located_overhead(
     pipe: Any, prompts: list[str], seeds: list[int], config: GenerationConfig, repeats: int, device: str = "cpu"
 ) -> dict[str, Any]:
-    """``repeats`` traced/untraced pairs (after one warm-up pair), each timed in parts; per pair the
-    located overhead (seconds) and ``located_ratio``; the median ratio and the parts' medians."""
+    """``repeats`` traced/untraced pairs (after one warm-up pair), each timed in parts: per pair the
+    located overhead's two parts (seconds) and its ratio; the median ratio."""
     denoiser = architecture_of(pipe).denoiser(pipe)
     attention = traced_modules(pipe, config)
     runs = {"traced": lambda: generate_traced(pipe, prompts, seeds, config),
