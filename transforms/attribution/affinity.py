@@ -39,7 +39,11 @@ def _module_level(name: str, levels: int) -> int | None:
 
 def self_attention_names(denoiser: Any) -> dict[str, int | None]:
     """Processor name (``…attn1.processor``) -> latent factor of every self-attention module of a
-    UNet (``None`` where the block naming does not tell)."""
+    UNet (``None`` where the block naming does not tell), or as the denoiser's own
+    ``self_attention_factors()`` says (module name -> factor) when it has one."""
+    own = getattr(denoiser, "self_attention_factors", None)
+    if callable(own):
+        return {f"{name}.processor": factor for name, factor in own().items()}
     levels = len(getattr(getattr(denoiser, "config", {}), "block_out_channels", ()) or ())
     names: dict[str, int | None] = {}
     for module_name, module in denoiser.named_modules():

@@ -7,6 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from .concepts import ConceptConfig
 from .steps import resolve_fractions, step_bins
 
 HeadAggregation = Literal["mean", "max"]
@@ -179,6 +180,7 @@ class GenerationConfig:
     images_per_prompt: int = 1
     negative_prompt: str | None = None
     trace: TraceConfig = field(default_factory=TraceConfig)
+    concepts: ConceptConfig | None = None  # ConceptAttention maps beside the DAAM maps (joint models)
 
     def __post_init__(self) -> None:
         if self.steps < 1:

@@ -14,6 +14,7 @@ from .affinity import AffinityStore
 from .architectures import Architecture, architecture_of
 from .class_maps import SampleSegmentation, segment_sample
 from .classes import ClassMatch, append_class_prompt, match_classes
+from .concepts import ConceptRecorder, concept_names, concept_tokens, encode_concepts
 from .config import GenerationConfig, SegmentationConfig
 from .heatmap import GlobalHeatMap
 from .store import HeatMapStore
@@ -36,6 +37,8 @@ class TracedSample:
     heat_map: GlobalHeatMap
     segmentation: SampleSegmentation | None = None
     timestep_maps: torch.Tensor | None = None
+    concepts: list[str] | None = None  # with GenerationConfig.concepts: the concept names ...
+    concept_maps: torch.Tensor | None = None  # ... and their ConceptAttention maps (len(concepts), h, w)
 
     def pil_image(self) -> Any:
         """The image as an 8-bit RGB ``PIL.Image`` (diffusers' rounding)."""
@@ -143,12 +146,20 @@ def generate_traced(
     store.begin(len(generators), architecture.uses_cfg(config), grid, config.steps, keys)
     refining = segmentation is not None and segmentation.refine
     affinity = AffinityStore(store, segmentation.refine_factor) if refining else None
+    recorder = None
+    if config.concepts is not None:
+        # before any model work: a family without double-stream blocks, a selection of none
+        config.concepts.block_indices(len(architecture.concept_blocks(architecture.denoiser(pipe))))
+        names = [concept_names(config.concepts, t, [c.name for c in m]) for t, m in pairs]
+        table = encode_concepts(architecture, pipe, [n for prompt_names in names for n in prompt_names])
+        tokens = [concept_tokens(prompt_names, table) for prompt_names in names for _ in range(per_prompt)]
+        recorder = ConceptRecorder(config.concepts, store, architecture, tokens)
 
     def _on_step_end(_pipe: Any, _step: int, _timestep: Any, tensors: dict) -> dict:
         store.next_step()
         return tensors
 
-    with CrossAttentionTracer(architecture.denoiser(pipe), store, affinity, architecture):
+    with CrossAttentionTracer(architecture.denoiser(pipe), store, affinity, architecture, recorder):
         output = pipe(
             [t.prompt for t in tokenized],
             height=height,
@@ -163,6 +174,7 @@ def generate_traced(
     maps = store.global_maps()
     binned = store.timestep_maps() if store.bins else None
     affinities = None if affinity is None else affinity.affinity()
+    concept_maps = None if recorder is None else recorder.maps(grid)
     samples = []
     for p, prompt in enumerate(tokenized):
         full = layout.rows(len(prompt.tokens))
@@ -178,6 +190,8 @@ def generate_traced(
                 heat_map=heat_map,
                 timestep_maps=None if binned is None else binned[:, i, rows][:, layout.prefix : -1],
             )
+            if recorder is not None:
+                sample.concepts, sample.concept_maps = recorder.tokens[i].names, concept_maps[i]
             if segmentation is not None:
                 sample.segmentation = _segment(
                     heat_map, matched[p], (height, width), segmentation, None if affinities is None else affinities[i]

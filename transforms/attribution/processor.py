@@ -12,7 +12,14 @@ from .store import HeatMapStore, query_length
 class RecordingProcessor:
     """Base of the project's attention processors: a store it records into, the processor name it
     records under, and ``fallback``, the module's original (fused) processor, which computes
-    every call the store does not want (and, for the joint and self-attention probes, the output)."""
+    every call the store does not want (and, for the joint and self-attention probes, the output).
+
+    Joint-attention processors also read ``record`` (``False``: the module is not traced for DAAM
+    maps, only run for the concept stream) and ``concepts`` (a ``concepts.ConceptRecorder`` or
+    ``None``), both set by the tracer."""
+
+    record = True
+    concepts: Any = None
 
     def __init__(self, store: Any, name: str, fallback: Any) -> None:
         self.store = store

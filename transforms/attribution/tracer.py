@@ -6,6 +6,7 @@ from typing import Any
 
 from .affinity import AffinityStore, DaamSelfAttnProcessor, require_self_attention
 from .architectures import Architecture, UNetArchitecture
+from .concepts import ConceptRecorder
 from .config import TraceConfig
 from .store import HeatMapStore
 
@@ -18,7 +19,9 @@ class CrossAttentionTracer:
     original (fused SDPA) processors; all originals come back on exit. Nothing on the pipeline is
     monkey-patched. With an ``affinity`` store, the self-attention modules at its factor also get a
     ``DaamSelfAttnProcessor`` (their output still comes from the original processor);
-    ``ValueError`` if the model has none there.
+    ``ValueError`` if the model has none there. With a ``concepts`` recorder (ConceptAttention), the
+    double-stream blocks its concept stream runs through get the architecture's processor too
+    (``record`` off where DAAM does not trace them) and the recorder's hooks.
 
     Example:
         >>> store = HeatMapStore()
@@ -33,10 +36,12 @@ class CrossAttentionTracer:
         store: HeatMapStore,
         affinity: AffinityStore | None = None,
         architecture: Architecture | None = None,
+        concepts: ConceptRecorder | None = None,
     ) -> None:
         self.denoiser = denoiser
         self.store = store
         self.affinity = affinity
+        self.concepts = concepts
         self.architecture = architecture or UNetArchitecture()
         self._originals: dict[str, Any] | None = None
 
@@ -58,18 +63,25 @@ class CrossAttentionTracer:
         if not traced:
             raise ValueError(f"{type(self.denoiser).__name__} has no text-attention module to trace")
         probed = set(require_self_attention(self.denoiser, self.affinity.factor)) if self.affinity else set()
+        conceptual = set(self.concepts.processor_names(self.denoiser)) if self.concepts else set()
         processors = {}
         for name, proc in originals.items():
-            if name in traced:
+            if name in traced or name in conceptual:
                 proc = self.architecture.processor(name, kinds[name], self.store, proc)
+                proc.record = name in traced
+                proc.concepts = self.concepts if name in conceptual else None
             elif name in probed:
                 proc = DaamSelfAttnProcessor(self.affinity, name, proc)  # type: ignore[arg-type]
             processors[name] = proc
         self.denoiser.set_attn_processor(processors)
         self._originals = originals
+        if self.concepts is not None:
+            self.concepts.install(self.denoiser)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.concepts is not None:
+            self.concepts.remove()
         if self._originals is not None:
             self.denoiser.set_attn_processor(self._originals)
             self._originals = None

@@ -3,7 +3,10 @@
 ``ColourWorldUNet``: a pixel UNet on 2x2 patches (pixel-unshuffle: 3x32x32 -> 12x16x16), 16x16
 (32 ch) -> 8x8 (64 ch) -> 4x4, diffusers ``ResnetBlock2D`` blocks with a time embedding and skip
 connections, and **cross-attention only at 16x16 and 8x8** (down and up paths: 4 diffusers
-``Attention`` modules, 2 heads x 32, ``is_cross_attention`` true); no self-attention. The key mask
+``Attention`` modules, 2 heads x 32, ``is_cross_attention`` true); no self-attention unless
+``self_attention`` (the ``colour-world-sa`` form): then each cross-attention has a diffusers
+self-attention ``Attention`` (``down_self1`` … ``up_self1``, ``is_cross_attention`` false) just
+before it, as in diffusers' transformer block (attn1 self, attn2 cross). The key mask
 reaches each ``Attention`` as an additive ``attention_mask`` (-10000 on hidden keys, so their
 probability is exactly 0 in float32), so the project's tracer (``attn_processors`` /
 ``set_attn_processor``) works on it unchanged. It predicts v on a continuous cosine schedule
@@ -100,6 +103,16 @@ def _cross_attention(channels: int, context_dim: int, heads: int, head_dim: int,
     )
 
 
+def _self_attention(channels: int, heads: int, head_dim: int, groups: int) -> Attention:
+    return Attention(
+        query_dim=channels, heads=heads, dim_head=head_dim, bias=True, out_bias=True,
+        norm_num_groups=groups, residual_connection=True,
+    )
+
+
+_SELF_OF = {"down_attn1": "down_self1", "down_attn2": "down_self2", "up_attn2": "up_self2", "up_attn1": "up_self1"}
+
+
 class ColourWorldUNet(ModelMixin, ConfigMixin, AttentionMixin):
     """Patch-2 pixel UNet predicting v; cross-attention (diffusers ``Attention``) at 16x16 and 8x8.
 
@@ -123,6 +136,7 @@ class ColourWorldUNet(ModelMixin, ConfigMixin, AttentionMixin):
         norm_num_groups: int = 8,
         resnet_time_act: bool = True,
         resnet_eps: float = 1e-6,
+        self_attention: bool = False,
     ):
         super().__init__()
         c1, c2 = block_out_channels
@@ -146,12 +160,24 @@ class ColourWorldUNet(ModelMixin, ConfigMixin, AttentionMixin):
         self.bottom_res1, self.bottom_res2 = res(c2, c2), res(c2, c2)
         self.up_res2, self.up_attn2 = res(2 * c2, c2), attn(c2)
         self.up_res1, self.up_attn1 = res(c2 + c1, c1), attn(c1)
+        if self_attention:
+            self.down_self1, self.down_self2 = _self_attention(c1, attention_heads, attention_head_dim, g), \
+                _self_attention(c2, attention_heads, attention_head_dim, g)
+            self.up_self2, self.up_self1 = _self_attention(c2, attention_heads, attention_head_dim, g), \
+                _self_attention(c1, attention_heads, attention_head_dim, g)
         self.norm_out = nn.GroupNorm(g, c1)
         self.conv_out = nn.Conv2d(c1, patch_channels, 3, padding=1)
 
     def cross_attentions(self) -> list[Attention]:
         """The four cross-attention modules in call order (16x16 down, 8x8 down, 8x8 up, 16x16 up)."""
         return [self.down_attn1, self.down_attn2, self.up_attn2, self.up_attn1]
+
+    def self_attention_factors(self) -> dict[str, int]:
+        """Module name -> latent factor of each self-attention module (none without
+        ``self_attention``): the refinement probe reads the factors here, not from block names."""
+        if not self.config.self_attention:
+            return {}
+        return {"down_self1": 1, "down_self2": 2, "up_self2": 2, "up_self1": 1}
 
     def forward(
         self,
@@ -170,15 +196,17 @@ class ColourWorldUNet(ModelMixin, ConfigMixin, AttentionMixin):
             bias = (~encoder_attention_mask.bool()).to(sample.dtype)[:, None, :] * MASKED
         ctx = encoder_hidden_states
 
-        def cross(module: Attention, h: torch.Tensor) -> torch.Tensor:
-            return module(h, encoder_hidden_states=ctx, attention_mask=bias)
+        def cross(name: str, h: torch.Tensor) -> torch.Tensor:
+            if self.config.self_attention:
+                h = getattr(self, _SELF_OF[name])(h)
+            return getattr(self, name)(h, encoder_hidden_states=ctx, attention_mask=bias)
 
         h = self.conv_in(F.pixel_unshuffle(sample, self.config.patch_size))
-        h16 = cross(self.down_attn1, self.down_res1(h, temb))
-        h8 = cross(self.down_attn2, self.down_res2(self.downsample1(h16), temb))
+        h16 = cross("down_attn1", self.down_res1(h, temb))
+        h8 = cross("down_attn2", self.down_res2(self.downsample1(h16), temb))
         h = self.bottom_res2(self.bottom_res1(self.downsample2(h8), temb), temb)
         h = F.interpolate(h, scale_factor=2, mode="nearest")
-        h = cross(self.up_attn2, self.up_res2(torch.cat([h, h8], 1), temb))
+        h = cross("up_attn2", self.up_res2(torch.cat([h, h8], 1), temb))
         h = F.interpolate(h, scale_factor=2, mode="nearest")
-        h = cross(self.up_attn1, self.up_res1(torch.cat([h, h16], 1), temb))
+        h = cross("up_attn1", self.up_res1(torch.cat([h, h16], 1), temb))
         return F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), self.config.patch_size)

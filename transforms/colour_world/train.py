@@ -118,14 +118,16 @@ def _atomic_save(obj: dict, path: Path) -> None:
 
 
 def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, threads: int = 0,
-          checkpoint_minutes: float = 5.0, max_steps: int | None = None) -> dict:
+          checkpoint_minutes: float = 5.0, max_steps: int | None = None, self_attention: bool = False) -> dict:
     """Train until ``minutes`` of total training time (or ``max_steps`` steps in all); returns the
-    summary written at the end."""
+    summary written at the end. ``self_attention``: the ``colour-world-sa`` form (a resumed run
+    keeps its checkpoint's form)."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     tokenizer = ColourWorldTokenizer()
     state = torch.load(ckpt_path, weights_only=False) if resume and ckpt_path.exists() else None
-    block = STUDY_BLOCK if state is None else checkpoint_block(state)
+    block = {**STUDY_BLOCK, **({"self_attention": True} if self_attention else {})}
+    block = block if state is None else checkpoint_block(state)
     model = build_untrained(block=block)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
@@ -196,7 +198,7 @@ def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, t
     checkpoint()
     save_pipeline(ema, out / "pipeline")
     tail = losses[-200:]
-    summary = dict(steps=step, minutes=round(elapsed / 60, 2), batch=batch,
+    summary = dict(steps=step, minutes=round(elapsed / 60, 2), batch=batch, form=dict(block),
                    final_loss=round(sum(tail) / max(len(tail), 1), 5),
                    first_loss=round(sum(losses[:50]) / max(len(losses[:50]), 1), 5))
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -229,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, choices=(0, 1, 2), help="torch threads (0: adaptive)")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--max-steps", type=int, default=None, help="stop at this many steps in all")
+    parser.add_argument("--self-attention", action="store_true",
+                        help="train the colour-world-sa form (a self-attention before each cross-attention)")
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="do not train: write OUT/pipeline and the summary from OUT/checkpoint.pt")
     args = parser.parse_args(argv)
@@ -238,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.minutes is None:
         parser.error("--minutes is required to train")
-    train(args.out, args.minutes, args.resume, args.batch, args.threads, args.checkpoint_minutes, args.max_steps)
+    train(args.out, args.minutes, args.resume, args.batch, args.threads, args.checkpoint_minutes, args.max_steps,
+          args.self_attention)
     return 0
 
 

@@ -71,6 +71,24 @@ class Architecture:
         """The recording processor for one traced module (``fallback``: its original processor)."""
         raise NotImplementedError
 
+    def concept_blocks(self, denoiser: Any) -> list[tuple[str, Any]]:
+        """(attention processor name, block) of every double-stream block, in call order: where
+        ConceptAttention's concept stream runs (``ValueError`` for a family without them)."""
+        raise ValueError(
+            f"concept maps (ConceptAttention) need a joint-attention transformer (SD3, Flux); "
+            f"this is a {self.name} model: leave out --concept-maps"
+        )
+
+    def concept_temb(self, denoiser: Any, kwargs: dict[str, Any]) -> Any:
+        """The concept stream's modulation vector for one denoiser call (its keyword arguments
+        ``kwargs``), or ``None`` to use the block's own ``temb``."""
+        return None
+
+    def concept_embeddings(self, pipe: Any, names: Sequence[str]) -> Any:
+        """Each name encoded alone as a prompt: the text features ``(len(names), keys, dim)`` the
+        denoiser's ``context_embedder`` takes."""
+        raise NotImplementedError
+
     def default_size(self, pipe: Any) -> tuple[int, int]:
         """(height, width) in pixels when the run does not set them."""
         sample = self.denoiser(pipe).config.sample_size

@@ -115,7 +115,9 @@ class DaamFluxAttnProcessor(RecordingProcessor):
     ) -> Any:
         h, w = self.store.latent_size
         image_tokens = h * w
-        if not self.store.wants(image_tokens):
+        daam = self.record and self.store.wants(image_tokens)
+        concepts = self.concepts is not None and encoder_hidden_states is not None and self.concepts.active(self.name)
+        if not (daam or concepts):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
         if attention_mask is not None:
             raise ValueError(f"{self.name}: attention masks are not traced (the slice would not be the model's softmax)")
@@ -123,12 +125,15 @@ class DaamFluxAttnProcessor(RecordingProcessor):
             raise RuntimeError(f"expected {image_tokens} image tokens ({h}x{w}), got {hidden_states.shape[1]} in {self.name}")
         query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
         text = query.shape[1] - image_tokens
-        record_text_maps(
-            self.store, self.name, query.transpose(1, 2), key.transpose(1, 2), slice(text, None), slice(0, text)
-        )
+        if daam:
+            record_text_maps(
+                self.store, self.name, query.transpose(1, 2), key.transpose(1, 2), slice(text, None), slice(0, text)
+            )
         out = dispatch_attention_fn(
             query, key, value, attn_mask=None, backend=self._attention_backend, parallel_config=self._parallel_config
         )
+        if concepts:
+            self.concepts.attend(self.name, attn, key, value, out, slice(text, None))
         return joint_output(attn, out, encoder_hidden_states, query.dtype)
 
 
@@ -156,6 +161,27 @@ class FluxArchitecture(Architecture):
 
     def processor(self, name: str, kind: str, store: HeatMapStore, fallback: Any) -> Any:
         return DaamFluxAttnProcessor(store, name, fallback)
+
+    def concept_blocks(self, denoiser: Any) -> list[tuple[str, Any]]:
+        return [(f"transformer_blocks.{i}.attn.processor", b) for i, b in enumerate(denoiser.transformer_blocks)]
+
+    def concept_temb(self, denoiser: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+        """The official concept modulation: ``time_text_embed`` of the call's timestep and
+        guidance with a zero pooled vector (the prompt's streams keep CLIP's pooled vector)."""
+        dtype = denoiser.x_embedder.weight.dtype
+        timestep = kwargs["timestep"].to(dtype) * 1000
+        pooled = torch.zeros_like(kwargs["pooled_projections"])
+        guidance = kwargs.get("guidance")
+        if guidance is None:
+            return denoiser.time_text_embed(timestep, pooled)
+        return denoiser.time_text_embed(timestep, guidance.to(dtype) * 1000, pooled)
+
+    def concept_embeddings(self, pipe: Any, names: Sequence[str]) -> torch.Tensor:
+        embeds, _, _ = pipe.encode_prompt(
+            prompt=list(names), prompt_2=None, device=pipe._execution_device,
+            max_sequence_length=max_sequence_length(pipe),
+        )
+        return embeds
 
     def default_size(self, pipe: Any) -> tuple[int, int]:
         """What ``FluxPipeline`` uses: ``default_sample_size`` latents times the VAE factor."""

@@ -79,7 +79,9 @@ class DaamJointAttnProcessor(RecordingProcessor):
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        if encoder_hidden_states is None or not self.store.wants(query_length(hidden_states)):
+        daam = self.record and encoder_hidden_states is not None and self.store.wants(query_length(hidden_states))
+        concepts = self.concepts is not None and encoder_hidden_states is not None and self.concepts.active(self.name)
+        if not (daam or concepts):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
         batch, image_len = hidden_states.shape[:2]
         query, key, value = _project(
@@ -92,9 +94,15 @@ class DaamJointAttnProcessor(RecordingProcessor):
             (attn.norm_added_q, attn.norm_added_k),
         )
         query, key, value = (torch.cat([ours, theirs], dim=2) for ours, theirs in zip((query, key, value), context))
-        record_text_maps(self.store, self.name, query, key, slice(0, image_len), slice(image_len, None))
+        if daam:
+            record_text_maps(self.store, self.name, query, key, slice(0, image_len), slice(image_len, None))
 
         hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        if concepts:
+            self.concepts.attend(
+                self.name, attn, key.transpose(1, 2), value.transpose(1, 2), hidden_states.transpose(1, 2),
+                slice(0, image_len),
+            )
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * query.shape[-1])
         hidden_states = hidden_states.to(query.dtype)
         hidden_states, encoder_hidden_states = hidden_states[:, :image_len], hidden_states[:, image_len:]
@@ -139,6 +147,21 @@ class SD3Architecture(Architecture):
 
     def processor(self, name: str, kind: str, store: HeatMapStore, fallback: Any) -> Any:
         return DaamJointAttnProcessor(store, name, fallback)
+
+    def concept_blocks(self, denoiser: Any) -> list[tuple[str, Any]]:
+        return [(f"transformer_blocks.{i}.attn.processor", b) for i, b in enumerate(denoiser.transformer_blocks)]
+
+    def concept_temb(self, denoiser: Any, kwargs: dict[str, Any]) -> None:
+        """``None``: the concepts are modulated by the prompt's ``temb`` (the official SD3 port)."""
+        return None
+
+    def concept_embeddings(self, pipe: Any, names: Sequence[str]) -> torch.Tensor:
+        names = list(names)
+        embeds, _, _, _ = pipe.encode_prompt(
+            prompt=names, prompt_2=names, prompt_3=names, device=pipe._execution_device,
+            do_classifier_free_guidance=False, max_sequence_length=MAX_SEQUENCE_LENGTH,
+        )
+        return embeds
 
     def map_grid(self, pipe: Any, height: int, width: int) -> tuple[int, int]:
         latent_h, latent_w = super().map_grid(pipe, height, width)
