@@ -150,6 +150,23 @@ def step_range(high: int) -> Callable[[str], StepRange]:
     )
 
 
+def index_range(high: int) -> Callable[[str], tuple[int, int | None]]:
+    """``START:STOP`` as indices with ``0 <= START < STOP <= high`` (``START`` defaults to 0, an
+    empty ``STOP`` means to the last: ``15:`` → ``(15, None)``)."""
+
+    def read(value: str) -> tuple[int, int | None] | None:
+        start_text, colon, stop_text = (part.strip(SPACES) for part in value.partition(":"))
+        if not colon or not (start_text or stop_text):
+            return None
+        start = parse_integer(start_text) if start_text else 0
+        stop = parse_integer(stop_text) if stop_text else None
+        if start is None or (stop_text and stop is None):
+            return None
+        return (start, stop) if 0 <= start < high and (stop is None or start < stop <= high) else None
+
+    return value_type(f"START:STOP, indices with 0 <= START < STOP <= {high} (15:19, 15:)", read)
+
+
 class StoreValue(argparse._StoreAction):
     """argparse's store action, except that ``--flag=--`` is refused: argparse drops a lone ``--``
     value and would store an empty list without calling the flag's type."""

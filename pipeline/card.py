@@ -137,7 +137,21 @@ def trace_rows(generation: dict[str, Any], selection: dict[str, Any] | None) -> 
     if selection.get("per_timestep"):
         bins = ", ".join(_steps(a, b) for a, b in selection["timestep_bins"])
         rows.append(("per-timestep maps", f"{selection['per_timestep']} bins of steps {bins} (column `timestep_maps`)"))
-    return rows
+    return rows + concept_rows(generation)
+
+
+def concept_rows(generation: dict[str, Any]) -> list[tuple[str, str]]:
+    """The Contents row of the ConceptAttention maps (none for a run without ``--concept-maps``)."""
+    concepts = generation.get("concepts")
+    if concepts is None:
+        return []
+    which = ", ".join(concepts["concepts"]) if concepts.get("concepts") else "each prompt's matched classes, else its content words"
+    blocks = concepts.get("blocks")
+    blocks_text = "the last four double-stream blocks" if blocks is None else f"double-stream blocks `{blocks[0]}:{'' if blocks[1] is None else blocks[1]}`"
+    steps = concepts.get("step_range")
+    steps_text = "every step" if steps is None else f"steps {_steps(steps[0], steps[1] or generation['steps'])}"
+    return [("concept maps", f"ConceptAttention (column `concept_maps`, names in `concepts`): concepts {which}; "
+                             f"{blocks_text}, {steps_text}; softmax over concepts of output-space dot products")]
 
 
 def storage_rows(settings: dict[str, Any], grid: list[int]) -> list[tuple[str, str]]:

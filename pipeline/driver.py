@@ -19,7 +19,7 @@ from schemas.maps import check_map_size
 from schemas.output_records import RunInfo
 from schemas.record import SCHEMA_VERSION
 from transforms.layout import CARD_FILE, ID2LABEL_FILE, RUN_FILE, OutputLayout
-from transforms.model_family import check_family_settings, family_of
+from transforms.model_family import check_family_settings, double_stream_blocks, family_of
 from transforms.model_loading import model_geometry, resolve_model_source
 from transforms.trace_selection import resolve_selection
 from transforms.corpus import Corpus, read_corpus
@@ -70,7 +70,12 @@ def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[i
     family = family_of(source)
     segmentation = settings.segmentation_config
     check_family_settings(family, (height, width), (default_h, default_w), settings.model.scheduler,
-                          bool(segmentation and segmentation.refine), settings.generation.negative_prompt)
+                          bool(segmentation and segmentation.refine), settings.generation.negative_prompt,
+                          settings.generation.concepts is not None, source)
+    if settings.generation.concepts is not None:
+        blocks = double_stream_blocks(source)
+        if blocks is not None:
+            settings.generation.concepts.block_indices(blocks)  # --concept-blocks within the model, before any work
     grid = (height // scale, width // scale)
     check_map_size(grid, settings.map_size)
     selection = resolve_selection(source, settings.model.revision, settings.generation)

@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from schemas.maps import MAP_DTYPES
 from transforms.attribution import GenerationConfig, TraceConfig
 from transforms.attribution.classes import SHIPPED, load_vocabulary
+from transforms.attribution.concepts import MAX_CONCEPTS, ConceptConfig
 from transforms.attribution.config import (
     IGNORE_LOW,
     LABEL_THRESHOLD,
@@ -46,6 +47,7 @@ MAX_GUIDANCE = 100.0  # far above any useful guidance (SD uses 1-20); beyond it 
 MAX_SIDE = 65536  # pixels per side; what fits in memory is checked against the model (transforms.memory)
 MAX_BATCH = 1024  # prompts per UNet call, images per prompt, torch threads
 MAX_FACTOR = 64  # latent downsampling factors are powers of two; SD 1.x/2.x have 1, 2, 4, 8
+MAX_BLOCKS = 1000  # double-stream blocks of a transformer (FLUX.1: 19, SD3.5-large: 38)
 MAX_SHARD_SIZE = 1_000_000
 MAX_SHARDS = 99_999  # shard names carry the count in five digits (train-00000-of-00004)
 SEED_LIMIT = 2**63
@@ -116,7 +118,7 @@ def segmentation_config(o: Any) -> SegmentationConfig | None:
     return SegmentationConfig(vocabulary=vocabulary, **values)
 
 
-def _step_selection(step_range: argtypes.StepRange | None, steps: int) -> dict[str, Any]:
+def _step_selection(step_range: argtypes.StepRange | None, steps: int, flag: str = "--step-range") -> dict[str, Any]:
     """The ``TraceConfig`` fields of ``--step-range``: indices as given, fractions as given (the
     config resolves them); ``ValueError`` for indices outside ``--steps`` or fractions that round
     to no step."""
@@ -127,16 +129,42 @@ def _step_selection(step_range: argtypes.StepRange | None, steps: int) -> dict[s
         first, last = resolve_fractions(start, stop, steps)
         if last <= first:
             raise ValueError(
-                f"--step-range {step_range} selects no step of --steps {steps}: both ends round to step "
+                f"{flag} {step_range} selects no step of --steps {steps}: both ends round to step "
                 f"boundary {first} (fractions round to the nearest of 0..{steps}); widen the range or raise --steps"
             )
         return {"step_fractions": (float(start), float(stop))}
     if start >= steps or (stop is not None and stop > steps):
         raise ValueError(
-            f"--step-range {step_range} is outside --steps {steps}: steps are numbered 0 to {steps - 1} "
-            f"(STOP exclusive, at most {steps}); e.g. --step-range 0:{steps}"
+            f"{flag} {step_range} is outside --steps {steps}: steps are numbered 0 to {steps - 1} "
+            f"(STOP exclusive, at most {steps}); e.g. {flag} 0:{steps}"
         )
     return {"step_range": (start, stop)}
+
+
+def _concepts(value: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    if not items:
+        raise argparse.ArgumentTypeError(f"give a comma list of concept words, got {value!r}")
+    if len(items) > MAX_CONCEPTS:
+        raise argparse.ArgumentTypeError(f"{len(items)} concepts given; at most {MAX_CONCEPTS}")
+    return items
+
+
+def concept_config(o: Any) -> ConceptConfig | None:
+    """The ConceptAttention settings of ``--concept-maps`` and its flags (``None`` without it;
+    ``ValueError`` in one line for a flag without it or steps outside ``--steps``)."""
+    flags = {"concepts": o.concepts, "concept_blocks": o.concept_blocks, "concept_steps": o.concept_steps}
+    if not o.concept_maps:
+        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --concept-maps")
+        return None
+    steps = None
+    if o.concept_steps is not None:
+        selection = _step_selection(o.concept_steps, o.steps, "--concept-steps")
+        fractions = selection.get("step_fractions")
+        steps = resolve_fractions(*fractions, o.steps) if fractions else selection["step_range"]
+    return ConceptConfig(concepts=o.concepts, blocks=o.concept_blocks, step_range=steps)
 
 
 def trace_config(o: Any) -> TraceConfig:
@@ -192,6 +220,11 @@ class DaamOptions(PipelineOptions):
         trace.add_argument("--heads", default="mean", choices=("mean", "max"), help="aggregate attention heads by their mean (DAAM) or maximum")
         trace.add_argument("--joint-normalize", default="all", choices=("all", "text"), help="SD3/Flux: token maps from the softmax over all keys (the model's own) or over the text keys only")
         trace.add_argument("--per-timestep", type=argtypes.integer(1, MAX_STEPS), default=None, help="also store maps of K contiguous bins of the traced steps (column timestep_maps)")
+        concept = parser.add_argument_group("concept maps (ConceptAttention, SD3/Flux; see docs/concept-attention.md)")
+        concept.add_argument("--concept-maps", action="store_true", default=False, help="also store ConceptAttention maps (columns concepts, concept_maps): the prompt's content words, the matched --classes names or --concepts")
+        concept.add_argument("--concepts", type=_concepts, default=None, help="comma list of concepts for every prompt (default: each prompt's matched classes, else its content words)")
+        concept.add_argument("--concept-blocks", type=argtypes.index_range(MAX_BLOCKS), default=None, help="double-stream blocks START:STOP of the concept maps (default: the last four, the official choice)")
+        concept.add_argument("--concept-steps", type=argtypes.step_range(MAX_STEPS), default=None, help="denoising steps START:STOP (indices or fractions of --steps) of the concept maps (default: every step)")
         parser.add_argument("--format", dest="formats", type=_formats, default=("parquet",), help="parquet,webdataset (either or both)")
         parser.add_argument("--shard-size", type=argtypes.integer(1, MAX_SHARD_SIZE), default=None, help="prompts per shard (default 256)")
         parser.add_argument("--num-shards", type=argtypes.integer(1, MAX_SHARDS), default=None, help="number of shards (instead of --shard-size)")
@@ -266,6 +299,7 @@ class RunSettings:
             images_per_prompt=o.images_per_prompt,
             negative_prompt=o.negative_prompt,
             trace=trace,
+            concepts=concept_config(o),
         )
         if o.shard_size is not None and o.num_shards is not None:
             raise ValueError("give --shard-size or --num-shards, not both")
@@ -311,11 +345,14 @@ class RunSettings:
         for key in ("factors", "step_range", "step_fractions"):
             if trace.get(key) is not None:
                 trace[key] = tuple(trace[key])
+        concepts = gen.pop("concepts", None)
         return cls(
             **{
                 **data,
                 "model": ModelSpec(**data["model"]),
-                "generation": GenerationConfig(**gen, trace=TraceConfig(**trace)),
+                "generation": GenerationConfig(
+                    **gen, trace=TraceConfig(**trace), concepts=None if concepts is None else ConceptConfig.from_dict(concepts)
+                ),
                 "formats": tuple(data["formats"]),
                 "columns": ColumnNames(**data["columns"]),
             }
@@ -331,6 +368,8 @@ class RunSettings:
         for key, unchanged in STORAGE_UNCHANGED.items():
             if relevant.get(key, unchanged) == unchanged:
                 relevant.pop(key, None)
+        if relevant["generation"].get("concepts") is None:
+            relevant["generation"].pop("concepts", None)  # runs without concept maps keep their fingerprint
         trace = relevant["generation"]["trace"]
         for key, default in TRACE_DEFAULTS.items():
             if key in trace and trace[key] == default:

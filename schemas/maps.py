@@ -1,7 +1,7 @@
 """How maps are stored and read back: dtypes, the stored grid (``--map-size``), uint8
 quantisation with per-map scales (``--map-dtype uint8``) and the one decoding every reader uses.
 
-A map column (``token_maps``, ``timestep_maps``, ``class_maps``) holds float16/float32 values as
+A map column (``token_maps``, ``timestep_maps``, ``class_maps``, ``concept_maps``) holds float16/float32 values as
 they are, or uint8 codes ``q``. With uint8 each map (one token's ``(h, w)`` map; one per time bin
 and token; one per class) has its own scale in the column ``SCALE_COLUMNS[column]``:
 
@@ -25,8 +25,11 @@ FLOAT_DTYPES = ("float16", "float32")
 QUANTISED = "uint8"
 MAP_DTYPES = (*FLOAT_DTYPES, QUANTISED)
 LEVELS = 255  # the largest uint8 code: a map's maximum
-MAP_COLUMNS = ("token_maps", "timestep_maps", "class_maps")
-SCALE_COLUMNS = {"token_maps": "token_map_scale", "timestep_maps": "timestep_map_scale", "class_maps": "class_map_scale"}
+MAP_COLUMNS = ("token_maps", "timestep_maps", "class_maps", "concept_maps")
+SCALE_COLUMNS = {
+    "token_maps": "token_map_scale", "timestep_maps": "timestep_map_scale", "class_maps": "class_map_scale",
+    "concept_maps": "concept_map_scale",
+}
 
 
 def stored_map_size(grid: Sequence[int], map_size: int | None = None) -> tuple[int, int]:

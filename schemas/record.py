@@ -24,14 +24,17 @@ from .maps import (  # noqa: F401  (decoders re-exported: schemas.record is wher
 )
 
 # 1.1: the optional segmentation columns (classes, class_maps, label); 1.2: timestep_maps;
-# 1.3: overlay and overlay_words, uint8 maps with their *_map_scale columns, maps at --map-size
-SCHEMA_VERSION = "1.3.0"
+# 1.3: overlay and overlay_words, uint8 maps with their *_map_scale columns, maps at --map-size;
+# 1.4: the optional ConceptAttention columns (concepts, concept_maps)
+SCHEMA_VERSION = "1.4.0"
 WDS_IMAGE, WDS_META, WDS_MAPS = "png", "json", "maps.npy"
 WDS_EXTENSIONS = (WDS_IMAGE, WDS_META, WDS_MAPS)
 WDS_LABEL, WDS_CLASS_MAPS = "label.png", "class_maps.npy"  # with classes; ``classes`` goes in the json
 WDS_TIMESTEP_MAPS = "timestep_maps.npy"  # with --per-timestep: (K, len(tokens), h, w)
 SEGMENTATION_COLUMNS = ("classes", "class_maps", "label")
 TIMESTEP_COLUMN = "timestep_maps"
+CONCEPT_COLUMNS = ("concepts", "concept_maps")
+WDS_CONCEPT_MAPS = "concept_maps.npy"  # with --concept-maps: (len(concepts), h, w); ``concepts`` goes in the json
 OVERLAY_COLUMNS = ("overlay", "overlay_words")
 WDS_OVERLAY = "overlay.jpg"  # with the overlay; ``overlay_words`` and uint8 maps' scales go in the json
 
@@ -53,6 +56,12 @@ COLUMN_DOCS = {
     "token_map_scale": "with --map-dtype uint8: per token the maximum of its map (the scale of its codes)",
     "timestep_map_scale": "with --map-dtype uint8: per time bin and token the scale of its `timestep_maps` codes",
     "class_map_scale": "with --map-dtype uint8: per class the scale of its `class_maps` codes",
+    "concept_map_scale": "with --map-dtype uint8: per concept the scale of its `concept_maps` codes",
+    "concepts": "with --concept-maps: the concepts of `concept_maps` (the prompt's content words, its matched "
+    "classes or the run's --concepts)",
+    "concept_maps": "with --concept-maps: ConceptAttention map per concept, (len(concepts), h, w) like `token_maps`: "
+    "softmax over the concepts of concept·image attention outputs, mean over the selected blocks and steps "
+    "(each pixel's values sum to 1)",
     "words": "words of the prompt with their token span [start, end)",
     "truncated": "true if the prompt had more tokens than the text encoder's window",
     "timestep_maps": "with --per-timestep K: K maps like `token_maps`, one per contiguous bin of the traced steps "
@@ -82,12 +91,14 @@ def build_features(
     segmentation: bool = False,
     timestep_bins: int | None = None,
     overlay: bool = False,
+    concepts: bool = False,
 ) -> Features:
     """The dataset's features for maps of ``(None, map_height, map_width)`` in ``map_dtype`` (uint8
     maps come with their ``*_map_scale`` columns, ``schemas.maps``); with ``overlay`` also
     ``overlay`` and ``overlay_words``; with ``timestep_bins`` ``K`` (``--per-timestep``) also
     ``timestep_maps``, a list of ``K`` such maps; with ``segmentation`` (a run with classes) also
-    ``classes``, ``class_maps`` and ``label``."""
+    ``classes``, ``class_maps`` and ``label``; with ``concepts`` (``--concept-maps``) also
+    ``concepts`` and ``concept_maps``."""
     if map_dtype not in MAP_DTYPES:
         raise ValueError(f"map dtype must be one of {MAP_DTYPES}, got {map_dtype!r}")
     quantised = map_dtype == QUANTISED
@@ -116,6 +127,11 @@ def build_features(
         columns[TIMESTEP_COLUMN] = List(maps, length=timestep_bins)
         if quantised:
             columns[SCALE_COLUMNS[TIMESTEP_COLUMN]] = List(scales, length=timestep_bins)
+    if concepts:
+        columns["concepts"] = List(Value("string"))
+        columns["concept_maps"] = maps
+        if quantised:
+            columns[SCALE_COLUMNS["concept_maps"]] = scales
     if segmentation:
         columns["classes"] = List(CLASS_FEATURE)
         columns["class_maps"] = maps
@@ -134,6 +150,7 @@ def run_features(settings: dict[str, Any], map_size: Any) -> Features:
     return build_features(
         height, width, settings.get("map_dtype", "float16"), bool(settings.get("segmentation")),
         trace.get("per_timestep"), bool(settings.get("overlay", False)),
+        settings.get("generation", {}).get("concepts") is not None,
     )
 
 
@@ -175,6 +192,9 @@ class Record:
     token_map_scale: np.ndarray | None = None  # uint8 maps: one scale per map (schemas.maps)
     timestep_map_scale: np.ndarray | None = None
     class_map_scale: np.ndarray | None = None
+    concepts: list[str] | None = None  # with --concept-maps: the concept names ...
+    concept_maps: np.ndarray | None = None  # ... and their maps (len(concepts), h, w)
+    concept_map_scale: np.ndarray | None = None
 
     @property
     def segmented(self) -> bool:
@@ -201,6 +221,8 @@ class Record:
             meta["classes"] = self.classes
         if self.overlay_words is not None:
             meta["overlay_words"] = self.overlay_words
+        if self.concepts is not None:
+            meta["concepts"] = self.concepts
         for scale in SCALE_COLUMNS.values():
             if getattr(self, scale) is not None:
                 meta[scale] = getattr(self, scale).tolist()
@@ -280,6 +302,8 @@ def wds_sample(key: str, record: Record) -> dict[str, Any]:
         sample[WDS_OVERLAY] = record.overlay_jpeg
     if record.timestep_maps is not None:
         sample[WDS_TIMESTEP_MAPS] = _npy(record.timestep_maps)
+    if record.concept_maps is not None:
+        sample[WDS_CONCEPT_MAPS] = _npy(record.concept_maps)
     if record.segmented:
         sample[WDS_LABEL] = record.label_png
         sample[WDS_CLASS_MAPS] = _npy(record.class_maps)

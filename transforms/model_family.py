@@ -105,8 +105,16 @@ def check_family_settings(
     scheduler: str | None,
     refine: bool,
     negative_prompt: str | None = None,
+    concept_maps: bool = False,
+    source: str | None = None,
 ) -> None:
-    """Refuse, with one line, settings a model of ``family`` cannot honour (``ValueError``)."""
+    """Refuse, with one line, settings a model of ``family`` (the folder ``source``) cannot
+    honour (``ValueError``)."""
+    if concept_maps and family.name not in (FLUX, STABLE_DIFFUSION_3):
+        raise ValueError(
+            f"--concept-maps (ConceptAttention) needs a joint-attention transformer (SD3, Flux); "
+            f"this {family.name} model has no double-stream blocks: drop --concept-maps"
+        )
     if family.name == FLUX and negative_prompt:
         raise ValueError("--negative-prompt: Flux is guidance-distilled (no negative branch is traced); drop it")
     if family.name != COLOUR_WORLD:
@@ -118,5 +126,28 @@ def check_family_settings(
             f"colour-world makes {native[1]}x{native[0]} images (the size it was trained at); "
             f"drop --height/--width or pass {native[0]}"
         )
-    if refine:
-        raise ValueError("colour-world has no self-attention to refine class maps with: add --no-refine")
+    if refine and not colour_world_self_attention(source):
+        raise ValueError("this colour-world model has no self-attention to refine class maps with: add --no-refine "
+                         "(or use the colour-world-sa form)")
+
+
+def colour_world_self_attention(source: str | None) -> bool:
+    """Whether a colour-world folder's UNet has self-attention (the ``colour-world-sa`` form)."""
+    if source is None:
+        return False
+    try:
+        config = json.loads((Path(source) / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(config.get("self_attention", False))
+
+
+def double_stream_blocks(source: str) -> int | None:
+    """The double-stream (joint) blocks of an SD3/Flux folder's transformer (``num_layers`` of its
+    config), ``None`` where the folder does not say (a hub id)."""
+    try:
+        config = json.loads((Path(source) / "transformer" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    layers = config.get("num_layers")
+    return int(layers) if isinstance(layers, int) else None

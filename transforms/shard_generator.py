@@ -118,6 +118,9 @@ def to_record(prompt: PromptRecord, sample: TracedSample, map_dtype: str, negati
         record.timestep_maps, record.timestep_map_scale = stored_maps(
             sample.timestep_maps, map_dtype, map_size, "per-timestep maps"
         )
+    if sample.concept_maps is not None:
+        record.concepts = list(sample.concepts or [])
+        record.concept_maps, record.concept_map_scale = stored_maps(sample.concept_maps, map_dtype, map_size, "concept maps")
     if sample.segmentation is not None:
         add_segmentation(record, sample.segmentation, map_dtype, map_size)
     return record
@@ -157,7 +160,8 @@ def host_sample(sample: TracedSample) -> TracedSample:
     generating thread (an encoder thread's copy would queue behind the next batch's kernels)."""
     heat_map = dataclasses.replace(sample.heat_map, maps=sample.heat_map.maps.cpu())
     binned = None if sample.timestep_maps is None else sample.timestep_maps.cpu()
-    return dataclasses.replace(sample, heat_map=heat_map, timestep_maps=binned)
+    concept_maps = None if sample.concept_maps is None else sample.concept_maps.cpu()
+    return dataclasses.replace(sample, heat_map=heat_map, timestep_maps=binned, concept_maps=concept_maps)
 
 
 @dataclass

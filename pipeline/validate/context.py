@@ -28,6 +28,8 @@ class Validation:
     formats: tuple[str, ...] = ("parquet",)
     num_classes: int = 0  # K of a run with classes (labels 0..K and 255)
     timestep_bins: int | None = None  # K of a run with --per-timestep (a timestep_maps column)
+    concepts: bool = False  # a run with --concept-maps (concepts, concept_maps columns)
+    run_grid: tuple[int, ...] | None = None  # the model's map grid (stored maps are resized with --map-size)
     expected: list[str] = field(default_factory=list)
     stats: dict[str, ShardStats] = field(default_factory=dict)
     id_places: dict[str, list[str]] = field(default_factory=dict)

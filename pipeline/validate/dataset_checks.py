@@ -54,6 +54,8 @@ def load_run(v: Validation) -> bool:
             v.num_classes = len(segmentation["classes"])
         count = int(run.shards)
         v.timestep_bins = run.settings.get("generation", {}).get("trace", {}).get("per_timestep")
+        v.concepts = run.settings.get("generation", {}).get("concepts") is not None
+        v.run_grid = tuple(int(x) for x in run.map_size)
         v.features = run_features(run.settings, run.map_size)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as error:  # RecordError is a ValueError
         v.add("", "run_json", f"unreadable or incomplete {RUN_FILE} ({type(error).__name__}: {error})", RUN_FILE)

@@ -97,6 +97,32 @@ def check_timestep_maps(v: Validation, shard: str, rel: str, row: int, tokens: l
     _check_dtype_and_values(v, shard, rel, where, maps, "timestep_maps", scale)
 
 
+def check_concept_maps(v: Validation, shard: str, rel: str, row: int, concepts: Any, maps: np.ndarray | None,
+                       error: str = "", scale: Any = MISSING) -> None:
+    """A row's ConceptAttention maps: a list of distinct concept names, one ``(h, w)`` map each in
+    the map dtype, finite, non-negative, and (float maps) at most 1 summed over concepts per pixel
+    (a softmax's mean; uint8: with ``scale``, the row's ``concept_map_scale``)."""
+    where = f"row {row}"
+    if error or maps is None:
+        v.add(shard, "map_shape", f"{where}: concept_maps {error or 'missing'}", rel)
+        return
+    if not isinstance(concepts, list) or not all(isinstance(c, str) and c for c in concepts) or len(set(concepts)) != len(concepts):
+        v.add(shard, "concepts", f"{where}: concepts {concepts!r} are not a list of distinct names", rel)
+        return
+    expected = (len(concepts), *v.map_size)  # type: ignore[misc]
+    if maps.shape != expected:
+        v.add(shard, "map_shape", f"{where}: concept_maps of shape {maps.shape}, expected {expected}", rel)
+        return
+    _check_dtype_and_values(v, shard, rel, where, maps, "concept_maps", scale)
+    from schemas.maps import QUANTISED
+
+    if v.map_dtype != QUANTISED and maps.size and v.map_size == tuple(v.run_grid or v.map_size):
+        total = maps.astype(np.float32).sum(0)
+        if np.isfinite(total).all() and (total > 1.0 + 2e-2).any():
+            v.add(shard, "map_values", f"{where}: concept_maps sum to {float(total.max()):.3f} > 1 at a pixel "
+                  "(a softmax over concepts sums to 1)", rel)
+
+
 def _check_words(v: Validation, shard: str, rel: str, where: str, tokens: list, words: list[dict[str, Any]]) -> None:
     for word in words:
         if not 0 <= word["start"] < word["end"] <= len(tokens):

@@ -14,7 +14,7 @@ from schemas.output_records import FailureRecord, FileInfo, ShardStats
 from transforms.layout import FORMAT_DIRS, SEGMENTATION_FORMAT, STATS_DIR
 
 from .context import Validation, feature_diff
-from .row_checks import MISSING, check_label, check_row, check_timestep_maps
+from .row_checks import MISSING, check_concept_maps, check_label, check_row, check_timestep_maps
 
 BATCH_ROWS = 32
 
@@ -129,7 +129,9 @@ def _check_batch(v: Validation, shard: str, rel: str, batch: Any, first: int) ->
     words = batch.column("words").to_pylist()
     images = batch.column("image").to_pylist()
     labels = _column(batch, "label")
-    scales = {name: _column(batch, SCALE_COLUMNS[name]) for name in ("token_maps", TIMESTEP_COLUMN)}
+    scales = {name: _column(batch, SCALE_COLUMNS[name]) for name in ("token_maps", TIMESTEP_COLUMN, "concept_maps")}
+    concepts = _column(batch, "concepts") if v.concepts else None
+    concept_column = token_maps_column(batch.column("concept_maps")) if v.concepts and "concept_maps" in batch.schema.names else None
     overlays, drawn = _column(batch, "overlay"), _column(batch, "overlay_words")
     maps_column = token_maps_column(batch.column("token_maps"))
     timestep_column = batch.column(TIMESTEP_COLUMN) if v.timestep_bins is not None else None
@@ -144,6 +146,10 @@ def _check_batch(v: Validation, shard: str, rel: str, batch: Any, first: int) ->
         if timestep_column is not None:
             binned, error = _decode_maps(timestep_column[i], v.map_size, decode_timestep_maps)
             check_timestep_maps(v, shard, rel, first + i, tokens[i] or [], binned, error, _at(scales[TIMESTEP_COLUMN], i))
+        if v.concepts:
+            concept_maps, error = (None, "column missing") if concept_column is None else _decode_maps(concept_column[i], v.map_size)
+            check_concept_maps(v, shard, rel, first + i, _at(concepts, i, None), concept_maps, error,
+                               _at(scales["concept_maps"], i))
         if labels is not None:
             check_label(v, shard, rel, f"row {first + i}", (labels[i] or {}).get("bytes"))
         if row_id is None:
@@ -176,7 +182,9 @@ def _decode_maps(cell: Any, map_size: tuple[int, ...] | None, decode: Any = None
 def check_webdataset(v: Validation, shard: str, rel: str, stats: ShardStats) -> None:
     """Every sample of a tar shard has image, metadata and maps, read as a WebDataset reader reads it."""
     from schemas.maps import SCALE_COLUMNS
-    from schemas.record import WDS_EXTENSIONS, WDS_IMAGE, WDS_MAPS, WDS_META, WDS_OVERLAY, WDS_TIMESTEP_MAPS
+    from schemas.record import (
+        WDS_CONCEPT_MAPS, WDS_EXTENSIONS, WDS_IMAGE, WDS_MAPS, WDS_META, WDS_OVERLAY, WDS_TIMESTEP_MAPS,
+    )
 
     try:
         samples = read_tar_samples(v.read_bytes(rel), rel)
@@ -185,7 +193,7 @@ def check_webdataset(v: Validation, shard: str, rel: str, stats: ShardStats) -> 
         return
     ids: list[str] = []
     required = (*WDS_EXTENSIONS, *((WDS_TIMESTEP_MAPS,) if v.timestep_bins is not None else ()),
-                *((WDS_OVERLAY,) if v.overlay else ()))
+                *((WDS_OVERLAY,) if v.overlay else ()), *((WDS_CONCEPT_MAPS,) if v.concepts else ()))
     for row, sample in enumerate(samples):
         key = sample["__key__"]
         missing = [e for e in required if e not in sample]
@@ -207,6 +215,9 @@ def check_webdataset(v: Validation, shard: str, rel: str, stats: ShardStats) -> 
         if v.timestep_bins is not None:
             check_timestep_maps(v, shard, rel, row, tokens, *_load_npy(sample[WDS_TIMESTEP_MAPS], WDS_TIMESTEP_MAPS),
                                 meta.get(SCALE_COLUMNS["timestep_maps"], MISSING))
+        if v.concepts:
+            check_concept_maps(v, shard, rel, row, meta.get("concepts"), *_load_npy(sample[WDS_CONCEPT_MAPS], WDS_CONCEPT_MAPS),
+                               meta.get(SCALE_COLUMNS["concept_maps"], MISSING))
     check_rows(v, shard, rel, stats.rows, stats.ids, ids, len(samples))
 
 
