@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from schemas.maps import MAP_DTYPES
 from transforms.attribution import GenerationConfig, TraceConfig
 from transforms.attribution.classes import SHIPPED, load_vocabulary
-from transforms.attribution.concepts import MAX_CONCEPTS, ConceptConfig
+from transforms.attribution.config import MAX_CONCEPTS, ConceptConfig
 from transforms.attribution.config import (
     IGNORE_LOW,
     LABEL_THRESHOLD,

@@ -168,7 +168,8 @@ def test_flags_cover_every_numeric_option():
             module = getattr(action.type, "__module__", "")
             if action.type in (int, float) or module == argtypes.__name__:
                 numeric.add((command, action.option_strings[0]))
-    assert numeric - {(f.command, f.name) for f in FLAGS} == {("run", "--factors"), ("run", "--step-range"), ("run", "--refine-factor")}
+    assert numeric - {(f.command, f.name) for f in FLAGS} == {("run", "--factors"), ("run", "--step-range"), ("run", "--refine-factor"),
+                                                                 ("run", "--concept-blocks"), ("run", "--concept-steps")}
     assert not any(action.type in (int, float) for s in sub.choices.values() for action in s._actions)
     guarded = {(c, a.option_strings[0]) for c, s in sub.choices.items() for a in s._actions
                if a.option_strings and isinstance(a, argtypes.StoreValue)}
@@ -211,6 +212,27 @@ def test_step_range(start, stop, steps, missing, capsys):
     else:
         assert build_parser().parse_known_args(argv)[0].step_range == (first, stop, False)
         assert err == f"error: --prompts {missing / 'prompts.txt'}: no such file\n"
+
+
+@SETTINGS
+@given(start=st.one_of(st.none(), st.integers(-5, 1005)), stop=st.one_of(st.none(), st.integers(-5, 1005)),
+       junk=st.sampled_from(["", " ", "x", ":"]))
+@example(start=3, stop=3, junk="")
+@example(start=None, stop=None, junk="")
+def test_concept_blocks(start, stop, junk, missing, capsys):
+    """``--concept-blocks START:STOP``: indices ``0 <= START < STOP <= 1000``, ``STOP`` may be empty;
+    anything else is one line naming the flag (whether the model has the blocks is checked later)."""
+    text = f"{'' if start is None else start}:{'' if stop is None else stop}{junk}"
+    argv = [*prefix("run", missing), "--concept-maps", f"--concept-blocks={text}"]
+    code, _, err = run_main(capsys, argv)
+    first = 0 if start is None else start
+    good = (junk in ("", " ") and (start is not None or stop is not None) and 0 <= first < 1000
+            and (stop is None or first < stop <= 1000))
+    if good:
+        assert build_parser().parse_known_args(argv)[0].concept_blocks == (first, stop)
+        assert err == f"error: --prompts {missing / 'prompts.txt'}: no such file\n"
+    else:
+        assert code == 2 and err.count("\n") == 1 and "argument --concept-blocks: expected START:STOP" in err, err
 
 
 @pytest.mark.parametrize("argv, line", [

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from transforms.attribution import GenerationConfig, TraceConfig, generate_traced
 from transforms.attribution.architectures import architecture_of
-from transforms.attribution.concepts import ConceptConfig, content_words
+from transforms.attribution.concepts import content_words
+from transforms.attribution.config import ConceptConfig
 from transforms.model_loading import ModelSpec, load_pipeline
 from transforms.tiny_flux import build_tiny_flux_pipeline
 from transforms.tiny_sd3 import build_tiny_sd3_pipeline

@@ -27,86 +27,23 @@ Flux the official one (``time_text_embed(t, guidance, pooled = 0)``), SD3 the pr
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .config import MAX_CONCEPTS, ConceptConfig
+from .words import FUNCTION_WORDS, TokenizedPrompt
+
 if TYPE_CHECKING:
     from .store import HeatMapStore
-    from .words import TokenizedPrompt
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LAST_BLOCKS = 4  # the official pipeline's layers: the last four double-stream blocks
-MAX_CONCEPTS = 64
-
-
-@dataclass(frozen=True)
-class ConceptConfig:
-    """Which concepts, blocks and steps make the ConceptAttention maps (``--concept-maps``).
-
-    Attributes:
-        concepts: one list for every prompt (``--concepts``); ``None``: each prompt's matched
-            ``--classes`` names, else its content words.
-        blocks: ``(start, stop)`` double-stream block indices (``stop`` exclusive, ``None`` = to
-            the last); ``None``: the last ``DEFAULT_LAST_BLOCKS``.
-        step_range: ``(start, stop)`` denoising steps (``None``: every step).
-    """
-
-    concepts: tuple[str, ...] | None = None
-    blocks: tuple[int, int | None] | None = None
-    step_range: tuple[int, int | None] | None = None
-
-    def __post_init__(self) -> None:
-        if self.concepts is not None:
-            names = tuple(dict.fromkeys(c.strip() for c in self.concepts if c.strip()))
-            if not names:
-                raise ValueError("concepts is empty: give at least one concept word")
-            if len(names) > MAX_CONCEPTS:
-                raise ValueError(f"{len(names)} concepts given; at most {MAX_CONCEPTS}")
-            object.__setattr__(self, "concepts", names)
-        for name in ("blocks", "step_range"):
-            value = getattr(self, name)
-            if value is not None:
-                start, stop = value
-                if start < 0 or (stop is not None and stop <= start):
-                    raise ValueError(f"concept {name} must be (start >= 0, stop > start), got {value!r}")
-                object.__setattr__(self, name, (int(start), None if stop is None else int(stop)))
-
-    def block_indices(self, num_blocks: int) -> list[int]:
-        """The selected double-stream blocks of a model with ``num_blocks`` (``ValueError`` if none)."""
-        if self.blocks is None:
-            start, stop = max(0, num_blocks - DEFAULT_LAST_BLOCKS), num_blocks
-        else:
-            start, stop = self.blocks[0], min(self.blocks[1] or num_blocks, num_blocks)
-        if stop <= start:
-            raise ValueError(f"concept blocks {self.blocks} select none of the model's {num_blocks} double-stream blocks")
-        return list(range(start, stop))
-
-    def keeps_step(self, step: int) -> bool:
-        """Whether denoising step ``step`` (0-based) contributes."""
-        if self.step_range is None:
-            return True
-        start, stop = self.step_range
-        return step >= start and (stop is None or step < stop)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (run.json)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ConceptConfig":
-        """Inverse of ``to_dict``."""
-        return cls(**{k: None if v is None else tuple(v) for k, v in data.items()})
-
-
-def content_words(tokenized: "TokenizedPrompt") -> list[str]:
+def content_words(tokenized: TokenizedPrompt) -> list[str]:
     """The prompt's distinct content words (letters only, not function words), in prompt order,
     compared case-insensitively (the first spelling kept)."""
-    from .overlay import FUNCTION_WORDS
-
     seen: dict[str, str] = {}
     for word in tokenized.words:
         text = word.word.strip()
@@ -335,7 +272,7 @@ def residual_update(block: Any, hidden: torch.Tensor, attended: torch.Tensor, ga
     return hidden
 
 
-def concept_names(config: ConceptConfig, tokenized: "TokenizedPrompt", class_names: Sequence[str] = ()) -> list[str]:
+def concept_names(config: ConceptConfig, tokenized: TokenizedPrompt, class_names: Sequence[str] = ()) -> list[str]:
     """One prompt's concepts: the configured list, else its matched class names (label order),
     else its content words."""
     if config.concepts is not None:

@@ -37,19 +37,13 @@ import numpy as np
 from schemas.maps import row_maps as decoded_maps
 
 from .config import DEFAULT_CMAP, DEFAULT_THRESHOLD
-from .words import Span, row_spans
+from .words import FUNCTION_WORDS, Span, row_spans
 
 OVERLAY_SIDE = 256  # px: the longer side of the stored overlay, at most (smaller images keep their size)
 OVERLAY_QUALITY = 85  # JPEG quality of the stored overlay
 OVERLAY_WORDS = 3  # words drawn in the stored overlay, at most
 OVERLAY_COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200))  # red, green, blue: the 1st, 2nd, 3rd word
 OVERLAY_ALPHA = 0.6  # tint of a word's mask at its hottest pixel
-# words not worth showing in an overlay or on the preview's grid (the gallery shows every word)
-FUNCTION_WORDS = frozenset(
-    ["a", "an", "the", "of", "on", "in", "at", "to", "with", "and", "or", "for", "from", "by", "into", "onto",
-     "over", "under", "next", "near", "its", "his", "her", "their", "is", "are", "was", "were", "be", "this",
-     "that", "these", "those", "some", "two", "three", "very"]
-)
 
 
 @dataclass

@@ -16,6 +16,12 @@ SENTENCEPIECE_SCHEME = "sentencepiece"  # words start at ``▁``, case kept (T5)
 _WORD_UNITS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE)
 Span = tuple[int, int]
 Item = TypeVar("Item")
+# words not worth a map of their own: skipped by overlays, the preview's grid and default concepts
+FUNCTION_WORDS = frozenset(
+    ["a", "an", "the", "of", "on", "in", "at", "to", "with", "and", "or", "for", "from", "by", "into", "onto",
+     "over", "under", "next", "near", "its", "his", "her", "their", "is", "are", "was", "were", "be", "this",
+     "that", "these", "those", "some", "two", "three", "very"]
+)
 
 
 @dataclass(frozen=True)
