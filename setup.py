@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "schemas", "schemas.*"]),
-    package_data={"transforms": ["assets/*", "assets/classes/*", "assets/colour_world/*", "assets/colour_world/pipeline/*", "assets/colour_world/pipeline/*/*"], "pipeline": ["templates/*", "preview/templates/*", "preview/static/*"]},
+    package_data={"transforms": ["assets/*", "assets/classes/*", "assets/colour_world*/*", "assets/colour_world*/pipeline/*", "assets/colour_world*/pipeline/*/*"], "pipeline": ["templates/*", "preview/templates/*", "preview/static/*"]},
     install_requires=[
         "torch>=2.4,<3",
         "diffusers>=0.32,<0.43",

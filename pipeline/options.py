@@ -13,18 +13,20 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from schemas.maps import MAP_DTYPES
 from transforms.attribution import GenerationConfig, TraceConfig
 from transforms.attribution.classes import SHIPPED, load_vocabulary
-from transforms.attribution.config import MAX_CONCEPTS, ConceptConfig
 from transforms.attribution.config import (
     IGNORE_LOW,
+    LABEL_MAP_KINDS,
     LABEL_THRESHOLD,
     LAYER_KINDS,
+    MAX_CONCEPTS,
     REFINE_FACTOR,
     REFINE_POWER,
+    ConceptConfig,
     SegmentationConfig,
     parse_layers,
 )
 from transforms.attribution.steps import resolve_fractions
-from transforms.model_family import default_guidance
+from transforms.model_family import default_guidance, label_defaults
 from transforms.model_loading import DTYPES, SCHEDULERS, ModelSpec
 from transforms.corpus import ColumnNames
 from transforms.tiny_model import TINY_MODEL_NAME
@@ -53,7 +55,8 @@ MAX_SHARDS = 99_999  # shard names carry the count in five digits (train-00000-o
 SEED_LIMIT = 2**63
 MAX_REFINE_POWER = 64  # A^64 of a row-stochastic affinity is already its stationary spread
 MAX_CLASS_FILE_BYTES = 1 << 20  # a class or synonym list beyond 1 MiB is not a class list
-SEGMENTATION_FLAGS = ("class_synonyms", "append_class_prompt", "refine", "refine_factor", "refine_power", "label_threshold", "ignore_below")
+SEGMENTATION_FLAGS = ("class_synonyms", "append_class_prompt", "refine", "refine_factor", "refine_power", "label_threshold",
+                      "ignore_below", "label_maps")
 
 _batch = argtypes.integer(1, MAX_BATCH)
 _side = argtypes.integer(8, MAX_SIDE, multiple_of=8)
@@ -102,8 +105,10 @@ def segmentation_config(o: Any) -> SegmentationConfig | None:
         vocabulary = load_vocabulary(source, synonyms)
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read the class list: {error}") from error
+    defaults = label_defaults(o.model)
     chosen = {
-        "refine": o.refine,
+        "label_maps": o.label_maps or defaults["label_maps"],
+        "refine": defaults["refine"] if o.refine is None else o.refine,
         "refine_factor": o.refine_factor,
         "power": o.refine_power,
         "threshold": o.label_threshold,
@@ -242,7 +247,8 @@ class DaamOptions(PipelineOptions):
         seg.add_argument("--classes", default=None, help=f"class list: {' or '.join(SHIPPED)} (shipped) or a file, one class a line; adds label maps and the segmentation config")
         seg.add_argument("--class-synonyms", default=None, help="synonym file ('class: synonym, synonym' lines); replaces the shipped list's synonyms")
         seg.add_argument("--append-class-prompt", action="store_true", default=None, help="generate from 'prompt; names of its classes' (Dataset Diffusion)")
-        seg.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None, help="refine class maps with self-attention (default: on with --classes)")
+        seg.add_argument("--label-maps", choices=LABEL_MAP_KINDS, default=None, help="class maps from the class words' DAAM maps or from ConceptAttention maps of the class names (SD3, Flux; implies --concept-maps); default per model family, chosen by the evaluate leaderboard (README)")
+        seg.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None, help="refine class maps with self-attention (default per model family: on for UNet models, off for SD3/Flux; README)")
         seg.add_argument("--refine-factor", type=argtypes.power_of_two(1, MAX_FACTOR), default=None, help=f"latent factor of the self-attention layers used (default {REFINE_FACTOR}: 32x32 at 512 px)")
         seg.add_argument("--refine-power", type=argtypes.integer(1, MAX_REFINE_POWER), default=None, help=f"exponent of the self-attention affinity (default {REFINE_POWER})")
         seg.add_argument("--label-threshold", type=argtypes.number(0.0, 1.0), default=None, help=f"foreground threshold of the min-max class score (default {LABEL_THRESHOLD})")
@@ -291,6 +297,10 @@ class RunSettings:
             if not getattr(o, flag):
                 raise ValueError(f"--{flag} is required")
         trace = trace_config(o)
+        seg = segmentation_config(o)
+        concepts = concept_config(o)
+        if seg is not None and seg.label_maps == "concept" and concepts is None:
+            concepts = ConceptConfig()  # the class names' concept maps are the labels' source: stored too
         generation = GenerationConfig(
             steps=o.steps,
             guidance_scale=default_guidance(o.model) if o.guidance_scale is None else o.guidance_scale,
@@ -299,7 +309,7 @@ class RunSettings:
             images_per_prompt=o.images_per_prompt,
             negative_prompt=o.negative_prompt,
             trace=trace,
-            concepts=concept_config(o),
+            concepts=concepts,
         )
         if o.shard_size is not None and o.num_shards is not None:
             raise ValueError("give --shard-size or --num-shards, not both")
@@ -328,7 +338,7 @@ class RunSettings:
             overwrite=o.overwrite,
             torch_threads=o.torch_threads,
             dataset_license=o.dataset_license,
-            segmentation=None if (seg := segmentation_config(o)) is None else seg.to_dict(),
+            segmentation=None if seg is None else seg.to_dict(),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,9 @@ STABLE_DIFFUSION_3 = "stable-diffusion-3"
 FLUX = "flux"
 COLOUR_WORLD = "colour-world"
 COLOUR_WORLD_MODEL_NAME = COLOUR_WORLD  # ``--model colour-world``: the shipped trained weights
+# every shipped truth world (``transforms.colour_world.assets``): ``--model NAME``
+SHIPPED_WORLDS = (COLOUR_WORLD, "colour-world-sa", "colour-world-dit")
+DIT_PIPELINE = "ColourWorldDiTPipeline"
 SD_GUIDANCE = 7.5
 
 
@@ -33,6 +36,7 @@ class Family:
     pipeline: tuple[str, str] | None
     guidance_scale: float
     sd_memory_model: bool
+    pixel_space: bool = False  # no VAE: images are made at the size the world was trained at
 
 
 FAMILIES = {
@@ -42,7 +46,18 @@ FAMILIES = {
     STABLE_DIFFUSION_3: Family(STABLE_DIFFUSION_3, None, 7.0, False),
     FLUX: Family(FLUX, None, 3.5, False),
     # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
-    COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False),
+    COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False, True),
+}
+# colour-world-dit is a Flux model (traced and checked as one) that its own pipeline class loads
+COLOUR_WORLD_DIT_FAMILY = Family(FLUX, ("transforms.colour_world.dit", DIT_PIPELINE), 1.0, False, True)
+# ``run --classes`` defaults per family, chosen from the ``evaluate --leaderboard`` table
+# (benchmarks/results/leaderboard.json; README "Which maps make the best labels")
+LABEL_DEFAULTS = {
+    STABLE_DIFFUSION: {"label_maps": "daam", "refine": True},
+    STABLE_DIFFUSION_XL: {"label_maps": "daam", "refine": True},
+    STABLE_DIFFUSION_3: {"label_maps": "daam", "refine": False},
+    FLUX: {"label_maps": "daam", "refine": False},
+    COLOUR_WORLD: {"label_maps": "daam", "refine": False},
 }
 _BY_PIPELINE_CLASS = {
     "ColourWorldPipeline": COLOUR_WORLD,
@@ -65,18 +80,40 @@ def pipeline_class_name(source: str) -> str | None:
 
 def family_of(source: str) -> Family:
     """The family of a resolved model source (folder or hub id)."""
-    return FAMILIES[_BY_PIPELINE_CLASS.get(pipeline_class_name(source) or "", STABLE_DIFFUSION)]
+    name = pipeline_class_name(source) or ""
+    if name == DIT_PIPELINE:
+        return COLOUR_WORLD_DIT_FAMILY
+    return FAMILIES[_BY_PIPELINE_CLASS.get(name, STABLE_DIFFUSION)]
 
 
 def default_guidance(model: str) -> float:
     """Guidance for runs that do not pass ``--guidance-scale``: the model family's."""
     from .builtin_models import BUILTIN_MODELS, builtin_model_path
 
-    if model == COLOUR_WORLD_MODEL_NAME:
-        return FAMILIES[COLOUR_WORLD].guidance_scale
+    if model in SHIPPED_WORLDS:
+        return FAMILIES[COLOUR_WORLD].guidance_scale  # every world is sampled without guidance
     if model in BUILTIN_MODELS:
         return family_of(str(builtin_model_path(model))).guidance_scale
     return family_of(model).guidance_scale if Path(model).expanduser().is_dir() else SD_GUIDANCE
+
+
+def label_defaults(model: str) -> dict[str, Any]:
+    """``run --classes`` defaults (``label_maps``, ``refine``) of a ``--model`` value's family;
+    the shipped worlds: their own form (refinement only where there is self-attention)."""
+    from .builtin_models import BUILTIN_MODELS, builtin_model_path
+
+    if model == "colour-world-sa":
+        return {**LABEL_DEFAULTS[COLOUR_WORLD], "refine": True}
+    if model == "colour-world-dit":
+        return dict(LABEL_DEFAULTS[FLUX])
+    if model == COLOUR_WORLD:
+        return dict(LABEL_DEFAULTS[COLOUR_WORLD])
+    source = str(builtin_model_path(model)) if model in BUILTIN_MODELS else model
+    family = family_of(source) if Path(source).expanduser().is_dir() else FAMILIES[STABLE_DIFFUSION]
+    defaults = dict(LABEL_DEFAULTS[family.name])
+    if family.name == COLOUR_WORLD:
+        defaults["refine"] = colour_world_self_attention(source)
+    return defaults
 
 
 def pipeline_class(family: Family) -> Any:
@@ -92,7 +129,12 @@ def pipeline_class(family: Family) -> Any:
 
 
 def colour_world_geometry(source: str) -> tuple[int, int, int]:
-    """(height, width, patch size) of a colour-world folder: its UNet's patch grid times the patch."""
+    """(height, width, pixels per map cell) of a colour-world folder: its UNet's patch grid times
+    the patch; colour-world-dit: 32x32 pixels packed 2x2 (``transforms.colour_world.dit``)."""
+    if pipeline_class_name(source) == DIT_PIPELINE:
+        from .colour_world.dit import PACKING, SIDE
+
+        return SIDE, SIDE, PACKING
     config = json.loads((Path(source) / "unet" / "config.json").read_text(encoding="utf-8"))
     patch, grid = int(config["patch_size"]), int(config["sample_size"])
     return grid * patch, grid * patch, patch
@@ -112,20 +154,20 @@ def check_family_settings(
     honour (``ValueError``)."""
     if concept_maps and family.name not in (FLUX, STABLE_DIFFUSION_3):
         raise ValueError(
-            f"--concept-maps (ConceptAttention) needs a joint-attention transformer (SD3, Flux); "
-            f"this {family.name} model has no double-stream blocks: drop --concept-maps"
+            f"ConceptAttention maps (--concept-maps, --label-maps concept) need a joint-attention transformer "
+            f"(SD3, Flux); this {family.name} model has no double-stream blocks: drop them (--label-maps daam)"
         )
     if family.name == FLUX and negative_prompt:
         raise ValueError("--negative-prompt: Flux is guidance-distilled (no negative branch is traced); drop it")
-    if family.name != COLOUR_WORLD:
-        return
-    if scheduler:
-        raise ValueError(f"--scheduler {scheduler}: colour-world samples with its own DDIM on a continuous schedule; drop --scheduler")
-    if size != native:
+    if family.pixel_space and size != native:
         raise ValueError(
             f"colour-world makes {native[1]}x{native[0]} images (the size it was trained at); "
             f"drop --height/--width or pass {native[0]}"
         )
+    if family.name != COLOUR_WORLD:
+        return
+    if scheduler:
+        raise ValueError(f"--scheduler {scheduler}: colour-world samples with its own DDIM on a continuous schedule; drop --scheduler")
     if refine and not colour_world_self_attention(source):
         raise ValueError("this colour-world model has no self-attention to refine class maps with: add --no-refine "
                          "(or use the colour-world-sa form)")

@@ -14,9 +14,8 @@ import torch
 
 from .attribution.architectures import architecture_of
 from .model_family import (
-    COLOUR_WORLD,
-    COLOUR_WORLD_MODEL_NAME,
     FLUX,
+    SHIPPED_WORLDS,
     STABLE_DIFFUSION,
     STABLE_DIFFUSION_3,
     colour_world_geometry,
@@ -90,11 +89,11 @@ def resolve_model_source(model: str, revision: str | None = None) -> str:
     """Map ``--model`` to a local folder or a hub id, failing early with one clear line."""
     if model in BUILTIN_MODELS:
         return str(builtin_model_path(model))
-    if model == COLOUR_WORLD_MODEL_NAME:
+    if model in SHIPPED_WORLDS:
         from .colour_world.assets import shipped_model_path
 
         try:
-            return str(shipped_model_path())
+            return str(shipped_model_path(model))
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"--model {model}: {error}") from None
     path = Path(model).expanduser()
@@ -113,7 +112,7 @@ def resolve_model_source(model: str, revision: str | None = None) -> str:
     if model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
         raise ModelLoadError(
             f"--model {model}: no such model folder; pass a diffusers folder, a hub id "
-            f"(org/name), one of the built-ins ({', '.join(BUILTIN_MODELS)}) or 'colour-world'"
+            f"(org/name), one of the built-ins ({', '.join(BUILTIN_MODELS)}) or a shipped world ({', '.join(SHIPPED_WORLDS)})"
         )
     _check_hub_model(model, revision)
     return model
@@ -220,7 +219,7 @@ def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int
     from diffusers import AutoencoderKL
 
     source = source or resolve_model_source(spec.model, spec.revision)
-    if family_of(source).name == COLOUR_WORLD:
+    if family_of(source).pixel_space:
         try:
             return colour_world_geometry(source)
         except (OSError, ValueError, KeyError) as error:

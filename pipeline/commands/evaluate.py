@@ -1,5 +1,7 @@
-"""``daam-datasets evaluate``: DAAM maps against the truth of a model whose truth is known
-(``--model colour-world``): prompt fidelity, colour-word mIoU, the noun words, baselines."""
+"""``daam-datasets evaluate``: maps against the truth of a model whose truth is known (the shipped
+worlds ``colour-world``, ``colour-world-sa``, ``colour-world-dit`` or such a folder): prompt
+fidelity, colour-word mIoU, the noun words, baselines; with ``--leaderboard`` every map method of
+every world side by side (``transforms.colour_world.leaderboard``), as a table, JSON and a plot."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from transforms.model_family import COLOUR_WORLD, COLOUR_WORLD_MODEL_NAME, family_of
+from transforms.model_family import COLOUR_WORLD_MODEL_NAME, SHIPPED_WORLDS, family_of
 from transforms.model_loading import ModelSpec, load_pipeline, resolve_model_source
 
 from .. import argtypes
@@ -39,7 +41,10 @@ def register(subparsers: Any) -> None:
         "DAAM mIoU at τ = 0.4 (and the min-max variant), the noun words' mIoU and trivial baselines.",
     )
     argtypes.guard(parser)
-    parser.add_argument("--model", default=COLOUR_WORLD_MODEL_NAME, help="'colour-world' (shipped weights) or a colour-world model folder")
+    parser.add_argument("--model", default=COLOUR_WORLD_MODEL_NAME, help=f"a shipped world ({', '.join(SHIPPED_WORLDS)}) or a colour-world model folder")
+    parser.add_argument("--leaderboard", action="store_true", help="score every map method (DAAM layer groups and step bins, head max, text keys, refinement, ConceptAttention, label thresholds) on every world of --worlds")
+    parser.add_argument("--worlds", type=_worlds, default=None, help="comma list of worlds for --leaderboard: shipped names or folders (default: every shipped world installed)")
+    parser.add_argument("--plot", default=None, help="with --leaderboard: also draw the table as a PNG here")
     parser.add_argument("--n", type=argtypes.integer(1, MAX_PER_PROMPT), default=2, help="images per held-out prompt (default 2)")
     parser.add_argument("--seed", type=argtypes.integer(0, 2**62), default=1000, help="first seed (default 1000)")
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, …")
@@ -60,24 +65,66 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _worlds(value: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    if not items:
+        raise argparse.ArgumentTypeError(f"give a comma list of worlds, got {value!r}")
+    return items
+
+
+def load_world(model: str, device: str) -> Any:
+    """A world's pipeline (``UsageError`` for a model whose truth is not known)."""
+    source = resolve_model_source(model)
+    if not family_of(source).pixel_space:
+        raise UsageError(f"evaluate --model {model}: only the colour worlds ({', '.join(SHIPPED_WORLDS)}) have a known truth")
+    return load_pipeline(ModelSpec(model, device=device))
+
+
+def installed_worlds() -> tuple[str, ...]:
+    """The shipped worlds whose weights are installed."""
+    from transforms.colour_world.assets import shipped_model_path
+
+    found = []
+    for world in SHIPPED_WORLDS:
+        try:
+            shipped_model_path(world)
+        except (OSError, ValueError):
+            continue
+        found.append(world)
+    return tuple(found)
+
+
 def main(args: argparse.Namespace, extra: list[str]) -> int:
     """Evaluate and print the table (and write JSON with ``--json``)."""
-    from transforms.colour_world.evaluate import evaluate
+    if args.leaderboard:
+        return main_leaderboard(args)
+    if args.worlds or args.plot:
+        raise UsageError("--worlds and --plot go with --leaderboard")
+    from transforms.colour_world.evaluate import evaluate, untrained_baseline
 
-    source = resolve_model_source(args.model)
-    if family_of(source).name != COLOUR_WORLD:
-        raise UsageError(f"evaluate --model {args.model}: only colour-world models have a known truth")
-    pipe = load_pipeline(ModelSpec(args.model, device=args.device))
-    baseline = None
-    if not args.no_baseline:
-        from transforms.colour_world.pipeline import ColourWorldPipeline
-        from transforms.colour_world.tokenizer import ColourWorldTokenizer
-        from transforms.colour_world.train import build_untrained
-
-        untrained = build_untrained()
-        baseline = ColourWorldPipeline(untrained.unet, untrained.text_encoder, ColourWorldTokenizer()).to(pipe.device)
+    pipe = load_world(args.model, args.device)
+    baseline = None if args.no_baseline else untrained_baseline(pipe)
     result = evaluate(pipe, per_prompt=args.n, seed=args.seed, baseline=baseline)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(table(result))
+    return 0
+
+
+def main_leaderboard(args: argparse.Namespace) -> int:
+    """``evaluate --leaderboard``: every method of every world; markdown table, JSON, PNG."""
+    from transforms.colour_world.leaderboard import leaderboard
+
+    from ..leaderboard_report import markdown, plot
+
+    worlds = args.worlds or installed_worlds()
+    if not worlds:
+        raise UsageError("no shipped world is installed: pass --worlds with colour-world folders")
+    pipes = {world: load_world(world, args.device) for world in worlds}
+    result = leaderboard(pipes, per_prompt=args.n, seed=args.seed)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    if args.plot:
+        plot(result, Path(args.plot))
+    print(markdown(result))
     return 0

@@ -59,7 +59,7 @@ def test_unknown_word_is_a_failure_record_naming_it(output):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--classes", "colours"], "colour-world has no self-attention to refine class maps with: add --no-refine"),
+        (["--classes", "colours", "--refine"], "this colour-world model has no self-attention to refine class maps with: add --no-refine"),
         (["--height", "64"], "colour-world makes 32x32 images"),
         (["--scheduler", "ddim"], "--scheduler ddim: colour-world samples with its own DDIM"),
     ],

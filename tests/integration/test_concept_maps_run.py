@@ -72,7 +72,9 @@ def test_validate_passes_and_catches_a_damaged_concept_map(output, run_cli, tmp_
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "tiny", "--concept-maps"], "needs a joint-attention transformer"),
+    (["--model", "tiny", "--concept-maps"], "need a joint-attention transformer"),
+    (["--model", "tiny", "--classes", "voc", "--label-maps", "concept"], "need a joint-attention transformer"),
+    (["--model", "tiny-flux", "--label-maps", "concept"], "--label-maps needs --classes"),
     (["--model", "tiny-flux", "--concepts", "sky"], "--concepts needs --concept-maps"),
     (["--model", "tiny-flux", "--concept-maps", "--concept-blocks", "5:9"], "select none of the model's 2"),
     (["--model", "tiny-flux", "--concept-maps", "--concept-steps", "3:"], "--concept-steps 3: is outside --steps 2"),
@@ -83,3 +85,34 @@ def test_flags_refused_in_one_line(run_cli, write_corpus, tmp_path, args, messag
                            "--height", "64", "--width", "64", "--runner", "FnApiRunner", *args)
     assert code == 2 and message in err and err.strip().count("\n") == 0, err
     assert not (tmp_path / "out").exists()
+
+
+def test_label_maps_from_concept_maps(run_cli, write_corpus, tmp_path, one_torch_thread):
+    """``--classes voc --label-maps concept`` on tiny-flux: concept maps are stored (the class
+    names among the concepts, beside the ``--concepts`` competitors), the label maps come from
+    them, run.json records the choice, and the images are those of a DAAM-label run."""
+    corpus = write_corpus(["a cat near a dog on the grass", "a person riding a horse"])
+    common = ["--prompts", str(corpus), "--model", "tiny-flux", "--steps", "2", "--height", "64", "--width", "64",
+              "--classes", "voc", "--runner", "FnApiRunner"]
+    code, _, err = run_cli("run", *common, "--output", str(tmp_path / "concept"), "--label-maps", "concept",
+                           "--concept-maps", "--concepts", "grass,background")
+    assert code == 0, err
+    code, _, err = run_cli("run", *common, "--output", str(tmp_path / "daam"))
+    assert code == 0, err
+    concept = pq.read_table(tmp_path / "concept" / "data").to_pylist()
+    daam = pq.read_table(tmp_path / "daam" / "data").to_pylist()
+    run = json.loads((tmp_path / "concept" / "run.json").read_text())
+    assert run["settings"]["segmentation"]["label_maps"] == "concept"
+    assert json.loads((tmp_path / "daam" / "run.json").read_text())["settings"]["segmentation"]["label_maps"] == "daam"
+    assert "concepts" not in daam[0] or daam[0]["concepts"] is None
+    by_prompt = {r["prompt"]: r for r in daam}
+    differs = 0
+    for row in concept:
+        assert row["concepts"][:2] == ["grass", "background"]
+        names = [c["name"] for c in row["classes"]]
+        assert names and set(names) <= set(row["concepts"])
+        other = by_prompt[row["prompt"]]
+        assert row["image"]["bytes"] == other["image"]["bytes"]  # the images never change
+        assert names == [c["name"] for c in other["classes"]]
+        differs += row["label"]["bytes"] != other["label"]["bytes"]
+    assert differs  # the labels come from other maps

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.validate import validate_output
+from schemas.record import SCHEMA_VERSION
 from tests.conftest import PROMPTS, copy_output
 
 ARGS = ("--steps", "4", "--height", "64", "--width", "64", "--per-timestep", "2", "--step-range", "0.25:",
@@ -53,7 +54,7 @@ def _members(path: str, suffix: str) -> list[bytes]:
 def test_run_json_and_card_record_the_selection(out):
     info = json.loads((out / "run.json").read_text(encoding="utf-8"))
     trace = info["trace"]
-    assert info["schema_version"] == "1.3.0"
+    assert info["schema_version"] == SCHEMA_VERSION
     assert (trace["architecture"], trace["layers"], trace["heads"], trace["joint_normalize"]) == ("unet", "up,mid", "max", "all")
     assert trace["modules"] == {"mid": 1, "up": 6} and len(trace["traced"]) == 7
     assert trace["step_range"] == {"given": "0.25:1.0", "resolved": [1, 4]}

@@ -232,11 +232,17 @@ def segment_sample(
     affinity: torch.Tensor | None = None,
     grid: tuple[int, int] | None = None,
     power: int = 1,
+    given: torch.Tensor | None = None,
 ) -> SampleSegmentation:
     """The ``SampleSegmentation`` of one image from its ``token_maps`` ``(n, h, w)`` and the
-    ``matches`` of its prompt as generated; refined with ``affinity`` ``(Q, Q)`` on ``grid`` when
-    given. Work happens on the maps' device; only the results come to the host."""
+    ``matches`` of its prompt as generated (or from ``given`` class maps ``(K, h, w)`` in the
+    labels' order, e.g. ConceptAttention's); refined with ``affinity`` ``(Q, Q)`` on ``grid``
+    when given. Work happens on the maps' device; only the results come to the host."""
     labels, raw = class_maps(token_maps.float(), matches)
+    if given is not None:
+        if len(given) != len(labels):
+            raise ValueError(f"{len(given)} class maps given for {len(labels)} classes")
+        raw = given.float().to(token_maps.device)
     refined = None
     if affinity is not None:
         if grid is None:

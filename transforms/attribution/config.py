@@ -11,6 +11,8 @@ from .steps import resolve_fractions, step_bins
 
 HeadAggregation = Literal["mean", "max"]
 JointNormalization = Literal["all", "text"]
+LabelMaps = Literal["daam", "concept"]
+LABEL_MAP_KINDS = ("daam", "concept")
 LAYER_PRESETS = ("reference", "all")
 LAYER_KINDS = ("down", "mid", "up", "joint", "double", "single")  # UNet, SD3, Flux text-attention kinds
 _GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+", re.ASCII)
@@ -284,6 +286,9 @@ class SegmentationConfig:
         threshold: a pixel is its best class where that class's min-max score is ``>= threshold``.
         ignore_low: pixels whose best score is in ``[ignore_low, threshold)`` are 255 (ignored).
         append_class_prompt: generate from ``"prompt; name name"`` (the matched classes' names).
+        label_maps: which maps the class maps come from: ``"daam"`` (the class words' DAAM token
+            maps) or ``"concept"`` (the ConceptAttention maps of the class names, joint-attention
+            models: the generation then computes concept maps, the class names among the concepts).
     """
 
     vocabulary: Any
@@ -293,8 +298,11 @@ class SegmentationConfig:
     threshold: float = LABEL_THRESHOLD
     ignore_low: float = IGNORE_LOW
     append_class_prompt: bool = False
+    label_maps: LabelMaps = "daam"
 
     def __post_init__(self) -> None:
+        if self.label_maps not in LABEL_MAP_KINDS:
+            raise ValueError(f"label_maps must be one of {', '.join(LABEL_MAP_KINDS)}, got {self.label_maps!r}")
         if self.refine_factor < 1 or self.refine_factor & (self.refine_factor - 1):
             raise ValueError(f"refine_factor must be a power of two >= 1, got {self.refine_factor}")
         if self.power < 1:

@@ -13,9 +13,9 @@ import torch
 from .affinity import AffinityStore
 from .architectures import Architecture, architecture_of
 from .class_maps import SampleSegmentation, segment_sample
-from .classes import ClassMatch, append_class_prompt, match_classes
+from .classes import ClassMatch, append_class_prompt, class_token_rows, match_classes
 from .concepts import ConceptRecorder, concept_names, concept_tokens, encode_concepts
-from .config import GenerationConfig, SegmentationConfig
+from .config import ConceptConfig, GenerationConfig, SegmentationConfig
 from .heatmap import GlobalHeatMap
 from .store import HeatMapStore
 from .tracer import CrossAttentionTracer
@@ -105,6 +105,7 @@ def generate_traced(
     config: GenerationConfig | None = None,
     negative_prompts: Sequence[str | None] | None = None,
     segmentation: SegmentationConfig | None = None,
+    store: HeatMapStore | None = None,
 ) -> list[TracedSample]:
     """Generate ``images_per_prompt`` images for each prompt in one batched call, with maps.
 
@@ -115,7 +116,12 @@ def generate_traced(
     With ``segmentation`` every sample also gets a ``SampleSegmentation`` (class maps, label map,
     quality); under ``append_class_prompt`` the prompt generated (``heat_map.prompt``) has the
     matched class names appended; with ``refine`` the self-attention affinity at
-    ``refine_factor`` is captured and the class maps are refined with it, on the model's device.
+    ``refine_factor`` is captured and the class maps are refined with it, on the model's device;
+    with ``label_maps="concept"`` the class maps are the class names' ConceptAttention maps (the
+    concepts then include every matched class name, and default to them).
+
+    ``store``: the ``HeatMapStore`` to record into (its own ``TraceConfig`` then governs, not
+    ``config.trace``), for callers that read the per-layer sums afterwards (``evaluate``).
     """
     config = config or GenerationConfig()
     check_inputs(prompts, seeds)
@@ -140,20 +146,22 @@ def generate_traced(
         given = negative_prompts or [None] * len(prompts)
         negatives = [n if n is not None else (config.negative_prompt or "") for n in given]
 
-    store = HeatMapStore(config.trace)
+    store = HeatMapStore(config.trace) if store is None else store
     keys = layout.span([len(t.tokens) for t in tokenized])
     grid = architecture.map_grid(pipe, height, width)
     store.begin(len(generators), architecture.uses_cfg(config), grid, config.steps, keys)
     refining = segmentation is not None and segmentation.refine
     affinity = AffinityStore(store, segmentation.refine_factor) if refining else None
     recorder = None
-    if config.concepts is not None:
+    concept_labels = segmentation is not None and segmentation.label_maps == "concept"
+    concepts = config.concepts or (ConceptConfig() if concept_labels else None)
+    if concepts is not None:
         # before any model work: a family without double-stream blocks, a selection of none
-        config.concepts.block_indices(len(architecture.concept_blocks(architecture.denoiser(pipe))))
-        names = [concept_names(config.concepts, t, [c.name for c in m]) for t, m in pairs]
+        concepts.block_indices(len(architecture.concept_blocks(architecture.denoiser(pipe))))
+        names = [prompt_concepts(concepts, t, [c.name for c in m], concept_labels) for t, m in pairs]
         table = encode_concepts(architecture, pipe, [n for prompt_names in names for n in prompt_names])
         tokens = [concept_tokens(prompt_names, table) for prompt_names in names for _ in range(per_prompt)]
-        recorder = ConceptRecorder(config.concepts, store, architecture, tokens)
+        recorder = ConceptRecorder(concepts, store, architecture, tokens)
 
     def _on_step_end(_pipe: Any, _step: int, _timestep: Any, tensors: dict) -> dict:
         store.next_step()
@@ -193,8 +201,10 @@ def generate_traced(
             if recorder is not None:
                 sample.concepts, sample.concept_maps = recorder.tokens[i].names, concept_maps[i]
             if segmentation is not None:
+                given = concept_class_maps(sample, matched[p]) if concept_labels else None
                 sample.segmentation = _segment(
-                    heat_map, matched[p], (height, width), segmentation, None if affinities is None else affinities[i]
+                    heat_map, matched[p], (height, width), segmentation, None if affinities is None else affinities[i],
+                    given,
                 )
             samples.append(sample)
     return samples
@@ -206,8 +216,10 @@ def _segment(
     size: tuple[int, int],
     segmentation: SegmentationConfig,
     affinity: torch.Tensor | None,
+    given: torch.Tensor | None = None,
 ) -> SampleSegmentation:
-    """One image's segmentation from its global map (and affinity, when refining)."""
+    """One image's segmentation from its global map, or the ``given`` class maps (and affinity,
+    when refining)."""
     h, w = heat_map.maps.shape[-2:]
     factor = segmentation.refine_factor
     return segment_sample(
@@ -220,4 +232,28 @@ def _segment(
         affinity=affinity,
         grid=(math.ceil(h / factor), math.ceil(w / factor)),
         power=segmentation.power,
+        given=given,
     )
+
+
+def prompt_concepts(concepts: ConceptConfig, tokenized: TokenizedPrompt, class_names: Sequence[str],
+                    labels: bool) -> list[str]:
+    """A prompt's concept names; for concept label maps every matched class name is among them
+    (after a ``--concepts`` list, which then adds competitors such as ``background``)."""
+    names = concept_names(concepts, tokenized, class_names)
+    if labels:
+        names += [n for n in dict.fromkeys(class_names) if n not in names]
+    return names
+
+
+def concept_class_maps(sample: TracedSample, matches: Sequence[ClassMatch]) -> torch.Tensor:
+    """The class maps ``(K, h, w)`` of ``matches`` (label order of ``class_token_rows``) from
+    the sample's concept maps: each class's concept row."""
+    rows = class_token_rows(matches)
+    by_label = {m.label: m.name for m in matches}
+    if sample.concepts is None or sample.concept_maps is None:
+        raise RuntimeError("concept label maps need the sample's concept maps")
+    maps = sample.concept_maps
+    if not rows:
+        return maps.new_zeros((0, *maps.shape[-2:]))
+    return torch.stack([maps[sample.concepts.index(by_label[label])] for label in rows])

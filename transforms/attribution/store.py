@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -175,6 +175,25 @@ class HeatMapStore:
             raise RuntimeError("no time bins: set TraceConfig.per_timestep and pass steps to begin")
         return torch.stack([self._aggregate(lambda sums, b=b: sums[b]) for b in range(len(self.bins))])
 
+    def subset_maps(self, names: Sequence[str] | None = None, bins: Sequence[int] | None = None) -> torch.Tensor:
+        """Global maps ``(num_images, keys, H_lat, W_lat)`` of only the layers ``names`` (all by
+        default) over only the time bins ``bins`` (all; needs time bins): what a run tracing just
+        those layers and steps stores, from one run that traced them all (``evaluate``)."""
+        self._require_maps()
+        chosen = list(self.sums) if names is None else [n for n in self.sums if n in set(names)]
+        if not chosen:
+            raise ValueError(f"none of the layers {list(names or [])} recorded maps")
+        if bins is not None and not self.bins:
+            raise RuntimeError("no time bins: set TraceConfig.per_timestep and pass steps to begin")
+        index = None if bins is None else torch.as_tensor(list(bins), dtype=torch.long)
+
+        def select(sums: torch.Tensor) -> torch.Tensor:
+            if not self.bins:
+                return sums
+            return (sums if index is None else sums[index.to(sums.device)]).sum(0)
+
+        return self._aggregate(select, chosen)
+
     def _require_maps(self) -> None:
         if not self.sums:
             raise RuntimeError(
@@ -182,13 +201,13 @@ class HeatMapStore:
                 "step_range) against the model and the number of steps"
             )
 
-    def _aggregate(self, select: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """DAAM's aggregation of ``select(sum)`` of every layer: bicubic to the map grid, clamp
-        >= 0, mean over every layer-head map."""
+    def _aggregate(self, select: Callable[[torch.Tensor], torch.Tensor], names: Sequence[str] | None = None) -> torch.Tensor:
+        """DAAM's aggregation of ``select(sum)`` of every layer (or of ``names``): bicubic to the
+        map grid, clamp >= 0, mean over every layer-head map."""
         total: torch.Tensor | None = None
         count = 0
-        for name, sums in self.sums.items():
-            maps = select(sums)
+        for name in self.sums if names is None else names:
+            maps = select(self.sums[name])
             n, groups, query_len, keys = maps.shape
             _, h, w = infer_factor(query_len, *self.latent_size)
             up = F.interpolate(

@@ -198,26 +198,32 @@ def evaluate(pipe: Any, prompts: Sequence[ScenePrompt] = HELD_OUT_PROMPTS, per_p
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def untrained_baseline(pipe: Any) -> Any:
+    """The same UNet form (with or without self-attention) at initialisation, on ``pipe``'s
+    device; ``None`` for the DiT world (re-noising is UNet-only)."""
     from .pipeline import ColourWorldPipeline
+    from .tokenizer import ColourWorldTokenizer
+    from .train import build_untrained, form_block
+
+    if not isinstance(pipe, ColourWorldPipeline):
+        return None
+    untrained = build_untrained(block=form_block("sa" if pipe.unet.config.self_attention else "unet"))
+    return ColourWorldPipeline(untrained.unet, untrained.text_encoder, ColourWorldTokenizer()).to(pipe.device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .pipeline import load_world
 
     parser = argparse.ArgumentParser(prog="python -m transforms.colour_world.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("model", type=Path, help="a ColourWorldPipeline folder")
+    parser.add_argument("model", type=Path, help="a ColourWorldPipeline or ColourWorldDiTPipeline folder")
     parser.add_argument("--per-prompt", type=int, default=2, help="images per held-out prompt (12 prompts)")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-baseline", action="store_true", help="skip the untrained-model baseline")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    pipe = ColourWorldPipeline.from_pretrained(args.model)
-    pipe.set_progress_bar_config(disable=True)
-    baseline = None
-    if not args.no_baseline:
-        from .tokenizer import ColourWorldTokenizer
-        from .train import build_untrained
-
-        untrained = build_untrained()
-        baseline = ColourWorldPipeline(untrained.unet, untrained.text_encoder, ColourWorldTokenizer())
+    pipe = load_world(args.model)
+    baseline = None if args.no_baseline else untrained_baseline(pipe)
     result = evaluate(pipe, per_prompt=args.per_prompt, seed=args.seed, baseline=baseline)
     text = json.dumps(result, indent=1)
     if args.json:

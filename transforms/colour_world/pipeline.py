@@ -22,6 +22,8 @@ on "a C1 S1 and a C2 S2").
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -143,3 +145,19 @@ class ColourWorldPipeline(DiffusionPipeline):
         if not return_dict:
             return (out,)
         return ImagePipelineOutput(images=out)
+
+
+def load_world(folder: str | Path) -> DiffusionPipeline:
+    """A colour-world folder's pipeline, ``ColourWorldPipeline`` or ``ColourWorldDiTPipeline`` by
+    its ``model_index.json`` (progress bars off)."""
+    name = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
+    if name == "ColourWorldDiTPipeline":
+        from .dit import ColourWorldDiTPipeline
+
+        pipe: DiffusionPipeline = ColourWorldDiTPipeline.from_pretrained(folder)
+    elif name == "ColourWorldPipeline":
+        pipe = ColourWorldPipeline.from_pretrained(folder)
+    else:
+        raise ValueError(f"{folder} holds a {name}, not a colour world")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

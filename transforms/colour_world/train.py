@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import STUDY_BLOCK, ColourWorldTextEncoder, ColourWorldUNet, alpha_sigma
+from . import dit
 from .pipeline import ColourWorldPipeline
 from .scenes import TRAIN_PROMPTS, sample_scenes
 from .tokenizer import ColourWorldTokenizer
@@ -58,19 +59,95 @@ class Denoiser(torch.nn.Module):
         super().__init__()
         self.text_encoder = text_encoder
         self.unet = unet
+        self.tokenizer = ColourWorldTokenizer()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         context, key_mask = self.text_encoder(ids, unconditional=drop)
         return self.unet(x, t, context, key_mask)
 
+    def prompt_ids(self, texts: list[str]) -> torch.Tensor:
+        """Token ids ``(B, 7)`` of training prompts."""
+        return torch.tensor([self.tokenizer.word_ids(text) for text in texts])
+
+    def loss(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The v-prediction MSE on one batch (draws t, noise and dropout from torch's global rng)."""
+        b = x.shape[0]
+        t = training_times(b)
+        a, s = (v[:, None, None, None] for v in alpha_sigma(t))
+        noise = torch.randn_like(x)
+        drop = torch.rand(b) < CONDITION_DROPOUT
+        out = self(a * x + s * noise, t, ids, drop)
+        return F.mse_loss(out, a * noise - s * x)
+
+    def save_pipeline(self, folder: Path) -> None:
+        """Save with the tokenizer as a ``ColourWorldPipeline`` folder (safetensors)."""
+        pipe = ColourWorldPipeline(unet=copy.deepcopy(self.unet), text_encoder=copy.deepcopy(self.text_encoder),
+                                   tokenizer=ColourWorldTokenizer())
+        pipe.save_pretrained(folder, safe_serialization=True)
+
+
+class DiTDenoiser(torch.nn.Module):
+    """The ``colour-world-dit`` pair (layer-less T5 side, Flux transformer) as one module."""
+
+    def __init__(self, text_encoder: torch.nn.Module, transformer: torch.nn.Module) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+        self.transformer = transformer
+        self.tokenizer = dit.build_piece_tokenizer()
+        self.register_buffer("img_ids", dit.image_ids(), persistent=False)
+        self.register_buffer("txt_ids", torch.zeros(dit.TEXT_TOKENS, 3), persistent=False)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Velocity ``(B, 3, 32, 32)`` (noise - image) at flow time ``t`` (0 clean, 1 noise), as
+        ``FluxPipeline`` calls the transformer."""
+        context = self.text_encoder(ids)[0]
+        pooled = torch.zeros(x.shape[0], dit.CLIP_DIM)
+        out = self.transformer(dit.pack_pixels(x), encoder_hidden_states=context, pooled_projections=pooled,
+                               timestep=t, img_ids=self.img_ids, txt_ids=self.txt_ids, return_dict=False)[0]
+        return dit.ColourWorldDiTPipeline._unpack_latents(out, x.shape[2], x.shape[3], 1)
+
+    def prompt_ids(self, texts: list[str]) -> torch.Tensor:
+        """T5-side ids ``(B, 16)`` of training prompts, padded as the pipeline pads them."""
+        return self.tokenizer(texts, padding="max_length", max_length=dit.TEXT_TOKENS, return_tensors="pt").input_ids
+
+    def loss(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The rectified-flow MSE on one batch (no condition dropout: the world is sampled without CFG)."""
+        t = training_times(x.shape[0])
+        noise = torch.randn_like(x)
+        tt = t[:, None, None, None]
+        return F.mse_loss(self((1 - tt) * x + tt * noise, t, ids), noise - x)
+
+    def save_pipeline(self, folder: Path) -> None:
+        """Save as a ``ColourWorldDiTPipeline`` folder (safetensors)."""
+        pipe = dit.build_dit_pipeline(copy.deepcopy(self.transformer), copy.deepcopy(self.text_encoder))
+        pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def training_times(b: int) -> torch.Tensor:
+    """``LOW_NOISE_FRACTION`` of the times from U(0, ``LOW_NOISE_MAX_T``), the rest uniform."""
+    return torch.where(torch.rand(b) < LOW_NOISE_FRACTION, torch.rand(b) * LOW_NOISE_MAX_T, torch.rand(b))
+
 
 # Checkpoints written before the block was recorded hold diffusers' default ResnetBlock2D.
 DIFFUSERS_BLOCK = {"resnet_time_act": True, "resnet_eps": 1e-6}
+DIT_FORM = {"form": "dit"}
+FORMS = ("unet", "sa", "dit")
 
 
-def build_untrained(seed: int = WEIGHT_SEED, block: dict | None = None) -> Denoiser:
+def form_block(form: str) -> dict:
+    """The checkpoint's ``block`` record of a form: the UNet options, or ``DIT_FORM``."""
+    if form == "dit":
+        return dict(DIT_FORM)
+    return {**STUDY_BLOCK, **({"self_attention": True} if form == "sa" else {})}
+
+
+def build_untrained(seed: int = WEIGHT_SEED, block: dict | None = None) -> Denoiser | DiTDenoiser:
     """The model at initialisation (deterministic under ``seed``); ``block``: the UNet's resnet
-    options (default ``STUDY_BLOCK``)."""
+    options (default ``STUDY_BLOCK``), or ``DIT_FORM`` for the MM-DiT."""
+    if block is not None and block.get("form") == "dit":
+        tokenizer = dit.build_piece_tokenizer()
+        text_encoder = dit.build_text_encoder(len(tokenizer), seed)
+        return DiTDenoiser(text_encoder, dit.build_dit_transformer(seed + 1))
     torch.manual_seed(seed)
     text_encoder = ColourWorldTextEncoder()
     unet = ColourWorldUNet(**(STUDY_BLOCK if block is None else block))
@@ -78,37 +155,20 @@ def build_untrained(seed: int = WEIGHT_SEED, block: dict | None = None) -> Denoi
 
 
 def checkpoint_block(state: dict) -> dict:
-    """The resnet options a checkpoint was trained with."""
+    """The resnet options (or ``DIT_FORM``) a checkpoint was trained with."""
     return state.get("block", DIFFUSERS_BLOCK)
 
 
-def training_batch(
-    rng: random.Random, tokenizer: ColourWorldTokenizer, batch: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images ``(B, 3, 32, 32)`` in [-1, 1] and token ids ``(B, 7)`` of random training scenes."""
+def training_batch(rng: random.Random, model: Denoiser | DiTDenoiser, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(B, 3, 32, 32)`` in [-1, 1] and the model's token ids of random training scenes."""
     prompts, images, _ = sample_scenes(TRAIN_PROMPTS, batch, rng)
     x = torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1
-    ids = torch.tensor([tokenizer.word_ids(p.text) for p in prompts])
-    return x, ids
+    return x, model.prompt_ids([p.text for p in prompts])
 
 
-def loss_step(model: Denoiser, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """The v-prediction MSE on one batch (draws t, noise and dropout from torch's global rng)."""
-    b = x.shape[0]
-    t = torch.where(torch.rand(b) < LOW_NOISE_FRACTION, torch.rand(b) * LOW_NOISE_MAX_T, torch.rand(b))
-    a, s = (v[:, None, None, None] for v in alpha_sigma(t))
-    noise = torch.randn_like(x)
-    drop = torch.rand(b) < CONDITION_DROPOUT
-    out = model(a * x + s * noise, t, ids, drop)
-    return F.mse_loss(out, a * noise - s * x)
-
-
-def save_pipeline(model: Denoiser, folder: Path) -> None:
-    """Save ``model`` with the tokenizer as a ``ColourWorldPipeline`` folder (safetensors)."""
-    pipe = ColourWorldPipeline(
-        unet=copy.deepcopy(model.unet), text_encoder=copy.deepcopy(model.text_encoder), tokenizer=ColourWorldTokenizer()
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
+def save_pipeline(model: Denoiser | DiTDenoiser, folder: Path) -> None:
+    """Save ``model`` as its pipeline folder (safetensors)."""
+    model.save_pipeline(folder)
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -118,19 +178,18 @@ def _atomic_save(obj: dict, path: Path) -> None:
 
 
 def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, threads: int = 0,
-          checkpoint_minutes: float = 5.0, max_steps: int | None = None, self_attention: bool = False) -> dict:
+          checkpoint_minutes: float = 5.0, max_steps: int | None = None, form: str = "unet") -> dict:
     """Train until ``minutes`` of total training time (or ``max_steps`` steps in all); returns the
-    summary written at the end. ``self_attention``: the ``colour-world-sa`` form (a resumed run
-    keeps its checkpoint's form)."""
+    summary written at the end. ``form``: ``unet`` (colour-world), ``sa`` (colour-world-sa: a
+    self-attention before each cross-attention) or ``dit`` (colour-world-dit); a resumed run keeps
+    its checkpoint's form."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
-    tokenizer = ColourWorldTokenizer()
     state = torch.load(ckpt_path, weights_only=False) if resume and ckpt_path.exists() else None
-    block = {**STUDY_BLOCK, **({"self_attention": True} if self_attention else {})}
-    block = block if state is None else checkpoint_block(state)
+    block = form_block(form) if state is None else checkpoint_block(state)
     model = build_untrained(block=block)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.0)
     rng = random.Random(SCENE_SEED)
     torch.manual_seed(NOISE_SEED)
     step, elapsed, losses = 0, 0.0, []
@@ -167,8 +226,8 @@ def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, t
             current = 1 if phase < 10 else 2 if phase < 20 else chosen
         torch.set_num_threads(current)
         t0 = time.time()
-        x, ids = training_batch(rng, tokenizer, batch)
-        loss = loss_step(model, x, ids)
+        x, ids = training_batch(rng, model, batch)
+        loss = model.loss(x, ids)
         for group in opt.param_groups:
             group["lr"] = LR * min(1.0, (step + 1) / WARMUP)
         opt.zero_grad(set_to_none=True)
@@ -231,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, choices=(0, 1, 2), help="torch threads (0: adaptive)")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--max-steps", type=int, default=None, help="stop at this many steps in all")
-    parser.add_argument("--self-attention", action="store_true",
-                        help="train the colour-world-sa form (a self-attention before each cross-attention)")
+    parser.add_argument("--form", choices=FORMS, default="unet",
+                        help="unet: colour-world; sa: colour-world-sa (a self-attention before each cross-attention); "
+                             "dit: colour-world-dit (a Flux-shaped MM-DiT)")
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="do not train: write OUT/pipeline and the summary from OUT/checkpoint.pt")
     args = parser.parse_args(argv)
@@ -243,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes is None:
         parser.error("--minutes is required to train")
     train(args.out, args.minutes, args.resume, args.batch, args.threads, args.checkpoint_minutes, args.max_steps,
-          args.self_attention)
+          args.form)
     return 0
 
 
