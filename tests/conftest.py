@@ -165,6 +165,26 @@ def untrained_colour_world_folder(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def untrained_colour_world_dit_folder(tmp_path_factory) -> Path:
+    """An untrained colour-world-dit (seeded weights) saved as a diffusers folder."""
+    from transforms.colour_world.train import DIT_FORM, build_untrained, save_pipeline
+
+    folder = tmp_path_factory.mktemp("colour-world-dit") / "model"
+    save_pipeline(build_untrained(block=DIT_FORM), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def untrained_colour_world_sa_folder(tmp_path_factory) -> Path:
+    """An untrained colour-world-sa (the UNet with self-attention) saved as a diffusers folder."""
+    from transforms.colour_world.train import build_untrained, form_block, save_pipeline
+
+    folder = tmp_path_factory.mktemp("colour-world-sa") / "model"
+    save_pipeline(build_untrained(block=form_block("sa")), folder)
+    return folder
+
+
 def load_example(name: str) -> Any:
     """``examples/<name>.py`` imported as a module (examples are scripts, not a package)."""
     import importlib.util

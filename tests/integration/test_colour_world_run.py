@@ -81,4 +81,25 @@ def test_evaluate_reports_against_the_truth(model_folder, run_cli, tmp_path):
 
 def test_evaluate_refuses_a_model_without_known_truth(run_cli):
     code, _, err = run_cli("evaluate", "--model", "tiny", "--n", "1")
-    assert code == 2 and "only colour-world models have a known truth" in err and err.count("\n") == 1, err
+    assert code == 2 and "only the colour worlds (colour-world, colour-world-sa, colour-world-dit) have a known truth" in err
+    assert err.count("\n") == 1, err
+
+
+def test_evaluate_leaderboard_writes_table_json_and_plot(untrained_colour_world_sa_folder, run_cli, tmp_path):
+    code, out, err = run_cli("evaluate", "--leaderboard", "--worlds", str(untrained_colour_world_sa_folder), "--n", "1",
+                             "--json", str(tmp_path / "board.json"), "--plot", str(tmp_path / "board.png"))
+    assert code == 0, err
+    board = json.loads((tmp_path / "board.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
+    [world] = board["worlds"].values()
+    assert world["images"] == 12 and any(r["method"].startswith("DAAM + refine") for r in world["rows"])
+    assert (tmp_path / "board.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| DAAM | 16x16 | all |" in out and "best label recipe" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--plot", "x.png"], "--worlds and --plot go with --leaderboard"),
+    (["--leaderboard", "--worlds", "tiny"], "only the colour worlds"),
+])
+def test_evaluate_flags_refused_in_one_line(run_cli, args, message):
+    code, _, err = run_cli("evaluate", "--n", "1", *args)
+    assert code == 2 and message in err and err.count("\n") == 1, err

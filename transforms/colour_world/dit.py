@@ -123,6 +123,7 @@ class ColourWorldDiTPipeline(FluxPipeline):
 
     def encode_prompt(self, prompt: Any, prompt_2: Any = None, *args: Any, **kwargs: Any) -> Any:
         self.check_words(prompt)
+        kwargs.setdefault("max_sequence_length", TEXT_TOKENS)
         return super().encode_prompt(prompt, prompt_2, *args, **kwargs)
 
     @torch.no_grad()
@@ -131,6 +132,7 @@ class ColourWorldDiTPipeline(FluxPipeline):
         kwargs.setdefault("height", SIDE)
         kwargs.setdefault("width", SIDE)
         kwargs.setdefault("num_inference_steps", DEFAULT_STEPS)
+        kwargs.setdefault("max_sequence_length", TEXT_TOKENS)  # the trained length (FluxPipeline's default: 512)
         out = super().__call__(*args, output_type="latent", return_dict=False, **kwargs)[0]
         if output_type == "latent":
             images: Any = out

@@ -160,7 +160,6 @@ def _score_maps(tally: Tally, sample: TracedSample, matches: list[ClassMatch], o
     if objects is not None:
         tally.colour.extend(_colour_ious(heat_map.word_map, objects, tau))
     tally.add_labels(sample, lambda t: _labels(sample, matches, heat_map.token_maps, t))
-    tally.truths.append(truth_labels(sample.image))
 
 
 def _layer_names(pipe: Any, store: HeatMapStore, groups: Sequence[LayerGroup]) -> dict[str, list[str]]:
