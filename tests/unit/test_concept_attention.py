@@ -236,3 +236,27 @@ def test_content_words_and_configured_concepts(flux):
     assert content_words(tokenized) == ["Cat", "mat", "dogs"]
     [sample] = generate_traced(flux, ["only function words: a the of"], [0], config(flux, ConceptConfig(concepts=("sky",))))
     assert sample.concepts == ["sky"] and torch.equal(sample.concept_maps, torch.ones_like(sample.concept_maps))
+
+
+def test_concept_encodings_are_reused_per_pipeline(flux, monkeypatch):
+    """A name is encoded once per pipeline; later tables hold the same features without calling
+    the text encoders again, and the cache drops the least recently used names past its size."""
+    from transforms.attribution import concepts as module
+
+    architecture = architecture_of(flux)
+    calls = []
+    original = type(architecture).concept_embeddings
+
+    def counted(self, pipe, names):
+        calls.append(list(names))
+        return original(self, pipe, names)
+
+    monkeypatch.setattr(type(architecture), "concept_embeddings", counted)
+    module._CACHES.pop(flux, None)
+    first = module.encode_concepts(architecture, flux, ["zebra", "hotdog"])
+    again = module.encode_concepts(architecture, flux, ["hotdog", "kite"])
+    assert calls == [["zebra", "hotdog"], ["kite"]]
+    assert torch.equal(first["hotdog"], again["hotdog"])
+    monkeypatch.setattr(module, "CONCEPT_CACHE", 2)
+    module.encode_concepts(architecture, flux, ["kite"])
+    assert list(module._CACHES[flux]) == ["hotdog", "kite"]  # zebra, the least recently used, left

@@ -27,6 +27,8 @@ Flux the official one (``time_text_embed(t, guidance, pooled = 0)``), SD3 the pr
 from __future__ import annotations
 
 import logging
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
     from .store import HeatMapStore
 
 logger = logging.getLogger(__name__)
+
+CONCEPT_CACHE = 4096  # concept encodings kept per pipeline
+_CACHES: "weakref.WeakKeyDictionary[Any, OrderedDict[str, torch.Tensor]]" = weakref.WeakKeyDictionary()
 
 def content_words(tokenized: TokenizedPrompt) -> list[str]:
     """The prompt's distinct content words (letters only, not function words), in prompt order,
@@ -286,18 +291,29 @@ def encode_concepts(architecture: Any, pipe: Any, names: Sequence[str]) -> dict[
     """Name -> text features ``(pieces, dim)`` (float32, host): each name encoded alone, as a
     prompt, by the family's text encoders in one batched call (``architecture.concept_embeddings``),
     and the rows of every one of its pieces kept (where the word tokenizer puts them:
-    ``text_layout``); ``ValueError`` for a name without tokens."""
+    ``text_layout``); ``ValueError`` for a name without tokens.
+
+    Encodings are kept per pipeline (the last ``CONCEPT_CACHE`` names): a corpus names the same
+    classes and words again and again, and a name's encoding depends on nothing else."""
     names = list(dict.fromkeys(names))
     if not names:
         return {}
-    embeds = architecture.concept_embeddings(pipe, names)
-    offset = architecture.text_layout(pipe).offset
+    cache = _CACHES.setdefault(pipe, OrderedDict())
+    missing = [n for n in names if n not in cache]
+    if missing:
+        embeds = architecture.concept_embeddings(pipe, missing)
+        offset = architecture.text_layout(pipe).offset
+        for k, name in enumerate(missing):
+            pieces = len(architecture.tokenize(pipe, name).tokens)
+            if pieces == 0:
+                raise ValueError(f"concept {name!r} has no tokens")
+            cache[name] = embeds[k, offset : offset + pieces].float().cpu()
     table = {}
-    for k, name in enumerate(names):
-        pieces = len(architecture.tokenize(pipe, name).tokens)
-        if pieces == 0:
-            raise ValueError(f"concept {name!r} has no tokens")
-        table[name] = embeds[k, offset : offset + pieces].float().cpu()
+    for name in names:
+        cache.move_to_end(name)
+        table[name] = cache[name]
+    while len(cache) > CONCEPT_CACHE:
+        cache.popitem(last=False)
     return table
 
 
