@@ -9,6 +9,9 @@ each), which the dataset card embeds. ``preview/`` lies outside every data patte
 
 In the gallery, hover or focus a word to see its heat map, click to pin it; ``index.html?word=K``
 (index, or a word's text) selects word K in every sample, ``?sample=I&word=K`` in sample I only.
+Outputs of ``--concept-maps`` also get ``assets/NNN/cKK.jpg`` (concept K's ConceptAttention
+overlay) and a switch between DAAM word maps and concept maps (``?maps=concept`` on load): in the
+concept view a word shows the concept of the same name, and each sample's concepts are buttons.
 """
 
 from __future__ import annotations
@@ -77,13 +80,14 @@ def write_preview(
             base = f"{folder}/image.jpg"
             _write(staging, base, jpeg(pictures.image))
             names = [f"{folder}/w{k:02d}.jpg" for k in range(len(pictures.overlays))]
-            for name, picture in zip(names, pictures.overlays):
+            concepts = [f"{folder}/c{k:02d}.jpg" for k in range(len(pictures.concept_overlays))]
+            for name, picture in zip(names + concepts, pictures.overlays + pictures.concept_overlays):
                 _write(staging, name, jpeg(picture))
-            overlays += len(names)
+            overlays += len(names) + len(concepts)
             if len(tiles) < grid and pictures.overlays:
                 k = grid_word(row)
                 tiles.append((pictures.overlays[k], str(row["words"][k]["word"]), str(row["prompt"])))
-            samples.append(sample_view(i, row, base, names, pictures.size))
+            samples.append(sample_view(i, row, base, names, pictures.size, concepts))
         page = render_page(samples, run_facts(layout, len(rows)), threshold, cmap)
         _write(staging, posixpath.basename(PREVIEW_GALLERY), page.encode("utf-8"))
         _write(staging, posixpath.basename(PREVIEW_IMAGE), render_grid(tiles))

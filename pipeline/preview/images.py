@@ -34,10 +34,12 @@ JPEG_QUALITY = 88
 
 @dataclass
 class SamplePictures:
-    """One row's pictures at gallery size: the image and one overlay per entry of ``row["words"]``."""
+    """One row's pictures at gallery size: the image, one overlay per entry of ``row["words"]``
+    and, for ``--concept-maps`` outputs, one per concept of ``row["concepts"]``."""
 
     image: Image.Image
     overlays: list[Image.Image] = field(default_factory=list)
+    concept_overlays: list[Image.Image] = field(default_factory=list)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -93,10 +95,15 @@ def sample_pictures(
     resample = Image.Resampling.NEAREST if enlarged else Image.Resampling.LANCZOS  # keep small images' edges
     base = image.resize(shown, resample) if shown != image.size else image
     pictures = SamplePictures(base)
-    for entry in row["words"]:
-        latent = spans_map(maps, _word_spans(entry))
+
+    def overlay(latent: np.ndarray) -> Image.Image:
         heat, mask = heat_and_mask(latent, (image.size[1], image.size[0]), threshold)
-        pictures.overlays.append(compose(image, heat, mask, cmap=cmap, alpha=alpha, size=shown))
+        return compose(image, heat, mask, cmap=cmap, alpha=alpha, size=shown)
+
+    pictures.overlays = [overlay(spans_map(maps, _word_spans(entry))) for entry in row["words"]]
+    concept_maps = row.get("concept_maps") if row.get("concepts") else None
+    if concept_maps is not None:
+        pictures.concept_overlays = [overlay(np.asarray(m, dtype=np.float32)) for m in concept_maps]
     return pictures
 
 

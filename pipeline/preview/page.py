@@ -41,11 +41,22 @@ class Segment:
 
 @dataclass(frozen=True)
 class WordButton:
-    """Word ``k`` of a sample: its token span ``[start, end)`` and overlay image."""
+    """Word ``k`` of a sample: its token span ``[start, end)``, overlay image and, when a concept
+    of the sample is this word, that concept's overlay (the gallery's concept view)."""
 
     k: int
     start: int
     end: int
+    overlay: str
+    concept: str = ""
+
+
+@dataclass(frozen=True)
+class ConceptButton:
+    """Concept ``k`` of a sample (``--concept-maps``): its name and ConceptAttention overlay."""
+
+    k: int
+    name: str
     overlay: str
 
 
@@ -63,6 +74,7 @@ class SampleView:
     base: str
     width: int
     height: int
+    concepts: list[ConceptButton]
 
 
 @dataclass(frozen=True)
@@ -102,21 +114,28 @@ def prompt_segments(prompt: str, words: list[dict[str, Any]], truncated: bool) -
     return segments
 
 
-def sample_view(index: int, row: dict[str, Any], base: str, overlays: list[str], size: tuple[int, int]) -> SampleView:
-    """The figure of row ``index``: ``base`` and ``overlays`` (one per word) are page-relative paths,
-    ``size`` (width, height) the pictures' size."""
+def sample_view(index: int, row: dict[str, Any], base: str, overlays: list[str], size: tuple[int, int],
+                concept_overlays: list[str] | None = None) -> SampleView:
+    """The figure of row ``index``: ``base``, ``overlays`` (one per word) and ``concept_overlays``
+    (one per concept of ``row["concepts"]``) are page-relative paths, ``size`` (width, height) the
+    pictures' size."""
     words = list(row["words"])
+    names = [str(c) for c in (row.get("concepts") or [])][: len(concept_overlays or [])]
+    concepts = [ConceptButton(k, name, path) for k, (name, path) in enumerate(zip(names, concept_overlays or []))]
+    by_name = {c.name.lower(): c.overlay for c in reversed(concepts)}
     return SampleView(
         index=index,
         id=str(row["id"]),
         seed=str(row.get("seed", "")),
         prompt=str(row["prompt"]),
         segments=prompt_segments(str(row["prompt"]), words, bool(row.get("truncated"))),
-        words=[WordButton(k, int(w["start"]), int(w["end"]), overlays[k]) for k, w in enumerate(words)],
+        words=[WordButton(k, int(w["start"]), int(w["end"]), overlays[k], by_name.get(str(w["word"]).lower(), ""))
+               for k, w in enumerate(words)],
         tokens=[str(t) for t in row["tokens"]],
         base=base,
         width=size[0],
         height=size[1],
+        concepts=concepts,
     )
 
 
@@ -164,6 +183,7 @@ def render_page(samples: list[SampleView], facts: list[Fact], threshold: float, 
     """The whole ``index.html``."""
     return environment().get_template(TEMPLATE).render(
         samples=samples,
+        concept_view=any(sample.concepts for sample in samples),
         facts=facts,
         threshold=threshold,
         cmap=cmap,

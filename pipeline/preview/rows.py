@@ -5,7 +5,8 @@ the batches holding the first ``n`` rows are read and decoded; WebDataset shards
 go through ``webdataset``'s tar iterators and decoder on fsspec streams (local, ``gs://``,
 ``s3://`` alike). Either way a row has ``id``, ``prompt``, ``seed``, ``image`` (``{"bytes", "path"}``,
 not decoded), ``tokens``, ``words``, ``truncated`` and ``token_maps`` as float32 ``(n, h, w)``
-(uint8 maps dequantised with their scales, ``schemas.maps``).
+(uint8 maps dequantised with their scales, ``schemas.maps``); outputs of ``--concept-maps`` also
+``concepts`` and ``concept_maps`` ``(len(concepts), h, w)`` (the gallery's concept view).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 import pyarrow.parquet as pq
 
 from schemas.maps import SCALE_COLUMNS, decode_maps, decode_token_maps, decoded_row
-from schemas.record import WDS_IMAGE, WDS_MAPS, WDS_META
+from schemas.record import WDS_CONCEPT_MAPS, WDS_IMAGE, WDS_MAPS, WDS_META
 from transforms.layout import DATA_DIR, WDS_DIR, OutputLayout
 
 from ..errors import PreviewError
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = ["id", "prompt", "seed", "image", "tokens", "token_maps", "words", "truncated"]
 SCALE = SCALE_COLUMNS["token_maps"]  # read too where the maps are uint8
+CONCEPTS = ["concepts", "concept_maps"]  # read too where the output has them
+CONCEPT_SCALE = SCALE_COLUMNS["concept_maps"]
 BATCH_ROWS = 16  # Arrow batch size: the most rows decoded beyond the ones asked for
 
 
@@ -41,21 +44,24 @@ def parquet_rows(layout: OutputLayout, batch_size: int = BATCH_ROWS) -> Iterator
     if not paths:
         return
     with layout.fs.open(paths[0], "rb") as fh:
-        quantised = SCALE in pq.read_schema(fh).names
+        names = set(pq.read_schema(fh).names)
+    columns = [*COLUMNS, *(c for c in (SCALE, *CONCEPTS, CONCEPT_SCALE) if c in names)]
     stream = datasets.load_dataset(
         "parquet",
         data_files=[layout.fs.unstrip_protocol(path) for path in paths],
         split="train",
         streaming=True,
-        columns=[*COLUMNS, SCALE] if quantised else COLUMNS,
+        columns=columns,
         batch_size=batch_size,
         storage_options=layout.fs.storage_options,
     )
     stream = stream.cast_column("image", datasets.Image(decode=False)).with_format("arrow")
     for table in stream.iter(batch_size=batch_size):
-        maps = table.column("token_maps")
-        for i, row in enumerate(table.drop_columns(["token_maps"]).to_pylist()):
-            row["token_maps"] = decode_maps(decode_token_maps(maps[i]), row.pop(SCALE, None))
+        maps = {c: table.column(c) for c in ("token_maps", "concept_maps") if c in table.column_names}
+        for i, row in enumerate(table.drop_columns(list(maps)).to_pylist()):
+            row["token_maps"] = decode_maps(decode_token_maps(maps["token_maps"][i]), row.pop(SCALE, None))
+            if "concept_maps" in maps and row.get("concepts") is not None:
+                row["concept_maps"] = decode_maps(decode_token_maps(maps["concept_maps"][i]), row.pop(CONCEPT_SCALE, None))
             yield row
 
 
@@ -68,13 +74,15 @@ def _tar_streams(layout: OutputLayout, paths: list[str]) -> Iterator[dict[str, A
 
 def webdataset_rows(layout: OutputLayout) -> Iterator[dict[str, Any]]:
     """Rows of ``wds/*.tar`` in shard order (metadata JSON, PNG bytes, token maps ``.npy``)."""
-    decode = Decoder([], only=[WDS_META, WDS_MAPS])
+    decode = Decoder([], only=[WDS_META, WDS_MAPS, WDS_CONCEPT_MAPS])
     files = tar_file_expander(_tar_streams(layout, layout.list(WDS_DIR, ".tar")))
     for sample in group_by_keys(files):
         sample = decode(sample)
         row = dict(sample[WDS_META])
         row["image"] = {"bytes": sample[WDS_IMAGE], "path": None}
         row["token_maps"] = sample[WDS_MAPS]
+        if WDS_CONCEPT_MAPS in sample:
+            row["concept_maps"] = sample[WDS_CONCEPT_MAPS]
         yield decoded_row(row)
 
 

@@ -423,3 +423,54 @@ def test_browser_screenshot_shows_the_overlay(out, tmp_path):
         assert box is not None, f"selecting {word} changed nothing on screen"
         assert box[2] <= 1200 // 2, f"only sample 0 (left column) should change, diff box {box}"
     assert ImageChops.difference(shots["dog"], shots["ball"]).getbbox() is not None
+
+
+@pytest.fixture(scope="module")
+def concept_out(tmp_path_factory) -> Path:
+    """A tiny-flux output with ConceptAttention maps (``--concepts`` adds a concept the prompts
+    do not name) and its preview."""
+    from pipeline.cli import main
+
+    root = tmp_path_factory.mktemp("concept-preview")
+    corpus = root / "prompts.txt"
+    corpus.write_text("a cat on a red sofa\na dog near a tree\n", encoding="utf-8")
+    assert main(["run", "--prompts", str(corpus), "--output", str(root / "out"), "--model", "tiny-flux", "--steps", "2",
+                 "--height", "64", "--width", "64", "--concept-maps", "--concepts", "cat,dog,background",
+                 "--runner", "FnApiRunner"]) == 0
+    assert main(["preview", str(root / "out")]) == 0
+    return root / "out"
+
+
+def test_gallery_switches_to_concept_maps(concept_out):
+    html = (concept_out / "preview" / "index.html").read_text(encoding="utf-8")
+    page = parse(html)
+    assert 'data-maps="concept"' in html and 'data-maps="daam"' in html
+    rows = list(load_dataset(str(concept_out), split="train"))
+    for fig, row in zip(page.figures, rows):
+        concepts = [w for w in fig["words"] if "concept" in w.get("class", "")]
+        words = [w for w in fig["words"] if "concept" not in w.get("class", "")]
+        assert [c["text"] for c in concepts] == row["concepts"] == ["cat", "dog", "background"]
+        overlays = [c["data-overlay"] for c in concepts]
+        assert len(set(overlays)) == 3 and all((concept_out / "preview" / o).is_file() for o in overlays)
+        for word in words:  # a word named like a concept shows that concept in the concept view
+            named = [c for c in concepts if c["text"] == word["text"].lower()]
+            assert word.get("data-concept") == (named[0]["data-overlay"] if named else None)
+        assert any(w.get("data-concept") for w in words)
+
+
+def test_gallery_without_concept_maps_has_no_switch(out):
+    html = (out / "preview" / "index.html").read_text(encoding="utf-8")
+    assert 'class="maps"' not in html and 'class="word concept"' not in html
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_browser_shows_concept_maps(concept_out, tmp_path):
+    index = (concept_out / "preview" / "index.html").as_uri()
+    daam = parse(chromium(tmp_path, f"{index}?word=cat", "--dump-dom").stdout)
+    concept = parse(chromium(tmp_path, f"{index}?maps=concept&word=cat", "--dump-dom").stdout)
+    first_daam, first_concept = daam.figures[0], concept.figures[0]
+    cat = next(w for w in first_concept["words"] if w["text"] == "cat" and "concept" not in w.get("class", ""))
+    assert first_concept["overlay"]["src"] == cat["data-concept"] != first_daam["overlay"]["src"]
+    assert first_concept["attrs"].get("data-loaded") == cat["data-concept"]
+    assert "ConceptAttention map" in first_concept["status"]

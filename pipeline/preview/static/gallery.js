@@ -1,5 +1,6 @@
 // The gallery page of `daam-datasets preview` (inlined into index.html): hover or focus a word to
-// show its overlay, click to pin it; ?word=K (index or text) and ?sample=I select words on load.
+// show its overlay, click to pin it; ?word=K (index or text) and ?sample=I select words on load;
+// ?maps=concept (or the header switch) shows ConceptAttention maps instead of DAAM's.
 (function () {
   "use strict";
   var figures = Array.prototype.slice.call(document.querySelectorAll("figure.sample"));
@@ -19,13 +20,23 @@
     }
     var start = +button.dataset.start, end = +button.dataset.end;
     for (var t = start; t < end && t < tokens.length; t++) { tokens[t].classList.add("on"); }
-    overlay.src = button.dataset.overlay;
-    overlay.hidden = false;
+    var concept = document.body.dataset.maps === "concept";
+    var src = concept ? button.dataset.concept : button.dataset.overlay;
     fig.setAttribute("data-word", button.dataset.k);
+    if (!src) {
+      overlay.hidden = true;
+      overlay.removeAttribute("src");
+      status.textContent = "\u201c" + button.textContent + "\u201d is not a concept of this sample";
+      status.title = status.textContent;
+      return;
+    }
+    overlay.src = src;
+    overlay.hidden = false;
     var names = [];
     for (var u = start; u < end && u < tokens.length; u++) { names.push(tokens[u].textContent); }
-    status.textContent = "\u201c" + button.textContent + "\u201d \u00b7 token" + (end - start > 1 ? "s " : " ") +
-      names.join(" + ") + " [" + start + (end - start > 1 ? "\u2013" + (end - 1) : "") + "] \u00b7 outline: mask at \u03c4 = " +
+    var what = concept ? "ConceptAttention map" : "token" + (end - start > 1 ? "s " : " ") + names.join(" + ") +
+      " [" + start + (end - start > 1 ? "\u2013" + (end - 1) : "") + "]";
+    status.textContent = "\u201c" + button.textContent + "\u201d \u00b7 " + what + " \u00b7 outline: mask at \u03c4 = " +
       document.body.dataset.threshold;
     status.title = status.textContent;
   }
@@ -53,7 +64,18 @@
     for (var i = 0; i < buttons.length; i++) { if (buttons[i].textContent.toLowerCase() === word.toLowerCase()) { return buttons[i]; } }
     return null;
   }
+  function maps(kind) {
+    document.body.dataset.maps = kind;
+    Array.prototype.forEach.call(document.querySelectorAll("button.maps"), function (b) {
+      b.setAttribute("aria-pressed", b.dataset.maps === kind ? "true" : "false");
+    });
+    figures.forEach(function (fig) { show(fig, fig.pinned); });
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("button.maps"), function (b) {
+    b.addEventListener("click", function () { maps(b.dataset.maps); });
+  });
   var query = new URLSearchParams(window.location.search);
+  if (query.get("maps") === "concept" && document.querySelector("button.maps")) { maps("concept"); }
   var word = query.get("word");
   if (word !== null) {
     var only = query.get("sample");
