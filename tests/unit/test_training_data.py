@@ -207,9 +207,32 @@ def test_bad_targets_are_refused():
         segmentation_dataset(rows.remove_columns("label"))
     with pytest.raises(ValueError, match="dataset has no column 'token_maps'"):
         segmentation_dataset(rows.remove_columns("token_maps"), target=("word", "cat"))
-    with pytest.raises(ValueError, match="target must be a label column name or"):
+    with pytest.raises(ValueError, match="dataset has no column 'concepts', 'concept_maps'"):
+        segmentation_dataset(rows, target=("concept", "cat"))
+    with pytest.raises(ValueError, match="target must be a label column name,"):
         segmentation_dataset(rows, target=("phrase", "cat"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="missing must be 'skip' or 'ignore'"):
         segmentation_dataset(rows, target=("word", "cat"), missing="drop")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="one split"):
         segmentation_dataset({"train": rows})  # type: ignore[arg-type]
+
+
+def test_concept_target_is_the_mask_of_the_concept_map():
+    """``("concept", NAME)``: the τ-mask of NAME's ConceptAttention map (names case-insensitive);
+    rows without the concept skipped, or all-ignore with ``missing="ignore"``."""
+    rows = make_rows(4)
+    concepts = [["cat", "mat"], ["dog"], ["Bicycle", "cat"], []]
+    maps = [np.stack([quadrant(3 - k) for k in range(len(c))]).astype(np.float16) if c else np.zeros((0, MAP, MAP), np.float16)
+            for c in concepts]
+    rows = rows.add_column("concepts", concepts).add_column("concept_maps", [m.tolist() for m in maps])
+    rows = rows.cast_column("concept_maps", Array3D(shape=(None, MAP, MAP), dtype="float16"))
+    data = segmentation_dataset(rows, target=("concept", "CAT"))
+    by_index = {row_index(image): target for image, target in data}
+    assert sorted(by_index) == [0, 2]
+    torch.testing.assert_close(by_index[0], word_mask(torch.from_numpy(quadrant(3)), IMAGE, 0.4).long())
+    torch.testing.assert_close(by_index[2], word_mask(torch.from_numpy(quadrant(2)), IMAGE, 0.4).long())
+    assert by_index[0][-1, -1] == 1 and by_index[0][0, 0] == 0  # quadrant 3: bottom-right
+    kept = segmentation_dataset(rows, target=("concept", "bicycle"), missing="ignore")
+    assert len(kept) == 4 and kept[1][1].eq(255).all() and kept[3][1].eq(255).all()
+    streamed = segmentation_dataset(rows.to_iterable_dataset(), target=("concept", "dog"))
+    assert [row_index(image) for image, _ in streamed] == [1]

@@ -17,6 +17,9 @@ Each item is ``(image, target)``: float ``(3, H, W)`` and int64 ``(H, W)``. Targ
   the word acts, 0 elsewhere. Rows whose prompt lacks the word are dropped (``missing="skip"``,
   the default: a target of nothing but 255 gives a NaN cross-entropy) or kept with an
   all-``ignore_index`` target (``missing="ignore"``, which keeps the indices of the source dataset).
+* ``("concept", "cat")``: the same τ-mask from the concept's ConceptAttention map (``concept_maps``
+  of a ``--concept-maps`` run; the row's ``concepts`` named case-insensitively); rows without the
+  concept as for words.
 
 A map-style ``datasets.Dataset`` gives a ``torch.utils.data.Dataset``; a ``datasets.IterableDataset``
 (``streaming=True``, ``to_iterable_dataset()``) gives a ``torch.utils.data.IterableDataset``. In a
@@ -60,6 +63,7 @@ __all__ = [
     "collate",
     "item_generator",
     "label_target",
+    "concept_target",
     "segmentation_dataset",
     "word_target",
 ]
@@ -93,6 +97,31 @@ def word_target(
     maps = torch.from_numpy(row_maps(row))
     rows = [i for start, end in spans for i in range(start, end)]
     return word_mask(maps[rows].mean(0), size, threshold).long()
+
+
+def concept_target(
+    row: Mapping[str, Any],
+    concept: str,
+    threshold: float = DEFAULT_THRESHOLD,
+    ignore_index: int = IGNORE_INDEX,
+    image_column: str = "image",
+) -> torch.Tensor:
+    """The τ-mask of ``concept``'s ConceptAttention map in a ``--concept-maps`` row at the image's
+    size, int64 ``(H, W)``; all ``ignore_index`` when the row has no such concept."""
+    size = _image_size(row[image_column])
+    names = [str(c).lower() for c in row.get("concepts") or []]
+    if concept.lower() not in names:
+        return torch.full(size, ignore_index, dtype=torch.int64)
+    maps = torch.from_numpy(row_maps(row, "concept_maps"))
+    return word_mask(maps[names.index(concept.lower())], size, threshold).long()
+
+
+def _has_concept(concepts: Sequence[str] | None, *, concept: str) -> bool:
+    return concept.lower() in [str(c).lower() for c in concepts or []]
+
+
+def _row_has_concept(row: Mapping[str, Any], *, concept: str) -> bool:
+    return _has_concept(row.get("concepts"), concept=concept)
 
 
 def _has_word(words: Sequence[Mapping[str, Any]], tokens: Sequence[str] | None = None, *, word: str) -> bool:
@@ -162,17 +191,25 @@ def _columns(data: Any) -> list[str] | None:
     return list(data.column_names) if data.column_names is not None else None
 
 
-def _target_reader(target: Target, threshold: float, ignore_index: int, image_column: str) -> tuple[TargetReader, str | None]:
-    """The row → target function and, for a word, the word."""
+_MAP_TARGETS = {  # kind -> (target reader, filter on columns, its columns, filter on rows, needed columns)
+    "word": (word_target, _has_word, ("words", "tokens"), _row_has_word, ("words", "token_maps")),
+    "concept": (concept_target, _has_concept, ("concepts",), _row_has_concept, ("concepts", "concept_maps")),
+}
+
+
+def _target_reader(target: Target, threshold: float, ignore_index: int, image_column: str) -> tuple[TargetReader, Any]:
+    """The row → target function and, for a word or concept target, its ``_MAP_TARGETS`` entry
+    with the name bound."""
     if isinstance(target, str):
         return functools.partial(label_target, column=target), None
-    if isinstance(target, tuple) and len(target) == 2 and target[0] == "word" and isinstance(target[1], str):
-        word = target[1]
-        reader = functools.partial(
-            word_target, word=word, threshold=threshold, ignore_index=ignore_index, image_column=image_column
-        )
-        return reader, word
-    raise ValueError(f"target must be a label column name or ('word', WORD), got {target!r}")
+    if isinstance(target, tuple) and len(target) == 2 and target[0] in _MAP_TARGETS and isinstance(target[1], str):
+        kind, name = target
+        read, keep, keep_columns, keep_row, needed = _MAP_TARGETS[kind]
+        reader = functools.partial(read, **{kind: name}, threshold=threshold, ignore_index=ignore_index,
+                                   image_column=image_column)
+        bound = (functools.partial(keep, **{kind: name}), keep_columns, functools.partial(keep_row, **{kind: name}), needed)
+        return reader, bound
+    raise ValueError(f"target must be a label column name, ('word', WORD) or ('concept', CONCEPT), got {target!r}")
 
 
 def segmentation_dataset(
@@ -188,7 +225,7 @@ def segmentation_dataset(
 ) -> SegmentationDataset | IterableSegmentationDataset:
     """A torch dataset of ``(image, target)`` pairs of ``hf_dataset`` (one split).
 
-    ``target``: a label column (``"label"``) or ``("word", WORD)``; ``transforms``: a joint
+    ``target``: a label column (``"label"``), ``("word", WORD)`` or ``("concept", CONCEPT)``; ``transforms``: a joint
     transform (``ToTensor()`` when ``None``); ``threshold``: τ of word masks; ``missing``: rows
     without the word are skipped or given an all-``ignore_index`` target; ``seed``: of the
     per-item augmentation generators.
@@ -197,20 +234,22 @@ def segmentation_dataset(
         raise TypeError(f"expected a datasets.Dataset or datasets.IterableDataset (one split), got {type(hf_dataset).__name__}")
     if missing not in ("skip", "ignore"):
         raise ValueError(f"missing must be 'skip' or 'ignore', got {missing!r}")
-    read_target, word = _target_reader(target, threshold, ignore_index, image_column)
+    read_target, maps = _target_reader(target, threshold, ignore_index, image_column)
     columns = _columns(hf_dataset)
-    needed = [image_column, *(("words", "token_maps") if word is not None else (target,))]
+    needed = [image_column, *(maps[3] if maps is not None else (target,))]
     absent = [name for name in needed if columns is not None and name not in columns]
     if absent:
         raise ValueError(
             f"dataset has no column {', '.join(map(repr, absent))} (columns: {columns}); labels come from "
-            "the 'segmentation' config of a run with --classes, word targets from the default config"
+            "the 'segmentation' config of a run with --classes, word targets from the default config, concept "
+            "targets from a run with --concept-maps"
         )
-    if word is not None and missing == "skip":
+    if maps is not None and missing == "skip":
+        keep_columns, names, keep_row, _ = maps
         if columns is None:  # a stream of unknown columns: whole rows
-            keep, input_columns = functools.partial(_row_has_word, word=word), None
+            keep, input_columns = keep_row, None
         else:
-            keep, input_columns = functools.partial(_has_word, word=word), [c for c in ("words", "tokens") if c in columns]
+            keep, input_columns = keep_columns, [c for c in names if c in columns]
         options = {"keep_in_memory": True} if isinstance(hf_dataset, datasets.Dataset) else {}
         hf_dataset = hf_dataset.filter(keep, input_columns=input_columns, **options)
     kind = IterableSegmentationDataset if isinstance(hf_dataset, datasets.IterableDataset) else SegmentationDataset
