@@ -1,6 +1,7 @@
 """Cost of self-attention refinement (``--classes``): traced vs traced + refined generation.
 
     python -m benchmarks.refine_cost [--size 512] [--steps 3] [--repeats 2] [--warmup 1] [--device auto]
+    python -m benchmarks.refine_cost --model colour-world-sa --images 24 --steps 20 --repeats 5
 
 On the full-size Stable Diffusion 1.5 UNet architecture, built from its config with random weights
 (``benchmarks.shapes``: only the UNet matters; the text encoder is a one-layer CLIP of hidden size
@@ -9,6 +10,10 @@ process (``common.paired_times``). Memory: each variant runs once in a fresh sub
 reports its peak (``common.peak_memory``: CUDA ``max_memory_allocated``; CPU peak RSS, ``VmHWM``)
 and the peak growth over the loaded model. Prints the ratios (goals: <= 1.15x time, <= 1.1x
 memory) and writes benchmarks/results/refine_cost.json with the machine and library versions.
+
+``--model colour-world-sa``: the shipped self-attention world instead (its own 32 px, the
+``colours`` classes, a held-out prompt; ``refine_cost_colour-world-sa.json``), where refinement
+acts on trained affinities.
 """
 
 from __future__ import annotations
@@ -28,16 +33,32 @@ PROMPT = "a photo of a cat sitting on a red sofa next to a dog"
 VARIANTS = ("traced", "refined")
 
 
+WORLD_PROMPT = "a red circle and a blue square"
+
+
 def run_variant(pipe: Any, variant: str, args: argparse.Namespace) -> None:
     """One traced generation, refined or not."""
-    config = GenerationConfig(steps=args.steps, height=args.size, width=args.size)
-    segmentation = SegmentationConfig(load_vocabulary("voc")) if variant == "refined" else None
-    generate_traced(pipe, [PROMPT] * args.images, list(range(args.images)), config, segmentation=segmentation)
+    world = args.model != "sd15"
+    size = None if world else args.size
+    config = GenerationConfig(steps=args.steps, height=size, width=size, guidance_scale=1.0 if world else 7.5)
+    segmentation = SegmentationConfig(load_vocabulary("colours" if world else "voc")) if variant == "refined" else None
+    prompt = WORLD_PROMPT if world else PROMPT
+    generate_traced(pipe, [prompt] * args.images, list(range(args.images)), config, segmentation=segmentation)
+
+
+def build(args: argparse.Namespace) -> Any:
+    """The benchmark's pipeline: the SD-1.5 shape, or a shipped world."""
+    if args.model == "sd15":
+        return shapes.build("sd15", args.device)
+    from transforms.colour_world.assets import shipped_model_path
+    from transforms.colour_world.pipeline import load_world
+
+    return load_world(shipped_model_path(args.model)).to(args.device)
 
 
 def measure_memory(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """Peak memory of one generation of ``variant`` in this (fresh) process."""
-    pipe = shapes.build("sd15", args.device)
+    pipe = build(args)
     return {"variant": variant, **peak_memory(lambda: run_variant(pipe, variant, args), args.device)}
 
 
@@ -49,6 +70,7 @@ def memory_in_subprocess(variant: str, argv: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", default="sd15", choices=("sd15", "colour-world-sa"))
     parser.add_argument("--images", type=int, default=1)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=3)
@@ -64,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     passed = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "memory_of"]
     memory = {variant: memory_in_subprocess(variant, passed) for variant in VARIANTS}
-    pipe = shapes.build("sd15", args.device)
+    pipe = build(args)
 
     def sync() -> None:
         if pipe.device.type == "cuda":
@@ -77,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     growth_ratio = memory["refined"]["growth_bytes"] / max(memory["traced"]["growth_bytes"], 1)
     result = {
         "benchmark": "refine_cost",
-        "what": "traced + refined / traced: seconds per generation and peak memory, SD-1.5 UNet (random weights)",
+        "what": "traced + refined / traced: seconds per generation and peak memory, "
+                + ("SD-1.5 UNet (random weights)" if args.model == "sd15" else f"the shipped {args.model}"),
         "settings": {k: v for k, v in vars(args).items() if k != "memory_of"},
         "seconds_per_image": {"refined": timing["a_median"] / args.images, "traced": timing["b_median"] / args.images},
         "ratio_time": time_ratio,
@@ -88,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         "memory": memory,
         "machine": machine_info(),
     }
-    path = write_result("refine_cost", result)
+    path = write_result("refine_cost" if args.model == "sd15" else f"refine_cost_{args.model}", result)
     mib = 2**20
     print(f"refined/traced time = {time_ratio:.3f}x (goal <= 1.15); {result['seconds_per_image']['refined']:.2f}s vs "
           f"{result['seconds_per_image']['traced']:.2f}s per image at {args.size}px, {args.steps} steps, {args.device}")

@@ -12,7 +12,7 @@ import torch
 
 from benchmarks import architecture_cost, bytes_per_image, common, daam_reference_throughput, memory_traced, shapes
 from benchmarks import gpu_suite, located_overhead, trace_overhead_real
-from benchmarks import beam_throughput
+from benchmarks import beam_throughput, concept_cost
 
 COMMON_FIELDS = {"name", "ratio", "device", "versions", "settings", "machine"}
 
@@ -161,6 +161,18 @@ def test_architecture_cost(one_torch_thread, results_folder: Path) -> None:
     assert [result["memory"][v]["variant"] for v in ("untraced", "traced", "brute")] == ["untraced", "traced", "brute"]
     assert result["brute_copied_bytes"] == result["brute_kept_bytes"] > 0  # one step: copied once, kept once
     assert result["denoiser"]["traced_layers"] == 1 and result["brute_ratio_peak_memory"] > 0
+
+
+@pytest.mark.slow  # two fresh interpreters
+def test_concept_cost(one_torch_thread, results_folder: Path) -> None:
+    concept_cost.main(["--arch", "flux", "--tiny", "--size", "64", "--steps", "1", "--repeats", "1", "--warmup", "0",
+                       "--concepts", "3"])
+    result = written(results_folder, "concept_cost_flux")
+    assert result["ratio"] == result["timing"]["ratio_median"] > 0
+    assert [result["memory"][v]["variant"] for v in ("traced", "concepts")] == ["traced", "concepts"]
+    assert result["settings"]["concepts"] == ["cat", "sofa", "dog"]
+    assert result["parameters"]["full_depth"] > result["parameters"]["measured"] > 0  # the tiny has fewer blocks
+    assert result["projected_full_depth"]["time"] > 0 and result["projected_full_depth"]["peak_memory"] > 0
 
 
 def test_gpu_suite_runs_its_steps_into_its_folder_and_records_a_failed_one(
