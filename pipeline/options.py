@@ -14,6 +14,7 @@ from schemas.maps import MAP_DTYPES
 from transforms.attribution import GenerationConfig, TraceConfig
 from transforms.attribution.classes import SHIPPED, load_vocabulary
 from transforms.attribution.config import (
+    CONCEPT_SPACES,
     IGNORE_LOW,
     LABEL_MAP_KINDS,
     LABEL_THRESHOLD,
@@ -158,7 +159,8 @@ def _concepts(value: str) -> tuple[str, ...]:
 def concept_config(o: Any) -> ConceptConfig | None:
     """The ConceptAttention settings of ``--concept-maps`` and its flags (``None`` without it;
     ``ValueError`` in one line for a flag without it or steps outside ``--steps``)."""
-    flags = {"concepts": o.concepts, "concept_blocks": o.concept_blocks, "concept_steps": o.concept_steps}
+    flags = {"concepts": o.concepts, "concept_blocks": o.concept_blocks, "concept_steps": o.concept_steps,
+             "concept_space": o.concept_space}
     if not o.concept_maps:
         given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
         if given:
@@ -169,7 +171,7 @@ def concept_config(o: Any) -> ConceptConfig | None:
         selection = _step_selection(o.concept_steps, o.steps, "--concept-steps")
         fractions = selection.get("step_fractions")
         steps = resolve_fractions(*fractions, o.steps) if fractions else selection["step_range"]
-    return ConceptConfig(concepts=o.concepts, blocks=o.concept_blocks, step_range=steps)
+    return ConceptConfig(concepts=o.concepts, blocks=o.concept_blocks, step_range=steps, space=o.concept_space or "output")
 
 
 def trace_config(o: Any) -> TraceConfig:
@@ -230,6 +232,7 @@ class DaamOptions(PipelineOptions):
         concept.add_argument("--concepts", type=_concepts, default=None, help="comma list of concepts for every prompt (default: each prompt's matched classes, else its content words)")
         concept.add_argument("--concept-blocks", type=argtypes.index_range(MAX_BLOCKS), default=None, help="double-stream blocks START:STOP of the concept maps (default: the last four, the official choice)")
         concept.add_argument("--concept-steps", type=argtypes.step_range(MAX_STEPS), default=None, help="denoising steps START:STOP (indices or fractions of --steps) of the concept maps (default: every step)")
+        concept.add_argument("--concept-space", choices=CONCEPT_SPACES, default=None, help="output: ConceptAttention (attention outputs, the default); cross-attention: the paper's baseline (image queries . concept keys)")
         parser.add_argument("--format", dest="formats", type=_formats, default=("parquet",), help="parquet,webdataset (either or both)")
         parser.add_argument("--shard-size", type=argtypes.integer(1, MAX_SHARD_SIZE), default=None, help="prompts per shard (default 256)")
         parser.add_argument("--num-shards", type=argtypes.integer(1, MAX_SHARDS), default=None, help="number of shards (instead of --shard-size)")

@@ -76,6 +76,8 @@ def test_validate_passes_and_catches_a_damaged_concept_map(output, run_cli, tmp_
     (["--model", "tiny", "--classes", "voc", "--label-maps", "concept"], "need a joint-attention transformer"),
     (["--model", "tiny-flux", "--label-maps", "concept"], "--label-maps needs --classes"),
     (["--model", "tiny-flux", "--concepts", "sky"], "--concepts needs --concept-maps"),
+    (["--model", "tiny-flux", "--concept-space", "cross-attention"], "--concept-space needs --concept-maps"),
+    (["--model", "tiny-flux", "--concept-maps", "--concept-space", "query"], "argument --concept-space: invalid choice"),
     (["--model", "tiny-flux", "--concept-maps", "--concept-blocks", "5:9"], "select none of the model's 2"),
     (["--model", "tiny-flux", "--concept-maps", "--concept-steps", "3:"], "--concept-steps 3: is outside --steps 2"),
 ])

@@ -92,7 +92,8 @@ class BruteForceConcepts:
         pieces = len(pipe.tokenizer_3(name).input_ids) - 1
         return embeds[0, 77 : 77 + pieces]
 
-    def maps(self, image: int, names: list[str], blocks: list[int], steps: list[int], grid) -> torch.Tensor:
+    def maps(self, image: int, names: list[str], blocks: list[int], steps: list[int], grid,
+             space: str = "output") -> torch.Tensor:
         pieces = [self.features(n) for n in names]
         groups = torch.tensor([k for k, p in enumerate(pieces) for _ in range(p.shape[0])])
         total, count = 0, 0
@@ -150,7 +151,10 @@ class BruteForceConcepts:
                 cv = attn.add_v_proj(c_normed).unflatten(-1, (heads, -1))[0]
                 concept_vectors = _softmax_attention(cq, torch.cat([ck.float(), k[span]]), torch.cat([cv.float(), v[span]]))
                 if b in blocks:
-                    dots = concept_vectors @ image_vectors.T
+                    if space == "output":
+                        dots = concept_vectors @ image_vectors.T
+                    else:  # the paper's baseline: image queries . concept keys, before the rotation
+                        dots = ck.flatten(1).float() @ iq.flatten(1).float().T
                     per_concept = torch.stack([dots[groups == c].mean(0) for c in range(len(names))])
                     total = total + per_concept.softmax(0)
                     count += 1
@@ -162,8 +166,9 @@ class BruteForceConcepts:
         return (total / count).reshape(len(names), *grid)
 
 
+@pytest.mark.parametrize("space", ["output", "cross-attention"])
 @pytest.mark.parametrize("family, blocks, selected", [("flux", (1, 4), [1, 2, 3]), ("sd3", (2, None), [2, 3, 4])])
-def test_concept_maps_equal_brute_force_stream(family, blocks, selected):
+def test_concept_maps_equal_brute_force_stream(family, blocks, selected, space):
     """Five double-stream blocks: Flux's selection leaves a block out before and after it; SD3's
     ends on the last block, whose text stream stops there (``context_pre_only``)."""
     if family == "flux":
@@ -171,7 +176,7 @@ def test_concept_maps_equal_brute_force_stream(family, blocks, selected):
     else:
         pipe = build_tiny_sd3_pipeline(num_layers=5)
     pipe.set_progress_bar_config(disable=True)
-    gen = config(pipe, ConceptConfig(blocks=blocks, step_range=(1, None)), steps=3)
+    gen = config(pipe, ConceptConfig(blocks=blocks, step_range=(1, None), space=space), steps=3)
     brute = BruteForceConcepts(pipe, family, cfg=family == "sd3" and gen.uses_cfg)
     try:
         samples = generate_traced(pipe, PROMPTS, SEEDS, gen)
@@ -181,7 +186,7 @@ def test_concept_maps_equal_brute_force_stream(family, blocks, selected):
     with torch.no_grad():
         for i, sample in enumerate(samples):
             grid = tuple(sample.concept_maps.shape[-2:])
-            expected = brute.maps(i, sample.concepts, selected, [1, 2], grid)
+            expected = brute.maps(i, sample.concepts, selected, [1, 2], grid, space)
             torch.testing.assert_close(sample.concept_maps, expected, rtol=0, atol=1e-5)
 
 

@@ -18,6 +18,11 @@ Multi-piece concept words: every piece of a word is a concept token (the officia
 the first T5 piece, so "skyscraper" is ``▁sky``); a concept's score is the mean of its pieces'
 dot products, i.e. the dot product of the mean of its pieces' output vectors, before the softmax.
 
+The paper's **cross-attention baseline** (``ConceptConfig(space="cross-attention")``): the same
+concept stream, but the score is the dot product of each image token's query with each concept's
+key, both after QK-norm and before the rotary embedding (heads flattened into one dot product),
+then the same softmax over concepts and means (the paper-time definition; the later ports differ).
+
 Defaults (the official pipeline's): the last four double-stream blocks (Flux.1: 15–18 of 19),
 every step, softmax over concepts. The modulation vector of the concept stream is the family's:
 Flux the official one (``time_text_embed(t, guidance, pooled = 0)``), SD3 the prompt's ``temb``
@@ -189,20 +194,29 @@ class ConceptRecorder:
         value: torch.Tensor,
         output: torch.Tensor,
         image: slice,
+        image_states: torch.Tensor | None = None,
     ) -> None:
         """One block's concept attention for every conditional image: ``key``/``value`` ``[B, S,
         H, D]`` as the model's kernel received them, ``output`` ``[B, S, H, D]`` what it returned,
-        ``image`` where the image tokens are in the sequence."""
+        ``image`` where the image tokens are in the sequence; ``image_states`` ``[B, N, C]`` the
+        image stream the attention projects (the cross-attention baseline's queries)."""
         assert self._streams is not None
         block = self.names[name]
         first = self._rows(key.shape[0])
+        baseline = self.config.space == "cross-attention"
+        if baseline and image_states is None:
+            raise RuntimeError(f"{name}: the cross-attention baseline needs the image stream")
         with torch.no_grad():
             for i, stream in enumerate(self._streams):
                 if stream is None or stream.normed is None:
                     continue
                 row = first + i
                 vectors = concept_attention(attn, stream.normed, key[row : row + 1, image], value[row : row + 1, image])
-                if block in self.blocks:
+                if block in self.blocks and baseline:
+                    queries = _heads(attn.to_q, getattr(attn, "norm_q", None), image_states[row : row + 1], attn.heads)
+                    keys = _heads(attn.add_k_proj, getattr(attn, "norm_added_k", None), stream.normed, attn.heads)
+                    self._accumulate(i, keys[0].flatten(1), queries[0].flatten(1))
+                elif block in self.blocks:
                     self._accumulate(i, vectors[0], output[row, image].flatten(1))
                 to_add_out = getattr(attn, "to_add_out", None)
                 stream.attended = None if to_add_out is None else to_add_out(vectors.to(stream.hidden.dtype))
@@ -238,6 +252,12 @@ def concept_norm1(block: Any, hidden: torch.Tensor, emb: torch.Tensor) -> tuple[
     return tuple(block.norm1_context(hidden, emb=emb))
 
 
+def _heads(linear: Any, norm: Any, states: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[B, S, H, D]`` projections of ``states`` with the attention's QK-norm (no rotation)."""
+    projected = linear(states).unflatten(-1, (heads, -1))
+    return projected if norm is None else norm(projected)
+
+
 def concept_attention(attn: Any, normed: torch.Tensor, image_key: torch.Tensor, image_value: torch.Tensor) -> torch.Tensor:
     """The concept rows of the attention over ``[concepts ; image]`` for one image: concept
     queries, keys and values from the text stream's projections and QK-norms (no rotation: the
@@ -245,12 +265,8 @@ def concept_attention(attn: Any, normed: torch.Tensor, image_key: torch.Tensor, 
     them; returns the attention output before the output projection, ``(1, R, H·D)``."""
     heads = image_key.shape[2]
 
-    def project(linear: Any, norm: Any) -> torch.Tensor:
-        states = linear(normed).unflatten(-1, (heads, -1))
-        return states if norm is None else norm(states)
-
-    query = project(attn.add_q_proj, getattr(attn, "norm_added_q", None))
-    key = torch.cat([project(attn.add_k_proj, getattr(attn, "norm_added_k", None)), image_key.to(normed.dtype)], 1)
+    query = _heads(attn.add_q_proj, getattr(attn, "norm_added_q", None), normed, heads)
+    key = torch.cat([_heads(attn.add_k_proj, getattr(attn, "norm_added_k", None), normed, heads), image_key.to(normed.dtype)], 1)
     value = torch.cat([attn.add_v_proj(normed).unflatten(-1, (heads, -1)), image_value.to(normed.dtype)], 1)
     out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
     return out.transpose(1, 2).flatten(2)

@@ -12,6 +12,8 @@ from .steps import resolve_fractions, step_bins
 HeadAggregation = Literal["mean", "max"]
 JointNormalization = Literal["all", "text"]
 LabelMaps = Literal["daam", "concept"]
+ConceptSpace = Literal["output", "cross-attention"]
+CONCEPT_SPACES = ("output", "cross-attention")
 LABEL_MAP_KINDS = ("daam", "concept")
 LAYER_PRESETS = ("reference", "all")
 LAYER_KINDS = ("down", "mid", "up", "joint", "double", "single")  # UNet, SD3, Flux text-attention kinds
@@ -53,13 +55,19 @@ class ConceptConfig:
         blocks: ``(start, stop)`` double-stream block indices (``stop`` exclusive, ``None`` = to
             the last); ``None``: the last ``DEFAULT_LAST_BLOCKS``.
         step_range: ``(start, stop)`` denoising steps (``None``: every step).
+        space: ``"output"`` (ConceptAttention: concept · image attention outputs) or
+            ``"cross-attention"`` (the paper's baseline: image queries · concept keys, after
+            QK-norm, before the rotary embedding; the same softmax over concepts).
     """
 
     concepts: tuple[str, ...] | None = None
     blocks: tuple[int, int | None] | None = None
     step_range: tuple[int, int | None] | None = None
+    space: ConceptSpace = "output"
 
     def __post_init__(self) -> None:
+        if self.space not in CONCEPT_SPACES:
+            raise ValueError(f"concept space must be one of {', '.join(CONCEPT_SPACES)}, got {self.space!r}")
         if self.concepts is not None:
             names = tuple(dict.fromkeys(c.strip() for c in self.concepts if c.strip()))
             if not names:
@@ -93,13 +101,16 @@ class ConceptConfig:
         return step >= start and (stop is None or step < stop)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (run.json)."""
-        return asdict(self)
+        """JSON-ready form (run.json); the default space is left out (earlier runs' fingerprints)."""
+        data = asdict(self)
+        if data["space"] == "output":
+            del data["space"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ConceptConfig":
         """Inverse of ``to_dict``."""
-        return cls(**{k: None if v is None else tuple(v) for k, v in data.items()})
+        return cls(**{k: v if v is None or k == "space" else tuple(v) for k, v in data.items()})
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ on the same images:
 - **DAAM + refinement** (the self-attention world only): Dataset Diffusion's ``A^τ · M`` at each
   self-attention factor and power τ;
 - **ConceptAttention** (joint attention only): concepts = the prompt's content words (colours and
-  shapes compete) and = the class names only (what ``--label-maps concept`` uses);
+  shapes compete) and = the class names only (what ``--label-maps concept`` uses); and the
+  paper's **cross-attention baseline** (image queries · concept keys) on the class names;
 - every row's label maps at each **label threshold** of a scan (the min-max class score);
 - baselines: the whole image, the best centre disc.
 
@@ -245,6 +246,9 @@ def _score_variants(pipe: Any, score: WorldScore, texts: list[str], seeds: list[
         runs.append(("DAAM, text keys", replace(base, trace=TraceConfig(layers="all", joint_normalize="text")),
                      SegmentationConfig(vocabulary, refine=False)))
         runs.append(("ConceptAttention, class names", replace(base, trace=TraceConfig(layers="all")),
+                     SegmentationConfig(vocabulary, refine=False, label_maps="concept")))
+        runs.append(("paper's cross-attention baseline, class names",
+                     replace(base, trace=TraceConfig(layers="all"), concepts=ConceptConfig(space="cross-attention")),
                      SegmentationConfig(vocabulary, refine=False, label_maps="concept")))
     for factor in refine_factors:
         for power in REFINE_POWERS:

@@ -133,7 +133,7 @@ class DaamFluxAttnProcessor(RecordingProcessor):
             query, key, value, attn_mask=None, backend=self._attention_backend, parallel_config=self._parallel_config
         )
         if concepts:
-            self.concepts.attend(self.name, attn, key, value, out, slice(text, None))
+            self.concepts.attend(self.name, attn, key, value, out, slice(text, None), hidden_states)
         return joint_output(attn, out, encoder_hidden_states, query.dtype)
 
 

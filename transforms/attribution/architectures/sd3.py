@@ -84,6 +84,7 @@ class DaamJointAttnProcessor(RecordingProcessor):
         if not (daam or concepts):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
         batch, image_len = hidden_states.shape[:2]
+        image_states = hidden_states
         query, key, value = _project(
             attn, hidden_states, (attn.to_q, attn.to_k, attn.to_v), (attn.norm_q, attn.norm_k)
         )
@@ -101,7 +102,7 @@ class DaamJointAttnProcessor(RecordingProcessor):
         if concepts:
             self.concepts.attend(
                 self.name, attn, key.transpose(1, 2), value.transpose(1, 2), hidden_states.transpose(1, 2),
-                slice(0, image_len),
+                slice(0, image_len), image_states,
             )
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * query.shape[-1])
         hidden_states = hidden_states.to(query.dtype)
