@@ -108,15 +108,15 @@ def segmentation_config(o: Any) -> SegmentationConfig | None:
         raise ValueError(f"cannot read the class list: {error}") from error
     defaults = label_defaults(o.model)
     chosen = {
-        "label_maps": o.label_maps or defaults["label_maps"],
-        "refine": defaults["refine"] if o.refine is None else o.refine,
+        "label_maps": o.label_maps,
+        "refine": o.refine,
         "refine_factor": o.refine_factor,
         "power": o.refine_power,
         "threshold": o.label_threshold,
         "ignore_low": o.ignore_below,
         "append_class_prompt": o.append_class_prompt,
     }
-    values = {k: v for k, v in chosen.items() if v is not None}
+    values = {**defaults, **{k: v for k, v in chosen.items() if v is not None}}
     threshold = values.get("threshold", LABEL_THRESHOLD)
     if values.get("ignore_low", min(IGNORE_LOW, threshold)) > threshold:
         raise ValueError(f"--ignore-below {values['ignore_low']} is above --label-threshold {threshold}")
@@ -253,8 +253,8 @@ class DaamOptions(PipelineOptions):
         seg.add_argument("--label-maps", choices=LABEL_MAP_KINDS, default=None, help="class maps from the class words' DAAM maps or from ConceptAttention maps of the class names (SD3, Flux; implies --concept-maps); default per model family, chosen by the evaluate leaderboard (README)")
         seg.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None, help="refine class maps with self-attention (default per model family: on for UNet models, off for SD3/Flux; README)")
         seg.add_argument("--refine-factor", type=argtypes.power_of_two(1, MAX_FACTOR), default=None, help=f"latent factor of the self-attention layers used (default {REFINE_FACTOR}: 32x32 at 512 px)")
-        seg.add_argument("--refine-power", type=argtypes.integer(1, MAX_REFINE_POWER), default=None, help=f"exponent of the self-attention affinity (default {REFINE_POWER})")
-        seg.add_argument("--label-threshold", type=argtypes.number(0.0, 1.0), default=None, help=f"foreground threshold of the min-max class score (default {LABEL_THRESHOLD})")
+        seg.add_argument("--refine-power", type=argtypes.integer(1, MAX_REFINE_POWER), default=None, help=f"exponent of the self-attention affinity (default per family: 1 for UNet models, chosen by the leaderboard; Dataset Diffusion's {REFINE_POWER})")
+        seg.add_argument("--label-threshold", type=argtypes.number(0.0, 1.0), default=None, help=f"foreground threshold of the min-max class score (default per family: 0.4 UNet models, 0.5 colour-world, {LABEL_THRESHOLD} SD3/Flux; README)")
         seg.add_argument("--ignore-below", type=argtypes.number(0.0, 1.0), default=None, help=f"scores in [this, threshold) are labelled 255 = ignore (default {IGNORE_LOW})")
 
 

@@ -51,14 +51,20 @@ FAMILIES = {
 # colour-world-dit is a Flux model (traced and checked as one) that its own pipeline class loads
 COLOUR_WORLD_DIT_FAMILY = Family(FLUX, ("transforms.colour_world.dit", DIT_PIPELINE), 1.0, False, True)
 # ``run --classes`` defaults per family, chosen from the ``evaluate --leaderboard`` table
-# (benchmarks/results/leaderboard.json; README "Which maps make the best labels")
+# (benchmarks/results/leaderboard.json; README "Which maps make the best labels"): UNet families
+# from colour-world-sa (refinement at power 1 and label threshold 0.4: 0.736 pseudo-mask mIoU;
+# Dataset Diffusion's power 4 at 0.6: 0.445), joint families from colour-world-dit.
+_UNET_LABELS = {"label_maps": "daam", "refine": True, "power": 1, "threshold": 0.4}
 LABEL_DEFAULTS = {
-    STABLE_DIFFUSION: {"label_maps": "daam", "refine": True},
-    STABLE_DIFFUSION_XL: {"label_maps": "daam", "refine": True},
-    STABLE_DIFFUSION_3: {"label_maps": "daam", "refine": False},
-    FLUX: {"label_maps": "daam", "refine": False},
-    COLOUR_WORLD: {"label_maps": "daam", "refine": False},
+    STABLE_DIFFUSION: _UNET_LABELS,
+    STABLE_DIFFUSION_XL: _UNET_LABELS,
+    STABLE_DIFFUSION_3: {"label_maps": "daam", "refine": False, "threshold": 0.6},
+    FLUX: {"label_maps": "daam", "refine": False, "threshold": 0.6},
+    # no self-attention: plain DAAM at its best threshold (0.712 at 0.5, 0.671 at 0.6)
+    COLOUR_WORLD: {"label_maps": "daam", "refine": False, "threshold": 0.5},
 }
+# colour-world-sa's own best recipe: its finest self-attention (16x16, factor 1)
+COLOUR_WORLD_SA_LABELS = {"label_maps": "daam", "refine": True, "refine_factor": 1, "power": 1, "threshold": 0.4}
 _BY_PIPELINE_CLASS = {
     "ColourWorldPipeline": COLOUR_WORLD,
     "StableDiffusionXLPipeline": STABLE_DIFFUSION_XL,
@@ -98,12 +104,13 @@ def default_guidance(model: str) -> float:
 
 
 def label_defaults(model: str) -> dict[str, Any]:
-    """``run --classes`` defaults (``label_maps``, ``refine``) of a ``--model`` value's family;
-    the shipped worlds: their own form (refinement only where there is self-attention)."""
+    """``run --classes`` defaults (``label_maps``, ``refine`` and, where chosen, ``refine_factor``,
+    ``power``, ``threshold``) of a ``--model`` value's family; the shipped worlds: their own best
+    recipe (refinement only where there is self-attention)."""
     from .builtin_models import BUILTIN_MODELS, builtin_model_path
 
     if model == "colour-world-sa":
-        return {**LABEL_DEFAULTS[COLOUR_WORLD], "refine": True}
+        return dict(COLOUR_WORLD_SA_LABELS)
     if model == "colour-world-dit":
         return dict(LABEL_DEFAULTS[FLUX])
     if model == COLOUR_WORLD:
@@ -111,8 +118,8 @@ def label_defaults(model: str) -> dict[str, Any]:
     source = str(builtin_model_path(model)) if model in BUILTIN_MODELS else model
     family = family_of(source) if Path(source).expanduser().is_dir() else FAMILIES[STABLE_DIFFUSION]
     defaults = dict(LABEL_DEFAULTS[family.name])
-    if family.name == COLOUR_WORLD:
-        defaults["refine"] = colour_world_self_attention(source)
+    if family.name == COLOUR_WORLD and colour_world_self_attention(source):
+        defaults = dict(COLOUR_WORLD_SA_LABELS)
     return defaults
 
 

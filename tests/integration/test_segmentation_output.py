@@ -81,7 +81,9 @@ def test_segmentation_config_and_id2label(segmentation_output, rows):
     assert id2label == {str(i): n for i, n in enumerate(VOC.labels)}
     run = json.loads((segmentation_output / "run.json").read_text())
     assert run["settings"]["segmentation"]["classes"] == list(VOC.names)
-    assert run["settings"]["segmentation"]["threshold"] == 0.6 and run["settings"]["segmentation"]["power"] == 4
+    # the Stable Diffusion family's defaults, chosen by the leaderboard (model_family.LABEL_DEFAULTS)
+    assert run["settings"]["segmentation"]["threshold"] == 0.4 and run["settings"]["segmentation"]["power"] == 1
+    assert run["settings"]["segmentation"]["refine"] is True and run["settings"]["segmentation"]["label_maps"] == "daam"
     meta = card_yaml(segmentation_output)
     assert [c["config_name"] for c in meta["configs"]] == ["default", "segmentation"]
     infos = {i["config_name"]: i for i in meta["dataset_info"]}
@@ -131,7 +133,7 @@ def test_no_refine_append_prompt_and_webdataset(built_output):
         (["--refine"], "--refine needs --classes"),
         (["--label-threshold", "0.5"], "--label-threshold needs --classes"),
         (["--classes", "nope.txt"], "--classes 'nope.txt': no such file"),
-        (["--classes", "voc", "--ignore-below", "0.7"], "--ignore-below 0.7 is above --label-threshold 0.6"),
+        (["--classes", "voc", "--ignore-below", "0.7"], "--ignore-below 0.7 is above --label-threshold 0.4"),
         (["--classes", "voc", "--refine-factor", "3"], "--refine-factor"),
         (["--classes", "voc", "--format", "webdataset"], "use --format parquet,webdataset"),
     ],

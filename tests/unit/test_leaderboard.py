@@ -90,3 +90,16 @@ def test_reduced_leaderboard_has_every_method(board):
             if not row["method"].startswith("baseline"):
                 assert set(row["pseudo_mask_miou_by_threshold"]) == {str(t) for t in LABEL_THRESHOLDS}
     assert set(board["defaults"]) == {"sa", "dit"}
+
+
+def test_run_classes_defaults_follow_the_family(untrained_colour_world_folder, untrained_colour_world_sa_folder,
+                                                untrained_colour_world_dit_folder):
+    from transforms.model_family import COLOUR_WORLD_SA_LABELS, LABEL_DEFAULTS, label_defaults
+
+    assert label_defaults("tiny") == LABEL_DEFAULTS["stable-diffusion"] == label_defaults("some-org/some-model")
+    assert label_defaults("tiny-sdxl") == LABEL_DEFAULTS["stable-diffusion-xl"]
+    assert label_defaults("tiny-flux") == LABEL_DEFAULTS["flux"] == label_defaults(str(untrained_colour_world_dit_folder))
+    assert label_defaults("tiny-sd3") == LABEL_DEFAULTS["stable-diffusion-3"]
+    assert label_defaults(str(untrained_colour_world_folder)) == LABEL_DEFAULTS["colour-world"]
+    assert label_defaults(str(untrained_colour_world_sa_folder)) == COLOUR_WORLD_SA_LABELS == label_defaults("colour-world-sa")
+    assert not LABEL_DEFAULTS["flux"]["refine"] and LABEL_DEFAULTS["stable-diffusion"]["refine"]
