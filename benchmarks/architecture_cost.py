@@ -396,10 +396,9 @@ def parse_layers(items: list[str]) -> dict[str, tuple[int, ...]]:
     return layers
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line, ``--layers`` parsed and ``--device auto`` resolved."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=(*ARCHS, "all"), required=True)
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings every cost benchmark of a denoiser shape takes (device, dtype, batch, size,
+    steps, repeats)."""
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--images", type=int, default=1)
@@ -407,6 +406,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, ``--layers`` parsed and ``--device auto`` resolved."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=(*ARCHS, "all"), required=True)
+    add_run_arguments(parser)
     parser.add_argument("--layers", nargs="*", default=[], metavar="ARCH=N[,N]",
                         help="reduced depths: sdxl=1,2,4 (transformer layers per block), sd3=N, flux=DOUBLE,SINGLE")
     parser.add_argument("--located-repeats", type=int, default=0, help="traced/untraced pairs timed in parts (0: none)")
