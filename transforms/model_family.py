@@ -164,6 +164,11 @@ def check_family_settings(
             f"ConceptAttention maps (--concept-maps, --label-maps concept) need a joint-attention transformer "
             f"(SD3, Flux); this {family.name} model has no double-stream blocks: drop them (--label-maps daam)"
         )
+    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3):
+        raise ValueError(
+            f"--scheduler {scheduler}: {family.name} samples with flow matching (its own FlowMatchEulerDiscreteScheduler); "
+            "the --scheduler choices are noise-prediction samplers for SD/SDXL: drop --scheduler"
+        )
     if family.name == FLUX and negative_prompt:
         raise ValueError("--negative-prompt: Flux is guidance-distilled (no negative branch is traced); drop it")
     if family.pixel_space and size != native:

@@ -49,9 +49,13 @@ def test_negative_prompt_row_is_a_failure_record(output):
     assert failure["prompt"] == ROWS[2]["prompt"] and "Flux takes no negative prompt" in failure["message"]
 
 
-def test_negative_prompt_flag_is_refused_in_one_line(run_cli, write_corpus, tmp_path):
+@pytest.mark.parametrize("model, args, message", [
+    ("tiny-flux", ["--negative-prompt", "blurry"], "--negative-prompt: Flux is guidance-distilled"),
+    ("tiny-flux", ["--scheduler", "ddim"], "--scheduler ddim: flux samples with flow matching"),
+    ("tiny-sd3", ["--scheduler", "euler"], "--scheduler euler: stable-diffusion-3 samples with flow matching"),
+])
+def test_flags_the_family_cannot_honour_are_refused_in_one_line(run_cli, write_corpus, tmp_path, model, args, message):
     corpus = write_corpus(["a cat"])
-    code, _, err = run_cli("run", "--prompts", str(corpus), "--output", str(tmp_path / "out"), "--model", "tiny-flux",
-                           "--negative-prompt", "blurry")
-    assert code == 2 and "--negative-prompt: Flux is guidance-distilled" in err and err.count("\n") == 1, err
+    code, _, err = run_cli("run", "--prompts", str(corpus), "--output", str(tmp_path / "out"), "--model", model, *args)
+    assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
