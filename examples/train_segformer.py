@@ -43,7 +43,11 @@ pseudo-masks, one on their true masks (nearest palette colour); both are scored 
 masks of the held-out images (``held_out_miou``, both ways), beside the pseudo-masks' own mIoU
 against the truth (``pseudo_mask_miou``, on the training and the held-out images). Labels: 0
 background, 1 red, 2 green, 3 blue, 4 yellow. ``--image-size`` defaults to 64 here (the images
-are 32 px); ``--save DIR`` writes ``DIR/pseudo`` and ``DIR/truth``.
+are 32 px); ``--save DIR`` writes ``DIR/pseudo`` and ``DIR/truth``. Other worlds and label
+recipes: ``--colour-world-model colour-world-sa --refine-factor 1 --refine-power 1
+--label-threshold 0.4`` (refined pseudo-masks), ``--colour-world-model colour-world-dit
+--label-maps concept`` (ConceptAttention pseudo-masks); the recipe is in the JSON
+(``generation.label_recipe``).
 """
 
 from __future__ import annotations
@@ -116,6 +120,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="'colour-world' (the shipped weights) or a ColourWorldPipeline folder (default: colour-world)",
     )
     world.add_argument("--train-images", type=int, default=720, help="generated training images (default: 720)")
+    world.add_argument("--label-maps", choices=("daam", "concept"), default="daam",
+                       help="pseudo-masks from DAAM maps or ConceptAttention maps (colour-world-dit)")
+    world.add_argument("--refine-factor", type=int, default=None, help="refine the pseudo-masks at this self-attention factor (colour-world-sa)")
+    world.add_argument("--refine-power", type=int, default=None, help="power of the refinement (with --refine-factor; default 4)")
+    world.add_argument("--label-threshold", type=float, default=None, help="label threshold of the pseudo-masks (default 0.6)")
     world.add_argument("--test-images", type=int, default=120, help="generated held-out images (default: 120)")
     args = parser.parse_args(argv)
     if args.colour_world and args.dataset is not None:
@@ -134,7 +143,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--max-steps must be >= 1")
     if not 0 < args.validation_fraction < 1:
         parser.error("--validation-fraction must be in (0, 1)")
+    if args.refine_power is not None and args.refine_factor is None:
+        parser.error("--refine-power goes with --refine-factor")
+    if args.label_threshold is not None and not 0 < args.label_threshold <= 1:
+        parser.error("--label-threshold must be in (0, 1]")
     return args
+
+
+def label_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """The pseudo-masks' label rule (``SegmentationConfig`` fields) from the colour-world flags."""
+    recipe: dict[str, Any] = {"label_maps": args.label_maps}
+    if args.refine_factor is not None:
+        recipe.update(refine=True, refine_factor=args.refine_factor)
+        if args.refine_power is not None:
+            recipe["power"] = args.refine_power
+    if args.label_threshold is not None:
+        recipe.update(threshold=args.label_threshold, ignore_low=min(0.5, args.label_threshold))
+    return recipe
 
 
 def load_id2label(dataset: str, path: Path | None = None) -> dict[int, str]:
@@ -332,13 +357,17 @@ def main_colour_world(args: argparse.Namespace) -> dict[str, Any]:
         pipe = load_pipeline(ModelSpec(args.colour_world_model, device=args.device))
     except ModelLoadError as error:
         raise SystemExit(f"error: {error} (--colour-world-model)") from None
-    if type(pipe).__name__ != "ColourWorldPipeline":
+    if type(pipe).__name__ not in ("ColourWorldPipeline", "ColourWorldDiTPipeline"):
         raise SystemExit(
             f"error: --colour-world-model {args.colour_world_model} is a {type(pipe).__name__}, not a colour-world model"
         )
     start = time.perf_counter()
-    train_set = cw.generate_set(pipe, TRAIN_PROMPTS, args.train_images, args.seed)
-    test_set = cw.generate_set(pipe, HELD_OUT_PROMPTS, args.test_images, args.seed + HELD_OUT_SEED_OFFSET)
+    recipe = label_recipe(args)
+    try:
+        train_set = cw.generate_set(pipe, TRAIN_PROMPTS, args.train_images, args.seed, recipe=recipe)
+    except ValueError as error:  # a recipe the model cannot take (refinement without self-attention, ...)
+        raise SystemExit(f"error: {error}") from None
+    test_set = cw.generate_set(pipe, HELD_OUT_PROMPTS, args.test_images, args.seed + HELD_OUT_SEED_OFFSET, recipe=recipe)
     log.info("generated %d training and %d held-out images (%.1f s)", len(train_set), len(test_set), time.perf_counter() - start)
     names = [cw.ID2LABEL[i] for i in range(cw.NUM_LABELS)]
     pseudo_miou = {
@@ -366,7 +395,7 @@ def main_colour_world(args: argparse.Namespace) -> dict[str, Any]:
         "colour_world_model": args.colour_world_model,
         "model": args.model or "tiny SegformerConfig, random weights",
         "generation": {
-            "steps": cw.STEPS, "guidance_scale": cw.GUIDANCE_SCALE, "classes": cw.CLASS_LIST, "refine": False,
+            "steps": cw.STEPS, "guidance_scale": cw.GUIDANCE_SCALE, "classes": cw.CLASS_LIST, "label_recipe": recipe,
             "train_prompts": len(TRAIN_PROMPTS), "held_out_prompts": len(HELD_OUT_PROMPTS),
             "train_seeds": [train_set.seeds[0], train_set.seeds[-1]], "held_out_seeds": [test_set.seeds[0], test_set.seeds[-1]],
         },

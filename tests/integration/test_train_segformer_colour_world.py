@@ -63,3 +63,23 @@ def test_mode_arguments_are_checked(example):
         example.parse_args([])
     assert example.parse_args(["--colour-world"]).image_size == 64
     assert example.parse_args(["out/voc"]).image_size == 256
+
+
+@pytest.mark.parametrize("world, recipe, expected", [
+    ("sa", ["--refine-factor", "1", "--refine-power", "1", "--label-threshold", "0.4"],
+     {"label_maps": "daam", "refine": True, "refine_factor": 1, "power": 1, "threshold": 0.4, "ignore_low": 0.4}),
+    ("dit", ["--label-maps", "concept"], {"label_maps": "concept"}),
+])
+def test_other_worlds_and_label_recipes(example, untrained_colour_world_sa_folder, untrained_colour_world_dit_folder,
+                                        world, recipe, expected):
+    folder = untrained_colour_world_sa_folder if world == "sa" else untrained_colour_world_dit_folder
+    results = example.main(["--colour-world", "--colour-world-model", str(folder), *REDUCED, *recipe])
+    assert results["generation"]["label_recipe"] == expected
+    assert results["train_images"] == 6 and _is_miou(results["held_out_miou"]["pseudo"]["background_included"])
+
+
+def test_a_recipe_the_world_cannot_take_is_one_error(example, model_folder):
+    with pytest.raises(SystemExit, match="no self-attention"):
+        example.main(["--colour-world", "--colour-world-model", str(model_folder), *REDUCED, "--refine-factor", "1"])
+    with pytest.raises(SystemExit):
+        example.parse_args(["--colour-world", "--refine-power", "2"])

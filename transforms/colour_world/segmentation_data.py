@@ -147,11 +147,14 @@ def generate_set(
     seed: int,
     steps: int = STEPS,
     batch: int = BATCH,
+    recipe: dict[str, Any] | None = None,
 ) -> ColourWorldSet:
     """``count`` images of ``prompts`` (see ``schedule``) from a colour-world pipeline, traced with
-    the ``colours`` classes (no refinement), with their pseudo and true labels."""
+    the ``colours`` classes, with their pseudo and true labels. ``recipe``: ``SegmentationConfig``
+    fields of the label rule (``refine``, ``refine_factor``, ``power``, ``threshold``,
+    ``ignore_low``, ``label_maps``); default: no refinement, the config's thresholds."""
     config = GenerationConfig(steps=steps, guidance_scale=GUIDANCE_SCALE)
-    segmentation = SegmentationConfig(colour_vocabulary(), refine=False)
+    segmentation = SegmentationConfig(colour_vocabulary(), **{"refine": False, **(recipe or {})})
     plan = schedule(prompts, count, seed)
     images, pseudo, truth = [], [], []
     for start in range(0, len(plan), batch):
