@@ -118,3 +118,6 @@ def test_label_maps_from_concept_maps(run_cli, write_corpus, tmp_path, one_torch
         assert names == [c["name"] for c in other["classes"]]
         differs += row["label"]["bytes"] != other["label"]["bytes"]
     assert differs  # the labels come from other maps
+    card = (tmp_path / "concept" / "README.md").read_text(encoding="utf-8")
+    assert "the class name's ConceptAttention map" in card
+    assert "mean map of the tokens" in (tmp_path / "daam" / "README.md").read_text(encoding="utf-8")
