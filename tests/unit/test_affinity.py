@@ -78,6 +78,29 @@ def test_affinity_equals_brute_force(tiny_pipe, guidance):
     assert not torch.allclose(captured[0], captured[1])  # kept apart per image
 
 
+def test_another_fallback_processor_gets_the_same_affinity_and_output(tiny_pipe):
+    """Self-attention modules whose own processor is not ``AttnProcessor2_0`` (here diffusers'
+    ``AttnProcessor``) keep it for the output; the probabilities are recomputed beside it."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    config = GenerationConfig(steps=2, **SIZE)
+    prompts, seeds = ["a cat on a sofa"], [7]
+    fused = generate_traced(tiny_pipe, prompts, seeds, config, segmentation=SegmentationConfig(VOCABULARY))
+    _, fused_affinity, _ = traced_with_affinity(tiny_pipe, prompts, seeds, config)
+    original = dict(tiny_pipe.unet.attn_processors)
+    tiny_pipe.unet.set_attn_processor({name: AttnProcessor() if "attn1" in name else proc for name, proc in original.items()})
+    try:
+        [plain] = generate_traced(tiny_pipe, prompts, seeds, config)
+        [other] = generate_traced(tiny_pipe, prompts, seeds, config, segmentation=SegmentationConfig(VOCABULARY))
+        _, other_affinity, brute = traced_with_affinity(tiny_pipe, prompts, seeds, config)
+    finally:
+        tiny_pipe.unet.set_attn_processor(original)
+    assert np.array_equal(other.image, plain.image)  # the module's own processor made the output
+    torch.testing.assert_close(other_affinity, fused_affinity, rtol=0, atol=1e-5)
+    assert (other_affinity.double() - brute).abs().max().item() <= 1e-5
+    np.testing.assert_allclose(other.segmentation.class_maps, fused[0].segmentation.class_maps, rtol=0, atol=1e-4)
+
+
 def test_refinement_in_generate_uses_the_captured_affinity(tiny_pipe):
     config = GenerationConfig(steps=2, **SIZE)
     segmentation = SegmentationConfig(VOCABULARY)

@@ -18,6 +18,8 @@ import re
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import AttnProcessor2_0
 
 from .processor import RecordingProcessor
 from .store import HeatMapStore, infer_factor, query_length
@@ -146,17 +148,73 @@ def conditional_self_attention(
         key = attn.norm_k(key)
     if attention_mask is not None:
         attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
-        attention_mask = attention_mask.view(batch, heads, -1, attention_mask.shape[-1]).float()
-    chunk = max(1, CHUNK_ELEMENTS // max(batch * length * length, 1))
-    total = torch.zeros(batch, length, length, dtype=torch.float32, device=hidden_states.device)
+        attention_mask = attention_mask.view(batch, heads, -1, attention_mask.shape[-1])
+    return head_summed_probabilities(query, key, attn.scale, attention_mask)
+
+
+def head_summed_probabilities(query: torch.Tensor, key: torch.Tensor, scale: float,
+                              attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``softmax(q·kᵀ·scale)`` summed over heads, ``(batch, Q, Q)`` float32, from ``[B, H, Q, D]``
+    queries and keys (an additive mask ``[B, H, Q, K]``), ``CHUNK_ELEMENTS`` scores at a time."""
+    batch, heads, length, _ = query.shape
+    chunk = max(1, CHUNK_ELEMENTS // max(batch * length * key.shape[2], 1))
+    total = torch.zeros(batch, length, key.shape[2], dtype=torch.float32, device=query.device)
     for start in range(0, heads, chunk):
         heads_slice = slice(start, start + chunk)
-        scores = query[:, heads_slice].float() @ key[:, heads_slice].float().transpose(-1, -2)
-        scores *= attn.scale
+        # the scale on the (smaller) queries: one pass less over the Q x K scores
+        scores = (query[:, heads_slice].float() * scale) @ key[:, heads_slice].float().transpose(-1, -2)
         if attention_mask is not None:
-            scores += attention_mask[:, heads_slice]
+            scores += attention_mask[:, heads_slice].float()
         total += scores.softmax(-1).sum(1)
     return total
+
+
+def self_attention_with_probabilities(
+    attn: Any, hidden_states: torch.Tensor, images: int, cfg: bool,
+    attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """diffusers' ``AttnProcessor2_0`` of a self-attention call, op for op (so its output is the
+    module's own), and the conditional images' head-summed probabilities from the same queries
+    and keys: ``(output, (images, Q, Q) float32)``. One norm and one projection serve both."""
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    input_ndim = hidden_states.ndim
+    if input_ndim == 4:
+        batch_size, channel, height, width = hidden_states.shape
+        hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+    batch_size, sequence_length, _ = hidden_states.shape
+    if attention_mask is not None:
+        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    query = attn.to_q(hidden_states)
+    key = attn.to_k(hidden_states)
+    value = attn.to_v(hidden_states)
+    head_dim = key.shape[-1] // attn.heads
+    query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+    hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+    hidden_states = hidden_states.to(query.dtype)
+    hidden_states = attn.to_out[0](hidden_states)
+    hidden_states = attn.to_out[1](hidden_states)
+    if input_ndim == 4:
+        hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+    if attn.residual_connection:
+        hidden_states = hidden_states + residual
+    hidden_states = hidden_states / attn.rescale_output_factor
+    first = images if cfg else 0
+    with torch.no_grad():
+        mask = None if attention_mask is None else attention_mask[first:]
+        probs = head_summed_probabilities(query[first:], key[first:], attn.scale, mask)
+    return hidden_states, probs
 
 
 class DaamSelfAttnProcessor(RecordingProcessor):
@@ -182,6 +240,12 @@ class DaamSelfAttnProcessor(RecordingProcessor):
             expected = heat.num_images * (2 if heat.cfg else 1)
             if batch != expected:
                 raise RuntimeError(f"expected a batch of {expected}, got {batch} in {self.name}")
+            if type(self.fallback) is AttnProcessor2_0 and encoder_hidden_states is None and not args and not kwargs:
+                output, probs = self_attention_with_probabilities(
+                    attn, hidden_states, heat.num_images, heat.cfg, attention_mask, temb
+                )
+                self.store.add(probs, attn.heads)
+                return output
             with torch.no_grad():
                 probs = conditional_self_attention(
                     attn, hidden_states, heat.num_images, heat.cfg, attention_mask, temb
