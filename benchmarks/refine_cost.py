@@ -46,6 +46,8 @@ def run_variant(pipe: Any, variant: str, args: argparse.Namespace) -> None:
     vocabulary = load_vocabulary("colours" if world else "voc")
     if variant == "refined":  # the world: its own recipe (run --classes's defaults for it)
         recipe = {k: v for k, v in label_defaults(args.model).items() if k in ("refine_factor", "power")} if world else {}
+        if args.refine_factor is not None:
+            recipe["refine_factor"] = args.refine_factor
         segmentation = SegmentationConfig(vocabulary, **recipe)
     else:  # the world's baseline makes the same labels unrefined: 32 px images make labelling a visible share
         segmentation = SegmentationConfig(vocabulary, refine=False) if world else None
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", default="sd15", choices=("sd15", "colour-world-sa"))
+    parser.add_argument("--refine-factor", type=int, default=None, help="self-attention factor (default: the model's recipe; SD 2)")
+    parser.add_argument("--name", default=None, help="result file name (default: refine_cost[_MODEL])")
     parser.add_argument("--images", type=int, default=1)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=3)
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(measure_memory(args.memory_of, args)))
         return {}
 
-    passed = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "memory_of"]
+    passed = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "memory_of" and v is not None]
     memory = {variant: memory_in_subprocess(variant, passed) for variant in VARIANTS}
     pipe = build(args)
 
@@ -118,10 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
         "memory": memory,
         "machine": machine_info(),
     }
-    path = write_result("refine_cost" if args.model == "sd15" else f"refine_cost_{args.model}", result)
+    path = write_result(args.name or ("refine_cost" if args.model == "sd15" else f"refine_cost_{args.model}"), result)
     mib = 2**20
     print(f"refined/traced time = {time_ratio:.3f}x (goal <= 1.15); {result['seconds_per_image']['refined']:.2f}s vs "
-          f"{result['seconds_per_image']['traced']:.2f}s per image at {args.size}px, {args.steps} steps, {args.device}")
+          f"{result['seconds_per_image']['traced']:.2f}s per image at {'32' if args.model != 'sd15' else args.size}px, {args.steps} steps, {args.device}")
     print(f"refined/traced peak memory = {peak_ratio:.3f}x (goal <= 1.1; {memory['refined']['peak_bytes'] / mib:.0f} vs "
           f"{memory['traced']['peak_bytes'] / mib:.0f} MiB {memory['traced']['kind']}); growth over the loaded model "
           f"{growth_ratio:.3f}x ({memory['refined']['growth_bytes'] / mib:.0f} vs {memory['traced']['growth_bytes'] / mib:.0f} MiB)")
