@@ -215,3 +215,23 @@ def test_memory_estimate_bounds_measured_peak(monkeypatch):
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
     monkeypatch.setattr(test_memory, "MEASURE", script)
     test_memory.test_estimate_is_an_upper_bound_of_measured_peak(memory.model_configs(str(tiny_sdxl_path())))
+
+
+def test_images_are_the_pipelines_own_call_with_and_without_a_negative_prompt(sdxl_pipe):
+    """No negative prompt anywhere: none is passed, so SDXL uses its zero negative embedding
+    (``force_zeros_for_empty_prompt``) as ``pipe(prompt)`` does; a given one is passed as given.
+    (Tracing changes only the float order of the traced cross-attention: 1e-5.)"""
+    config = GenerationConfig(steps=2, height=64, width=64, guidance_scale=5.0)
+    assert sdxl_pipe.config.force_zeros_for_empty_prompt
+
+    def own(**kwargs):
+        return sdxl_pipe(AGREED, num_inference_steps=2, height=64, width=64, guidance_scale=5.0, output_type="np",
+                         generator=[torch.Generator("cpu").manual_seed(8)], **kwargs).images[0]
+
+    [plain] = generate_traced(sdxl_pipe, [AGREED], [8], config)
+    [unset] = generate_traced(sdxl_pipe, [AGREED], [8], config, negative_prompts=[None])
+    [given] = generate_traced(sdxl_pipe, [AGREED], [8], config, negative_prompts=["blurry"])
+    np.testing.assert_allclose(plain.image, own(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(unset.image, own(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(given.image, own(negative_prompt="blurry"), rtol=0, atol=1e-5)
+    assert np.abs(own() - own(negative_prompt="")).max() > 1e-3  # "" is not the zero embedding

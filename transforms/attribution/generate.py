@@ -142,9 +142,11 @@ def generate_traced(
         for k in range(per_prompt)
     ]
     negatives = None
-    if negative_prompts is not None or config.negative_prompt is not None:
-        given = negative_prompts or [None] * len(prompts)
-        negatives = [n if n is not None else (config.negative_prompt or "") for n in given]
+    given = [config.negative_prompt if n is None else n for n in (negative_prompts or [None] * len(prompts))]
+    if any(n is not None for n in given):
+        # no negative prompt anywhere: none is passed, so each pipeline does its own default (SDXL:
+        # a zero negative embedding); in a batch where some prompts have one, the others get ""
+        negatives = [n or "" for n in given]
 
     store = HeatMapStore(config.trace) if store is None else store
     keys = layout.span([len(t.tokens) for t in tokenized])
