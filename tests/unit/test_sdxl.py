@@ -235,3 +235,15 @@ def test_images_are_the_pipelines_own_call_with_and_without_a_negative_prompt(sd
     np.testing.assert_allclose(unset.image, own(), rtol=0, atol=1e-5)
     np.testing.assert_allclose(given.image, own(negative_prompt="blurry"), rtol=0, atol=1e-5)
     assert np.abs(own() - own(negative_prompt="")).max() > 1e-3  # "" is not the zero embedding
+
+
+def test_a_prompt_without_a_negative_is_the_same_in_a_batch_with_one(sdxl_pipe):
+    config = GenerationConfig(steps=2, height=64, width=64, guidance_scale=5.0)
+    mixed = generate_traced(sdxl_pipe, ["a dog", AGREED, "a cat"], [7, 8, 9], config,
+                            negative_prompts=["blurry", None, "dark"])
+    [alone] = generate_traced(sdxl_pipe, [AGREED], [8], config)
+    [dog] = generate_traced(sdxl_pipe, ["a dog"], [7], config, negative_prompts=["blurry"])
+    assert [s.prompt_index for s in mixed] == [0, 1, 2] and [s.seed for s in mixed] == [7, 8, 9]
+    np.testing.assert_allclose(mixed[1].image, alone.image, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(mixed[0].image, dog.image, rtol=0, atol=1e-5)
+    torch.testing.assert_close(mixed[1].heat_map.maps, alone.heat_map.maps, rtol=0, atol=1e-5)

@@ -125,6 +125,9 @@ def generate_traced(
     """
     config = config or GenerationConfig()
     check_inputs(prompts, seeds)
+    groups = negative_groups(negative_prompts, config.negative_prompt, len(prompts))
+    if len(groups) > 1 and store is None:
+        return _generate_in_groups(pipe, prompts, seeds, config, negative_prompts, segmentation, groups)
     architecture = architecture_of(pipe)
     tokenizer = architecture.word_tokenizer(pipe)
     layout = architecture.text_layout(pipe)
@@ -145,7 +148,7 @@ def generate_traced(
     given = [config.negative_prompt if n is None else n for n in (negative_prompts or [None] * len(prompts))]
     if any(n is not None for n in given):
         # no negative prompt anywhere: none is passed, so each pipeline does its own default (SDXL:
-        # a zero negative embedding); in a batch where some prompts have one, the others get ""
+        # a zero negative embedding); a batch mixing both is generated in two calls (see above)
         negatives = [n or "" for n in given]
 
     store = HeatMapStore(config.trace) if store is None else store
@@ -259,3 +262,29 @@ def concept_class_maps(sample: TracedSample, matches: Sequence[ClassMatch]) -> t
     if not rows:
         return maps.new_zeros((0, *maps.shape[-2:]))
     return torch.stack([maps[sample.concepts.index(by_label[label])] for label in rows])
+
+
+def negative_groups(negative_prompts: Sequence[str | None] | None, default: str | None, n: int) -> list[list[int]]:
+    """The prompt indices generated together: prompts without a negative prompt apart from those
+    with one, so each gets what the pipeline's own call gives it (SDXL's zero negative embedding
+    is only used when no negative prompt is passed at all), whatever batch it is in."""
+    if negative_prompts is None or default is not None:
+        return [list(range(n))]
+    without = [i for i, neg in enumerate(negative_prompts) if neg is None]
+    with_one = [i for i, neg in enumerate(negative_prompts) if neg is not None]
+    return [g for g in (without, with_one) if g]
+
+
+def _generate_in_groups(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], config: GenerationConfig,
+                        negative_prompts: Sequence[str | None] | None, segmentation: SegmentationConfig | None,
+                        groups: list[list[int]]) -> list[TracedSample]:
+    """``generate_traced`` of each group, the samples back in prompt-major order of ``prompts``."""
+    negatives = list(negative_prompts or [None] * len(prompts))
+    samples: dict[int, list[TracedSample]] = {}
+    for group in groups:
+        part = generate_traced(pipe, [prompts[i] for i in group], [seeds[i] for i in group], config,
+                               [negatives[i] for i in group], segmentation)
+        for sample in part:
+            sample.prompt_index = group[sample.prompt_index]
+            samples.setdefault(sample.prompt_index, []).append(sample)
+    return [sample for p in range(len(prompts)) for sample in samples[p]]
