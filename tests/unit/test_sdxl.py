@@ -190,7 +190,31 @@ def test_tokenizers_that_disagree_give_a_failure_record(sdxl_pipe):
     assert [r.prompt for r in result.records] == [AGREED]
     [failure] = result.failures
     assert failure.id == "p1" and failure.stage == "generation"
-    assert "ValueError" in failure.message and "tokenizers split this prompt differently" in failure.message
+    assert "ValueError" in failure.message and "split this prompt into different key positions" in failure.message
+
+
+@pytest.mark.parametrize("prompt, agrees", [
+    ("a cat, art!", True),          # "!" vs "!</w>": the same positions
+    ("a dog!", True),
+    ("yes!!!", False),              # "!!!</w>" is one key for the first tokenizer, three for the second
+    ("what?!", False),
+])
+def test_sdxl_base_style_second_tokenizer_compares_positions(sdxl_pipe, prompt, agrees):
+    """SDXL-base's ``tokenizer_2`` pads with "!", a special token: prompts ending in "!" keep their
+    key positions and are traced; prompts whose positions shift are refused, naming why."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from transforms.tiny_model import build_clip_tokenizer
+
+    second = build_clip_tokenizer()
+    second.add_special_tokens({"pad_token": "!"})
+    pipe = StableDiffusionXLPipeline(**{**sdxl_pipe.components, "tokenizer_2": second})
+    architecture = architecture_of(pipe)
+    if agrees:
+        assert architecture.tokenize(pipe, prompt).tokens == architecture.tokenize(sdxl_pipe, prompt).tokens
+    else:
+        with pytest.raises(ValueError, match="different key positions"):
+            architecture.tokenize(pipe, prompt)
 
 
 def test_memory_estimate_counts_both_text_encoders(sdxl_pipe):

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..processor import DaamCrossAttnProcessor
 from ..store import HeatMapStore
-from ..words import TokenizedPrompt
+from ..words import END_OF_WORD, TokenizedPrompt
 from .base import Architecture
 
 UNET_KINDS = ("down", "mid", "up")
@@ -22,6 +22,11 @@ def unet_kind(processor_name: str) -> str:
     """``down``, ``mid`` or ``up`` from a UNet processor name (``other`` for anything else)."""
     head = processor_name.split(".", 1)[0]
     return next((kind for kind in UNET_KINDS if head == f"{kind}_blocks" or head == f"{kind}_block"), "other")
+
+
+def key_pieces(tokens: list[str]) -> list[str]:
+    """The text each token position holds (CLIP's end-of-word marker dropped)."""
+    return [token.removesuffix(END_OF_WORD) for token in tokens]
 
 
 class UNetArchitecture(Architecture):
@@ -39,9 +44,11 @@ class UNetArchitecture(Architecture):
             limit = self.text_layout(pipe).max_tokens
             theirs = second.tokenize(prompt.lower())[:limit]
             ours = pipe.tokenizer.tokenize(prompt.lower())[:limit]
-            if theirs != ours:
+            # key positions must agree, not piece strings: SDXL-base's second tokenizer pads with
+            # "!", a special token there, so "art!" ends in "!" beside the first one's "!</w>"
+            if key_pieces(theirs) != key_pieces(ours):
                 raise ValueError(
-                    "the two text encoders' tokenizers split this prompt differently "
+                    "the two text encoders' tokenizers split this prompt into different key positions "
                     f"({ours[:8]} vs {theirs[:8]}): its maps would not match the second encoder's keys"
                 )
         return tokenized
