@@ -56,7 +56,7 @@ def test_saved_folder_of_another_shape_runs_and_disagreeing_prompts_fail(other_f
     lines = (out / "_failures" / "train-00000-of-00001.jsonl").read_text().splitlines()
     [failure] = [json.loads(line) for line in lines]
     assert failure["prompt"] == DISAGREED and failure["stage"] == "generation"
-    assert "tokenizers split this prompt differently" in failure["message"]
+    assert "split this prompt into different key positions" in failure["message"]
 
 
 @pytest.mark.parametrize("args, expected", [
