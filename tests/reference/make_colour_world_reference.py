@@ -8,10 +8,10 @@ Writes ``<folder>_reference.npz`` next to this script (``colour_world_reference.
 ``colour-world``): for each case (``CASES``), the image ``case{i}/image`` float32 (32, 32, 3) and
 the global map ``case{i}/maps`` float32 of ``generate_traced`` on the shipped weights
 (``transforms.colour_world.assets``), CPU, one torch thread, 20 steps, no CFG; and
-``<folder>_reference.json`` with the weights' sha256, torch's version and the CPU kernels
-(``torch.backends.cpu.get_cpu_capability``). ``tests/unit/test_colour_world_assets.py``
-reproduces them bit for bit where torch and the CPU kernels are the recorded ones (float
-summation order differs between AVX2 and AVX-512 kernels), to 1e-5 elsewhere. Rerun only when the
+``<folder>_reference.json`` with the weights' sha256, torch's version, the CPU kernels
+(``torch.backends.cpu.get_cpu_capability``) and the CPU model. ``tests/unit/test_colour_world_assets.py``
+reproduces them bit for bit where all three are the recorded ones (float summation order differs
+between kernels and CPU models, and 20 steps amplify it), to 1e-3 elsewhere. Rerun only when the
 shipped weights change.
 """
 
@@ -39,8 +39,23 @@ def reference_path(world: str = COLOUR_WORLD) -> Path:
 
 
 def machine() -> dict[str, str]:
-    """What bit-for-bit equality depends on: torch's version and its CPU kernels."""
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    """What bit-for-bit equality depends on: torch's version, its CPU kernels and the processor
+    (the same kernels schedule differently on another CPU model)."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu": cpu_model()}
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def reference_samples(world: str = COLOUR_WORLD) -> list:

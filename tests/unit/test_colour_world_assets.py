@@ -22,7 +22,7 @@ WORLDS = [w for w in SHIPPED_WORLDS if (asset_root(w) / "manifest.json").exists(
 
 
 def test_the_three_worlds_are_shipped() -> None:
-    assert {"colour-world", "colour-world-sa"} <= set(WORLDS)
+    assert {"colour-world", "colour-world-sa", "colour-world-dit"} <= set(WORLDS)
 
 
 @pytest.mark.parametrize("world", WORLDS)
@@ -61,5 +61,7 @@ def test_shipped_weights_reproduce_the_reference(world: str) -> None:
         for name, value in (("image", sample.image), ("maps", sample.heat_map.maps.numpy())):
             if exact:  # the recorded torch and CPU kernels: bit for bit
                 np.testing.assert_array_equal(value, stored[f"case{i}/{name}"])
-            else:  # other kernels sum in another order
-                np.testing.assert_allclose(value, stored[f"case{i}/{name}"], rtol=1e-5, atol=1e-5)
+            else:  # other kernels or another CPU sum in another order, and 20 denoising steps
+                # amplify that (measured up to 1e-4 between two x86 machines): far below what any
+                # change of weights or code gives
+                np.testing.assert_allclose(value, stored[f"case{i}/{name}"], rtol=1e-3, atol=1e-3)

@@ -13,9 +13,10 @@ with **no layers** (a learned piece embedding and T5's final RMS norm: a colour 
 only its colour, as in the UNet world) over a sentencepiece-style (Unigram) tokenizer of the
 colour world's 9 words, 16 tokens long: the 7 words, ``</s>`` and 8 ``<pad>`` tokens that serve
 as the attention sink (real Flux pads T5 to 512 the same way). The CLIP side is a small random
-``CLIPTextModel``; its pooled vector is **disconnected** (the transformer's pooled-text projection
-is zero and frozen), so the prompt reaches the image only through joint attention and every
-map is the whole story. Sampling: FluxPipeline's flow-matching Euler steps (shift 1), 20 steps.
+``CLIPTextModel`` over the same piece tokenizer (the CLIP vocabulary would be 10 MB of embedding
+for a vector nothing reads); its pooled vector is **disconnected** (the transformer's pooled-text
+projection is zero and frozen), so the prompt reaches the image only through joint attention and
+every map is the whole story. Sampling: FluxPipeline's flow-matching Euler steps (shift 1), 20 steps.
 
 A prompt with a word outside the vocabulary raises ``ValueError`` naming it.
 """
@@ -29,7 +30,6 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransfo
 from diffusers.pipelines.flux.pipeline_output import FluxPipelineOutput
 
 from ..attribution.words import WORD_START
-from ..tiny_model import build_clip_tokenizer
 from ..tiny_parts import clip_text_encoder
 from .scenes import PROMPT_WORDS, VOCABULARY
 
@@ -144,9 +144,11 @@ class ColourWorldDiTPipeline(FluxPipeline):
 
 def build_dit_pipeline(transformer: FluxTransformer2DModel, text_encoder: Any) -> ColourWorldDiTPipeline:
     """The pipeline around a (trained) transformer and T5 side, with the fixed CLIP side."""
-    clip = clip_text_encoder(CLIP_DIM, _CLIP_SEED, num_attention_heads=2)
+    pieces = len(piece_vocab())
+    clip = clip_text_encoder(CLIP_DIM, _CLIP_SEED, num_attention_heads=2, vocab_size=pieces,
+                             max_position_embeddings=TEXT_TOKENS, bos_token_id=0, eos_token_id=1, pad_token_id=0)
     return ColourWorldDiTPipeline(
-        scheduler=build_scheduler(), vae=None, text_encoder=clip, tokenizer=build_clip_tokenizer(),
+        scheduler=build_scheduler(), vae=None, text_encoder=clip, tokenizer=build_piece_tokenizer(),
         text_encoder_2=text_encoder, tokenizer_2=build_piece_tokenizer(), transformer=transformer,
     )
 
