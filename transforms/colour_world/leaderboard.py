@@ -14,7 +14,7 @@ on the same images:
   self-attention factor and power τ;
 - **ConceptAttention** (joint attention only): concepts = the prompt's content words (colours and
   shapes compete) and = the class names only (what ``--label-maps concept`` uses); and the
-  paper's **cross-attention baseline** (image queries · concept keys) on the class names;
+  paper's **cross-attention baseline** (image queries · concept keys) on both;
 - every row's label maps at each **label threshold** of a scan (the min-max class score);
 - baselines: the whole image, the best centre disc.
 
@@ -238,7 +238,7 @@ def _score_variants(pipe: Any, score: WorldScore, texts: list[str], seeds: list[
                     matches: list, objects: list, tau: float, joint: bool, refine_factors: list[int]) -> None:
     """The methods that need a run of their own: head max, text keys, concept labels, refinement."""
     vocabulary = colour_vocabulary()
-    runs: list[tuple[str, GenerationConfig, SegmentationConfig]] = [
+    runs: list[tuple[str, GenerationConfig, SegmentationConfig | None]] = [
         ("DAAM, head max", replace(base, trace=TraceConfig(layers="all", heads="max")),
          SegmentationConfig(vocabulary, refine=False)),
     ]
@@ -247,9 +247,10 @@ def _score_variants(pipe: Any, score: WorldScore, texts: list[str], seeds: list[
                      SegmentationConfig(vocabulary, refine=False)))
         runs.append(("ConceptAttention, class names", replace(base, trace=TraceConfig(layers="all")),
                      SegmentationConfig(vocabulary, refine=False, label_maps="concept")))
-        runs.append(("paper's cross-attention baseline, class names",
-                     replace(base, trace=TraceConfig(layers="all"), concepts=ConceptConfig(space="cross-attention")),
+        baseline = replace(base, trace=TraceConfig(layers="all"), concepts=ConceptConfig(space="cross-attention"))
+        runs.append(("paper's cross-attention baseline, class names", baseline,
                      SegmentationConfig(vocabulary, refine=False, label_maps="concept")))
+        runs.append(("paper's cross-attention baseline, content words", baseline, None))
     for factor in refine_factors:
         for power in REFINE_POWERS:
             runs.append((f"DAAM + refine (factor {factor}, power {power})", replace(base, trace=TraceConfig(layers="all")),
@@ -259,6 +260,9 @@ def _score_variants(pipe: Any, score: WorldScore, texts: list[str], seeds: list[
         tally = score.tally(method)
         for i, sample in enumerate(samples):
             seg = sample.segmentation
+            if segmentation is None:  # concepts = the content words
+                _score_concepts(tally, sample, matches[i], objects[i], tau)
+                continue
             if method.startswith("DAAM,"):
                 _score_maps(tally, sample, matches[i], objects[i], sample.heat_map, tau)
                 continue
