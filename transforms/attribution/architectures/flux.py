@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry, dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import (
     FluxSingleTransformerBlock,
@@ -30,7 +30,7 @@ from diffusers.models.transformers.transformer_flux import (
 )
 
 from ..config import GenerationConfig
-from ..joint import record_text_maps
+from ..joint import attention_with_lse, record_text_maps
 from ..processor import RecordingProcessor
 from ..store import HeatMapStore
 from .base import Architecture, TextLayout
@@ -105,6 +105,15 @@ class DaamFluxAttnProcessor(RecordingProcessor):
     def _parallel_config(self) -> Any:
         return getattr(self.fallback, "_parallel_config", None)
 
+    def _native(self) -> bool:
+        """Whether ``dispatch_attention_fn`` would run diffusers' native backend (plain SDPA)."""
+        if self._parallel_config is not None:
+            return False
+        backend = self._attention_backend
+        if backend is None:
+            backend = _AttentionBackendRegistry.get_active_backend()[0]
+        return AttentionBackendName(backend) == AttentionBackendName.NATIVE
+
     def __call__(
         self,
         attn: Any,
@@ -125,13 +134,19 @@ class DaamFluxAttnProcessor(RecordingProcessor):
             raise RuntimeError(f"expected {image_tokens} image tokens ({h}x{w}), got {hidden_states.shape[1]} in {self.name}")
         query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
         text = query.shape[1] - image_tokens
+        lse = None
+        if daam and self.store.config.joint_normalize == "all" and self._native():
+            # what diffusers' native backend runs (SDPA on [B, H, S, D] views), with the kernel's LSE
+            out, lse = attention_with_lse(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+            out = out.transpose(1, 2)
+        else:
+            out = dispatch_attention_fn(
+                query, key, value, attn_mask=None, backend=self._attention_backend, parallel_config=self._parallel_config
+            )
         if daam:
             record_text_maps(
-                self.store, self.name, query.transpose(1, 2), key.transpose(1, 2), slice(text, None), slice(0, text)
+                self.store, self.name, query.transpose(1, 2), key.transpose(1, 2), slice(text, None), slice(0, text), lse
             )
-        out = dispatch_attention_fn(
-            query, key, value, attn_mask=None, backend=self._attention_backend, parallel_config=self._parallel_config
-        )
         if concepts:
             self.concepts.attend(self.name, attn, key, value, out, slice(text, None), hidden_states)
         return joint_output(attn, out, encoder_hidden_states, query.dtype)

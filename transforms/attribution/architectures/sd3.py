@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..joint import record_text_maps
+from ..joint import attention_with_lse, record_text_maps
 from ..processor import RecordingProcessor
 from ..store import HeatMapStore, query_length
 from ..words import TokenizedPrompt
@@ -95,10 +95,13 @@ class DaamJointAttnProcessor(RecordingProcessor):
             (attn.norm_added_q, attn.norm_added_k),
         )
         query, key, value = (torch.cat([ours, theirs], dim=2) for ours, theirs in zip((query, key, value), context))
+        lse = None
+        if daam and self.store.config.joint_normalize == "all":
+            hidden_states, lse = attention_with_lse(query, key, value)
+        else:
+            hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
         if daam:
-            record_text_maps(self.store, self.name, query, key, slice(0, image_len), slice(image_len, None))
-
-        hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+            record_text_maps(self.store, self.name, query, key, slice(0, image_len), slice(image_len, None), lse)
         if concepts:
             self.concepts.attend(
                 self.name, attn, key.transpose(1, 2), value.transpose(1, 2), hidden_states.transpose(1, 2),
