@@ -72,16 +72,15 @@ def attention_with_lse(
     if kernel is None:
         return F.scaled_dot_product_attention(query, key, value), None
     signature = (query.device.type, query.dtype, query.shape, key.shape, query.stride(), key.stride(), value.stride())
-    if signature not in _VERIFIED:
-        out, lse = kernel(query, key, value)
-        _VERIFIED[signature] = torch.equal(out, F.scaled_dot_product_attention(query, key, value))
-        if not _VERIFIED[signature]:
-            logger.info("fused-kernel LSE not used for %s: its output differs from SDPA's", signature[:3])
-            return F.scaled_dot_product_attention(query, key, value), None
-        return out, lse[..., : query.shape[2]].float()
-    if not _VERIFIED[signature]:
+    if _VERIFIED.get(signature) is False:
         return F.scaled_dot_product_attention(query, key, value), None
     out, lse = kernel(query, key, value)
+    if signature not in _VERIFIED:
+        expected = F.scaled_dot_product_attention(query, key, value)
+        _VERIFIED[signature] = torch.equal(out, expected)
+        if not _VERIFIED[signature]:
+            logger.info("fused-kernel LSE not used for %s: its output differs from SDPA's", signature[:3])
+            return expected, None
     return out, lse[..., : query.shape[2]].float()
 
 
@@ -124,20 +123,18 @@ def text_key_maps(
     k_text = k[:, :, text]
     batch, num_heads, num_queries, _ = q.shape
     given = lse[:, :, image].float() if lse is not None and normalize == "all" else None
-    step = query_chunk(batch, num_heads, k_text.shape[2] if given is not None else k.shape[2], budget_bytes)
+    every_key = normalize == "all" and given is None  # the log-sum-exp over every key, computed here
+    step = query_chunk(batch, num_heads, k.shape[2] if every_key else k_text.shape[2], budget_bytes)
     out = torch.empty(batch, num_queries, k_text.shape[2], dtype=torch.float32, device=q.device)
     for start in range(0, num_queries, step):
         chunk = q[:, :, start : start + step]
-        if given is not None:
-            text_scores = chunk @ k_text.transpose(-1, -2) * scale
-            lse_chunk = given[:, :, start : start + step, None]
-        elif normalize == "all":
+        if every_key:
             scores = chunk @ k.transpose(-1, -2) * scale
             text_scores = scores[..., text]
             lse_chunk = scores.logsumexp(-1, keepdim=True)
         else:
             text_scores = chunk @ k_text.transpose(-1, -2) * scale
-            lse_chunk = text_scores.logsumexp(-1, keepdim=True)
+            lse_chunk = text_scores.logsumexp(-1, keepdim=True) if given is None else given[:, :, start : start + step, None]
         probs = (text_scores - lse_chunk).exp_()
         out[:, start : start + step] = probs.sum(1) if heads == "mean" else probs.amax(1)
     return out

@@ -135,7 +135,7 @@ class DaamFluxAttnProcessor(RecordingProcessor):
         query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
         text = query.shape[1] - image_tokens
         lse = None
-        if daam and self.store.config.joint_normalize == "all" and self._native():
+        if daam and self._native():
             # what diffusers' native backend runs (SDPA on [B, H, S, D] views), with the kernel's LSE
             out, lse = attention_with_lse(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
             out = out.transpose(1, 2)

@@ -96,7 +96,7 @@ class DaamJointAttnProcessor(RecordingProcessor):
         )
         query, key, value = (torch.cat([ours, theirs], dim=2) for ours, theirs in zip((query, key, value), context))
         lse = None
-        if daam and self.store.config.joint_normalize == "all":
+        if daam:  # the kernel's LSE (unused under --joint-normalize text, and free)
             hidden_states, lse = attention_with_lse(query, key, value)
         else:
             hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
