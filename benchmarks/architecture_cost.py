@@ -105,7 +105,7 @@ def flux_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
     tokenizer of ``text_tokens`` positions; this transformer; CLIP (pooled) and T5 stand-ins."""
     from diffusers import FluxTransformer2DModel
 
-    from transforms.tiny_t5 import build_t5_tokenizer
+    from transforms.models.tiny_t5 import build_t5_tokenizer
 
     base = base_pipeline("tiny-flux")
     tokenizer_2 = build_t5_tokenizer(model_max_length=text_tokens)

@@ -39,11 +39,11 @@ from pipeline.driver import run
 from pipeline.graph import build_generator
 from schemas.record import build_features
 from transforms.attribution import GenerationConfig
-from transforms.layout import OutputLayout
-from transforms.model_loading import ModelSpec, model_geometry, resolve_model_source
+from transforms.shards.layout import OutputLayout
+from transforms.models.loading import ModelSpec, model_geometry, resolve_model_source
 from transforms.corpus import read_corpus
-from transforms.sharding import plan_shards, shard_prompts
-from transforms.sinks import commit_shard
+from transforms.shards.sharding import plan_shards, shard_prompts
+from transforms.shards.sinks import commit_shard
 
 WORDS = ["cat", "dog", "red ball", "lighthouse", "bicycle", "horse", "coffee", "sailboat", "kite", "teddy bear"]
 

@@ -38,7 +38,7 @@ from benchmarks.common import CallTimer, resolve_device, result_record, write_re
 from pipeline.cli import main as cli_main
 
 # what is timed: label -> (module, function); the callers look these names up at call time
-TIMED = {"encode": ("transforms.shard_generator", "to_record"), "write": ("transforms.shard_dofn", "commit_shard")}
+TIMED = {"encode": ("transforms.shards.generator", "to_record"), "write": ("transforms.shards.dofn", "commit_shard")}
 DEFAULT_VARIANTS = [("float16", ""), ("float32", "--map-dtype float32")]
 
 

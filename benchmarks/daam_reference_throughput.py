@@ -30,7 +30,7 @@ from benchmarks.common import json_subprocess, paired_times, resolve_device, res
 from benchmarks.common import untraced_generate, write_result
 from benchmarks.trace_overhead_real import batch_prompts
 from transforms.attribution import GenerationConfig, generate_traced
-from transforms.model_loading import ModelSpec, load_pipeline
+from transforms.models.loading import ModelSpec, load_pipeline
 
 REFERENCE_PYTHON = "/work/refvenv/bin/python"
 GOALS = {"cpu_batch_4_over_daam": 1.25, "gpu_batch_4_over_daam": 4.0}

@@ -26,14 +26,14 @@ import statistics
 import time
 from typing import Any
 
-import transforms.shard_generator as shard_generator
+import transforms.shards.generator as shard_generator
 from benchmarks.beam_throughput import WORDS, denoiser_class
 from benchmarks.common import CallTimer, paired_times, result_record, write_result
 from benchmarks.run_args import generation_parser, load
 from transforms.attribution import GenerationConfig
 from transforms.corpus import PromptRecord
-from transforms.shard_generator import ShardGenerator
-from transforms.sharding import ShardSpec
+from transforms.shards.generator import ShardGenerator
+from transforms.shards.sharding import ShardSpec
 
 DEPTHS = {"background": shard_generator.ENCODE_QUEUE_BATCHES, "synchronous": 0}
 

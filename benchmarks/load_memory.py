@@ -5,7 +5,7 @@ then the weights copied in).
     python -m benchmarks.load_memory [--model sd15|sd21|sdxl|tiny|PATH] [--dtype float32] [--repeats 1]
 
 Each load runs in a fresh interpreter (``common.json_subprocess``); the peak is its ``VmHWM``
-after ``transforms.model_loading.load_pipeline`` on CPU, the baseline its RSS after the imports;
+after ``transforms.models.loading.load_pipeline`` on CPU, the baseline its RSS after the imports;
 ``touched`` is the peak once every weight was read (safetensors weights may stay memory-mapped,
 not resident, until first used).
 ``--model`` takes a shape's name (``benchmarks.shapes.saved``: a full-size denoiser with random
@@ -32,7 +32,7 @@ def child(model: str, dtype: str, low_memory: bool) -> dict[str, Any]:
     was read, and the seconds."""
     import torch
 
-    from transforms.model_loading import ModelSpec, load_pipeline
+    from transforms.models.loading import ModelSpec, load_pipeline
 
     before = status_kib("VmRSS:") * 1024
     start = time.perf_counter()

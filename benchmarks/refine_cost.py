@@ -29,7 +29,7 @@ from benchmarks import shapes
 from benchmarks.common import json_subprocess, machine_info, paired_times, peak_memory, write_result
 from transforms.attribution import GenerationConfig, SegmentationConfig, generate_traced
 from transforms.attribution.classes import load_vocabulary
-from transforms.model_family import label_defaults
+from transforms.models.family import label_defaults
 
 PROMPT = "a photo of a cat sitting on a red sofa next to a dog"
 VARIANTS = ("traced", "refined")

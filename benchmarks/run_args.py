@@ -12,7 +12,7 @@ import torch
 
 from benchmarks import shapes
 from benchmarks.common import resolve_device
-from transforms.model_loading import ModelSpec, load_pipeline
+from transforms.models.loading import ModelSpec, load_pipeline
 
 
 def generation_parser(doc: str, model: str, size: int, steps: int, batch_size: int = 1) -> argparse.ArgumentParser:

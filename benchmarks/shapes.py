@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 import torch
 
-from transforms.model_loading import ModelSpec, load_pipeline
-from transforms.tiny_model import cached_model
+from transforms.models.loading import ModelSpec, load_pipeline
+from transforms.models.tiny_sd import cached_model
 
 SHAPES_VERSION = "1"  # bump when a shape or a stand-in changes (cached folders are rebuilt)
 SD15_UNET = dict(  # runwayml/stable-diffusion-v1-5, unet/config.json

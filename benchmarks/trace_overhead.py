@@ -15,7 +15,7 @@ import torch
 
 from benchmarks.common import machine_info, paired_times, write_result
 from transforms.attribution import GenerationConfig, generate_traced
-from transforms.model_loading import ModelSpec, load_pipeline
+from transforms.models.loading import ModelSpec, load_pipeline
 
 PROMPTS = [
     "a photo of a cat sitting on a red sofa",

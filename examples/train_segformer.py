@@ -67,8 +67,8 @@ from datasets import load_dataset
 from torch.utils.data import DataLoader
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-from transforms.layout import ID2LABEL_FILE
-from transforms.model_family import COLOUR_WORLD_MODEL_NAME
+from transforms.shards.layout import ID2LABEL_FILE
+from transforms.models.family import COLOUR_WORLD_MODEL_NAME
 from transforms.training import IGNORE_INDEX, MeanIoU, collate, segmentation_dataset, segmentation_transforms
 
 log = logging.getLogger("train_segformer")
@@ -351,7 +351,7 @@ def main_colour_world(args: argparse.Namespace) -> dict[str, Any]:
     held-out images' true masks (see the module docstring)."""
     from transforms.colour_world import segmentation_data as cw
     from transforms.colour_world.scenes import HELD_OUT_PROMPTS, TRAIN_PROMPTS
-    from transforms.model_loading import ModelLoadError, ModelSpec, load_pipeline
+    from transforms.models.loading import ModelLoadError, ModelSpec, load_pipeline
 
     try:
         pipe = load_pipeline(ModelSpec(args.colour_world_model, device=args.device))

@@ -22,7 +22,7 @@ from schemas.record import COLUMN_DOCS, SCHEMA_VERSION, run_features, segmentati
 from transforms.attribution.classes import BACKGROUND_NAME
 from transforms.attribution.config import DEFAULT_CMAP, DEFAULT_THRESHOLD
 from transforms.attribution.overlay import OVERLAY_QUALITY, OVERLAY_SIDE, OVERLAY_WORDS
-from transforms.layout import CARD_FILE, RUN_FILE, SEGMENTATION_DIR, SEGMENTATION_FORMAT, OutputLayout
+from transforms.shards.layout import CARD_FILE, RUN_FILE, SEGMENTATION_DIR, SEGMENTATION_FORMAT, OutputLayout
 
 CITATION = """@inproceedings{tang2023daam,
   title     = {What the {DAAM}: Interpreting Stable Diffusion Using Cross Attention},

@@ -8,7 +8,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from transforms.model_loading import ModelLoadError
+from transforms.models.loading import ModelLoadError
 from transforms.corpus import CorpusError
 
 from .errors import DaamDatasetsError, UsageError

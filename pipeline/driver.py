@@ -18,12 +18,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from schemas.maps import check_map_size
 from schemas.output_records import RunInfo
 from schemas.record import SCHEMA_VERSION
-from transforms.layout import CARD_FILE, ID2LABEL_FILE, RUN_FILE, OutputLayout
-from transforms.model_family import check_family_settings, double_stream_blocks, family_of
-from transforms.model_loading import model_geometry, resolve_model_source
+from transforms.shards.layout import CARD_FILE, ID2LABEL_FILE, RUN_FILE, OutputLayout
+from transforms.models.family import check_family_settings, double_stream_blocks, family_of
+from transforms.models.loading import model_geometry, resolve_model_source
 from transforms.trace_selection import resolve_selection
 from transforms.corpus import Corpus, read_corpus
-from transforms.sharding import ShardSpec, plan_shards
+from transforms.shards.sharding import ShardSpec, plan_shards
 
 from . import output as out
 from .card import PREVIEW_IMAGE, id2label, output_card, unfinished_card, write_card
@@ -56,7 +56,7 @@ def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[i
     """The corpus (refused if it has no usable prompt), image size, map size and the trace
     selection resolved for the model. A size the model cannot take, a selection that traces
     nothing (``transforms.trace_selection``) or one generation the device cannot hold is refused
-    here, before anything is allocated or written (``transforms.memory``; a model family's own
+    here, before anything is allocated or written (``transforms.models.memory``; a model family's own
     limits, ``model_family``)."""
     corpus = read_corpus(settings.prompts, settings.seed, settings.columns, settings.limit, settings.split)
     out.require_prompts(corpus, settings.prompts)
@@ -85,8 +85,8 @@ def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[i
 
 
 def _require_fits(settings: RunSettings, source: str, size: tuple[int, int], prompts: int) -> None:
-    """The memory estimate of one generation against the device (``transforms.memory``)."""
-    from transforms.memory import model_configs, require_generation_fits
+    """The memory estimate of one generation against the device (``transforms.models.memory``)."""
+    from transforms.models.memory import model_configs, require_generation_fits
 
     shards = plan_shards(prompts, settings.shard_size, settings.num_shards)
     segmentation = {"segmentation": settings.segmentation_config} if settings.segmentation else {}

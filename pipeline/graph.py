@@ -15,10 +15,10 @@ import apache_beam as beam
 from apache_beam.utils.shared import Shared
 
 from schemas.record import run_features
-from transforms.model_loading import load_pipeline
-from transforms.shard_dofn import GenerateShardFn
-from transforms.shard_generator import ShardGenerator
-from transforms.sharding import ShardSpec
+from transforms.models.loading import load_pipeline
+from transforms.shards.dofn import GenerateShardFn
+from transforms.shards.generator import ShardGenerator
+from transforms.shards.sharding import ShardSpec
 from transforms.testing.faults import hooks_from_env
 
 from .options import RunSettings

@@ -19,7 +19,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from transforms.layout import LOCK_FILE, OutputLayout
+from transforms.shards.layout import LOCK_FILE, OutputLayout
 
 from .errors import OutputError
 

@@ -27,10 +27,10 @@ from transforms.attribution.config import (
     parse_layers,
 )
 from transforms.attribution.steps import resolve_fractions
-from transforms.model_family import default_guidance, label_defaults
-from transforms.model_loading import DTYPES, SCHEDULERS, ModelSpec
+from transforms.models.family import default_guidance, label_defaults
+from transforms.models.loading import DTYPES, SCHEDULERS, ModelSpec
 from transforms.corpus import ColumnNames
-from transforms.tiny_model import TINY_MODEL_NAME
+from transforms.models.tiny_sd import TINY_MODEL_NAME
 
 from . import argtypes
 
@@ -47,7 +47,7 @@ def _formats(value: str) -> tuple[str, ...]:
 
 MAX_STEPS = 1000  # the training timesteps of Stable Diffusion schedulers: more steps cannot be scheduled
 MAX_GUIDANCE = 100.0  # far above any useful guidance (SD uses 1-20); beyond it images are noise
-MAX_SIDE = 65536  # pixels per side; what fits in memory is checked against the model (transforms.memory)
+MAX_SIDE = 65536  # pixels per side; what fits in memory is checked against the model (transforms.models.memory)
 MAX_BATCH = 1024  # prompts per UNet call, images per prompt, torch threads
 MAX_FACTOR = 64  # latent downsampling factors are powers of two; SD 1.x/2.x have 1, 2, 4, 8
 MAX_BLOCKS = 1000  # double-stream blocks of a transformer (FLUX.1: 19, SD3.5-large: 38)

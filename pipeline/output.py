@@ -9,9 +9,9 @@ import os
 from typing import Any
 
 from schemas.output_records import FailureRecord, ShardStats, failure_lines
-from transforms.layout import FAILURES_DIR, MANIFEST_DIR, RUN_FILE, STATS_DIR, TMP_DIR, OutputLayout
+from transforms.shards.layout import FAILURES_DIR, MANIFEST_DIR, RUN_FILE, STATS_DIR, TMP_DIR, OutputLayout
 from transforms.corpus import Corpus, CorpusError
-from transforms.sharding import ShardSpec, shard_prompts
+from transforms.shards.sharding import ShardSpec, shard_prompts
 
 from .errors import OutputError
 from .ownership import READ_FAILURES, remove_ours

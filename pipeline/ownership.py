@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from schemas.output_records import PreviewRecord, RunInfo, ShardStats, parse_shard_name
-from transforms.layout import (
+from transforms.shards.layout import (
     CARD_FILE,
     FAILURES_DIR,
     FORMAT_DIRS,

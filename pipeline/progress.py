@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from transforms.layout import OutputLayout
+from transforms.shards.layout import OutputLayout
 
 from .lock import RunLock
 from .output import collect_stats

@@ -7,7 +7,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from transforms.shard_dofn import NAMESPACE
+from transforms.shards.dofn import NAMESPACE
 
 VERSIONED = ("torch", "diffusers", "transformers", "apache-beam", "pyarrow", "datasets", "webdataset", "numpy")
 

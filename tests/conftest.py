@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.cli import main as cli_main
-from transforms.model_loading import ModelSpec, load_pipeline
+from transforms.models.loading import ModelSpec, load_pipeline
 
 FAST_ARGS = ["--steps", "2", "--height", "64", "--width", "64"]
 

@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from transforms.model_family import COLOUR_WORLD_MODEL_NAME, SHIPPED_WORLDS, family_of
-from transforms.model_loading import ModelSpec, load_pipeline, resolve_model_source
+from transforms.models.family import COLOUR_WORLD_MODEL_NAME, SHIPPED_WORLDS, family_of
+from transforms.models.loading import ModelSpec, load_pipeline, resolve_model_source
 
 from .. import argtypes
 from ..errors import UsageError

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from transforms.model_loading import ModelLoadError
+from transforms.models.loading import ModelLoadError
 from transforms.corpus import CorpusError
 
 from ..beam_args import unknown_beam_args

@@ -13,7 +13,7 @@ from typing import Any
 from datasets import Features
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from transforms.layout import ID2LABEL_FILE
+from transforms.shards.layout import ID2LABEL_FILE
 
 from ..card import CITATION, PLACEHOLDER_REPO, TAGS, size_category
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from transforms.layout import TMP_DIR, OutputLayout
+from transforms.shards.layout import TMP_DIR, OutputLayout
 
 from ..errors import ExportError
 from ..ownership import prune_folders, refusal, require_destination

@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.layout import CARD_FILE, DATA_DIR, ID2LABEL_FILE
-from transforms.sinks import ROW_GROUP_MAX_ROWS, ROW_GROUP_TARGET_BYTES
+from transforms.shards.layout import CARD_FILE, DATA_DIR, ID2LABEL_FILE
+from transforms.shards.sinks import ROW_GROUP_MAX_ROWS, ROW_GROUP_TARGET_BYTES
 
 from .base import Layout
 from .card import export_card

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from datasets import Features, Image
 
 from schemas.output_records import RecordError, RunInfo, parse_shard_name
-from transforms.layout import ID2LABEL_FILE, RUN_FILE, SEGMENTATION_DIR, OutputLayout
+from transforms.shards.layout import ID2LABEL_FILE, RUN_FILE, SEGMENTATION_DIR, OutputLayout
 
 from ..errors import ExportError
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from transforms.attribution.config import DEFAULT_CMAP, DEFAULT_THRESHOLD
-from transforms.layout import CARD_FILE, PREVIEW_DIR, OutputLayout
+from transforms.shards.layout import CARD_FILE, PREVIEW_DIR, OutputLayout
 
 from ..card import PREVIEW_GALLERY, PREVIEW_IMAGE, with_preview, write_card
 from ..errors import PreviewError

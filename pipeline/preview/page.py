@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from schemas.maps import stored_map_size
-from transforms.layout import RUN_FILE, OutputLayout
+from transforms.shards.layout import RUN_FILE, OutputLayout
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from schemas.maps import SCALE_COLUMNS, decode_maps, decode_token_maps, decoded_row
 from schemas.record import WDS_CONCEPT_MAPS, WDS_IMAGE, WDS_MAPS, WDS_META
-from transforms.layout import DATA_DIR, WDS_DIR, OutputLayout
+from transforms.shards.layout import DATA_DIR, WDS_DIR, OutputLayout
 
 from ..errors import PreviewError
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from huggingface_hub.utils.sha import sha_fileobj
 
 from schemas.output_records import ShardStats
-from transforms.layout import (
+from transforms.shards.layout import (
     CARD_FILE,
     FAILURES_DIR,
     LOCK_FILE,

@@ -29,7 +29,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils.sha import git_hash
 
-from transforms.layout import OutputLayout
+from transforms.shards.layout import OutputLayout
 
 from ..errors import PublishError
 from .files import check_output, plan_publish

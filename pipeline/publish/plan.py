@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from transforms.layout import CARD_FILE, DATA_DIR, PREVIEW_DIR, RUN_FILE, SEGMENTATION_DIR, WDS_DIR
+from transforms.shards.layout import CARD_FILE, DATA_DIR, PREVIEW_DIR, RUN_FILE, SEGMENTATION_DIR, WDS_DIR
 
 from ..export import DEFAULT_VALIDATION_FRACTION
 

@@ -15,7 +15,7 @@ import posixpath
 import shutil
 from typing import Any
 
-from transforms.layout import TMP_DIR, OutputLayout
+from transforms.shards.layout import TMP_DIR, OutputLayout
 
 from ..errors import PublishError
 from ..ownership import refusal, require_destination

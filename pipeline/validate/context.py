@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from schemas.output_records import RunInfo, ShardStats, parse_shard_name
-from transforms.layout import OutputLayout
+from transforms.shards.layout import OutputLayout
 
 from .problems import Problem
 

@@ -7,7 +7,7 @@ import posixpath
 import re
 
 from schemas.output_records import RunInfo, ShardStats, shard_name
-from transforms.layout import (
+from transforms.shards.layout import (
     CARD_FILE,
     DATA_DIR,
     ID2LABEL_FILE,

@@ -8,7 +8,7 @@ import json
 from collections import Counter
 
 from schemas.output_records import ShardStats
-from transforms.layout import DATA_DIR, STATS_DIR
+from transforms.shards.layout import DATA_DIR, STATS_DIR
 
 from .context import Validation, shard_of
 

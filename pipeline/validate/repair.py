@@ -11,7 +11,7 @@ import logging
 from dataclasses import replace
 
 from schemas.output_records import RunInfo
-from transforms.layout import FORMAT_DIRS, RUN_FILE, OutputLayout
+from transforms.shards.layout import FORMAT_DIRS, RUN_FILE, OutputLayout
 
 from ..errors import OutputError
 from ..lock import RunLock

@@ -5,7 +5,7 @@ with its rows, ``row_checks.check_label``)."""
 from __future__ import annotations
 
 from schemas.output_records import FileInfo, ShardStats
-from transforms.layout import ID2LABEL_FILE
+from transforms.shards.layout import ID2LABEL_FILE
 
 from ..card import id2label
 from .context import Validation, feature_diff

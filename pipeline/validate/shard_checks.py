@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from schemas.output_records import FailureRecord, FileInfo, ShardStats
-from transforms.layout import FORMAT_DIRS, SEGMENTATION_FORMAT, STATS_DIR
+from transforms.shards.layout import FORMAT_DIRS, SEGMENTATION_FORMAT, STATS_DIR
 
 from .context import Validation, feature_diff
 from .row_checks import MISSING, check_concept_maps, check_label, check_row, check_timestep_maps

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from transforms.layout import OutputLayout
+from transforms.shards.layout import OutputLayout
 
 from .context import Validation
 from .dataset_checks import check_card, check_strays, load_run, load_stats
 from .id_checks import check_prompts, check_unique_ids, note_stray_parquet_ids
 from .problems import Problem
 from .segmentation_checks import check_id2label, check_segmentation_file
-from transforms.layout import SEGMENTATION_FORMAT
+from transforms.shards.layout import SEGMENTATION_FORMAT
 from .shard_checks import check_shard
 
 

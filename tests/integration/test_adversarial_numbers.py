@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST_ARGS, PROMPTS, copy_output
-from transforms import memory
+from transforms.models import memory
 
 GIB = 2**30
 RUN = "error: daam-datasets run: argument"

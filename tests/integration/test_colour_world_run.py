@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from datasets import load_dataset
 
-from transforms.model_family import COLOUR_WORLD, SD_GUIDANCE, default_guidance, family_of
+from transforms.models.family import COLOUR_WORLD, SD_GUIDANCE, default_guidance, family_of
 
 PROMPTS = ["a red circle and a blue square", "a green triangle and a yellow circle", "a purple circle and a red square"]
 

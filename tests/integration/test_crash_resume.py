@@ -22,7 +22,7 @@ from pipeline.lock import RunLock
 from pipeline.validate import validate_output
 from tests.conftest import FAST_ARGS, PROMPTS
 from transforms.testing.faults import CRASH_EXIT_CODE
-from transforms.layout import OutputLayout
+from transforms.shards.layout import OutputLayout
 from transforms.corpus import read_corpus
 
 CLI = str(Path(sys.executable).with_name("daam-datasets"))
@@ -163,7 +163,7 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:
 HOLD_LOCK = """
 import sys, time
 from pipeline.lock import RunLock
-from transforms.layout import OutputLayout
+from transforms.shards.layout import OutputLayout
 RunLock(OutputLayout(sys.argv[1])).acquire()
 print("locked", flush=True)
 time.sleep(600)

@@ -11,10 +11,10 @@ from pipeline.options import RunSettings
 from pipeline.driver import run
 from tests.conftest import FAST_ARGS
 from transforms.attribution import GenerationConfig, generate_traced
-from transforms.results import PromptFailure
-from transforms.shard_generator import to_record
+from transforms.shards.results import PromptFailure
+from transforms.shards.generator import to_record
 from transforms.corpus import PromptRecord, read_corpus
-from transforms.shard_dofn import GenerateShardFn
+from transforms.shards.dofn import GenerateShardFn
 
 
 def test_bad_prompt_costs_no_neighbour(write_corpus, tmp_path, run_cli, monkeypatch):

@@ -13,7 +13,7 @@ from pipeline.graph import GenerateAndCommitShards
 from pipeline.options import RunSettings
 from schemas.output_records import ShardStats
 from transforms.attribution import GenerationConfig
-from transforms.model_loading import ModelSpec
+from transforms.models.loading import ModelSpec
 
 from tests.conftest import PROMPTS
 

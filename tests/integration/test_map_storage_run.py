@@ -125,7 +125,7 @@ def test_validate_finds_codes_that_lost_their_scale(quantised, tmp_path):
 def test_preview_reads_uint8_rows_as_their_values(quantised, exact, tmp_path):
     from pipeline.cli import main
     from pipeline.preview.rows import read_rows, webdataset_rows
-    from transforms.layout import OutputLayout
+    from transforms.shards.layout import OutputLayout
 
     for q, f in zip(read_rows(str(quantised), 3), read_rows(str(exact), 3), strict=True):
         assert q["token_maps"].dtype == np.float32 and "token_map_scale" not in q

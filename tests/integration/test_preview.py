@@ -179,7 +179,7 @@ def test_preview_survives_a_rerun_and_is_replaced(out):
 
 def test_webdataset_rows_equal_parquet_rows(out):
     from pipeline.preview import parquet_rows, webdataset_rows
-    from transforms.layout import OutputLayout
+    from transforms.shards.layout import OutputLayout
 
     layout = OutputLayout(str(out))
     parquet = list(parquet_rows(layout))
@@ -305,7 +305,7 @@ def test_word_map_and_mask_follow_daam(rows):
 def test_multi_token_and_multi_word_queries(rows):
     from transforms.attribution.overlay import find_spans, word_map
     from transforms.attribution.words import token_merge_indices
-    from transforms.tiny_model import build_clip_tokenizer
+    from transforms.models.tiny_sd import build_clip_tokenizer
 
     row = next(r for r in rows if r["prompt"].startswith("an armadillo"))
     maps = np.asarray(row["token_maps"], dtype=np.float32)

@@ -20,7 +20,7 @@ from huggingface_hub.utils.sha import git_hash, sha_fileobj
 
 from pipeline.errors import DamagedOutput, PublishError
 from pipeline.publish import lfs_pointer, publish_to_hub, publish_to_path
-from transforms.layout import OutputLayout
+from transforms.shards.layout import OutputLayout
 
 from tests.conftest import copy_output
 

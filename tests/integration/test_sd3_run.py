@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from datasets import load_dataset
 
-from transforms.model_family import STABLE_DIFFUSION_3, default_guidance, family_of
-from transforms.model_loading import ModelSpec, model_geometry, resolve_model_source
-from transforms.tiny_sd3 import build_tiny_sd3_pipeline
+from transforms.models.family import STABLE_DIFFUSION_3, default_guidance, family_of
+from transforms.models.loading import ModelSpec, model_geometry, resolve_model_source
+from transforms.models.tiny_sd3 import build_tiny_sd3_pipeline
 
 PROMPTS = ["A Hotdog, on a plate!", "an armadillo eating watermelon"]
 

@@ -17,7 +17,7 @@ from pipeline.ownership import PREVIEW_RECORD, foreign_files, ours
 from pipeline.publish import publish_to_path
 from pipeline.validate import validate_output
 from tests.conftest import CORPUS_NAME, FAST_ARGS, PROMPTS, copy_output
-from transforms.layout import OutputLayout
+from transforms.shards.layout import OutputLayout
 
 SHARDS = ["train-00000-of-00002", "train-00001-of-00002"]
 ARGS = [*FAST_ARGS, "--shard-size", "2", "--format", "parquet,webdataset"]  # test_validate's output: built once

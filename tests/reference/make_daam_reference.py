@@ -15,7 +15,7 @@ Usage (from the repository root)::
     /work/refvenv/bin/python tests/reference/make_daam_reference.py [--model PATH] [--out PATH]
 
 ``--model`` defaults to the project's built-in tiny model folder (built by
-``transforms.tiny_model.tiny_model_path()``: ``$DAAM_DATASETS_CACHE/tiny-sd-v1`` or
+``transforms.models.tiny_sd.tiny_model_path()``: ``$DAAM_DATASETS_CACHE/tiny-sd-v1`` or
 ``~/.cache/daam-datasets/tiny-sd-v1``). ``--out`` defaults to ``daam_0.2.0_tiny.npz`` next to this
 script; a JSON manifest with the same stem is written beside it.
 
@@ -105,7 +105,7 @@ CASES: tuple[Case, ...] = (
 
 
 def default_model_path() -> Path:
-    """The built-in tiny model folder, as ``transforms.tiny_model.tiny_model_path()`` places it."""
+    """The built-in tiny model folder, as ``transforms.models.tiny_sd.tiny_model_path()`` places it."""
     env = os.environ.get("DAAM_DATASETS_CACHE")
     root = Path(env) if env else Path.home() / ".cache" / "daam-datasets"
     return root / "tiny-sd-v1"
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if not (args.model / "model_index.json").is_file():
         parser.error(f"no model at {args.model}; build the tiny model with the project venv: "
-                     "python -c 'from transforms.tiny_model import tiny_model_path; "
+                     "python -c 'from transforms.models.tiny_sd import tiny_model_path; "
                      "tiny_model_path()'")
     torch.set_num_threads(1)
     pipe, workarounds = load_pipeline(args.model)

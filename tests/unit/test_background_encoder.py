@@ -11,15 +11,15 @@ from typing import Any, Sequence
 
 import pytest
 
-import transforms.shard_generator as shard_generator
+import transforms.shards.generator as shard_generator
 from schemas.record import build_features
 from transforms.attribution import GenerationConfig
 from transforms.corpus import PromptRecord
-from transforms.layout import OutputLayout
-from transforms.results import PromptFailure
-from transforms.shard_generator import ShardGenerator
-from transforms.sharding import ShardSpec
-from transforms.sinks import commit_shard
+from transforms.shards.layout import OutputLayout
+from transforms.shards.results import PromptFailure
+from transforms.shards.generator import ShardGenerator
+from transforms.shards.sharding import ShardSpec
+from transforms.shards.sinks import commit_shard
 
 PROMPTS = [PromptRecord(i, f"p{i}", prompt, seed=i) for i, prompt in enumerate(["a cat", "a dog", "a red fox", "a cow"])]
 SPEC = ShardSpec(0, 1, 0, len(PROMPTS))

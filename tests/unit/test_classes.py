@@ -18,7 +18,7 @@ from transforms.attribution.classes import (
     shipped_file,
 )
 from transforms.attribution.words import token_spans, tokenize_prompt
-from transforms.tiny_model import build_clip_tokenizer
+from transforms.models.tiny_sd import build_clip_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from transforms.attribution.generate import generate_traced, image_seed
 from transforms.colour_world import dit
 from transforms.colour_world.pipeline import load_world
 from transforms.colour_world.train import DIT_FORM, build_untrained, train
-from transforms.model_family import FLUX, colour_world_geometry, family_of
+from transforms.models.family import FLUX, colour_world_geometry, family_of
 
 PROMPT = "a red circle and a blue square"
 

@@ -75,7 +75,7 @@ def test_reduced_evaluate_report(pipe: ColourWorldPipeline) -> None:
 def test_shipped_model_scores_objects_above_the_baselines() -> None:
     """The shipped weights, a few held-out images at the full 20 steps: objects get scored and the
     colour words beat the whole-image baseline (the trained model's maps mean something)."""
-    from transforms.model_loading import ModelSpec, load_pipeline
+    from transforms.models.loading import ModelSpec, load_pipeline
 
     pipe = load_pipeline(ModelSpec("colour-world", device="cpu"))
     result = evaluate(pipe, HELD_OUT_PROMPTS[:4], per_prompt=2)

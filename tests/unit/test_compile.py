@@ -9,7 +9,7 @@ import torch
 
 from transforms.attribution import GenerationConfig, generate_traced
 from transforms.attribution.config import TraceConfig
-from transforms.model_loading import ModelSpec, load_pipeline
+from transforms.models.loading import ModelSpec, load_pipeline
 
 CONFIG = GenerationConfig(steps=3, height=64, width=64)
 PROMPTS, SEEDS = ["a photo of a red cat", "a dog"], [0, 1]

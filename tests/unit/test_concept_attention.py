@@ -14,9 +14,9 @@ from transforms.attribution import GenerationConfig, TraceConfig, generate_trace
 from transforms.attribution.architectures import architecture_of
 from transforms.attribution.concepts import content_words
 from transforms.attribution.config import ConceptConfig
-from transforms.model_loading import ModelSpec, load_pipeline
-from transforms.tiny_flux import build_tiny_flux_pipeline
-from transforms.tiny_sd3 import build_tiny_sd3_pipeline
+from transforms.models.loading import ModelSpec, load_pipeline
+from transforms.models.tiny_flux import build_tiny_flux_pipeline
+from transforms.models.tiny_sd3 import build_tiny_sd3_pipeline
 
 PROMPTS = ["a skyscraper near a red bicycle", "two cats and a dog on grass"]
 SEEDS = [5, 6]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from transforms.attribution import GenerationConfig, generate_traced
-from transforms.tiny_model import tiny_model_path
+from transforms.models.tiny_sd import tiny_model_path
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"
 META = json.loads((REFERENCE / "daam_0.2.0_tiny.json").read_text())

@@ -12,8 +12,8 @@ from diffusers.models.transformers.transformer_flux import FluxAttention, FluxAt
 from transforms.attribution import CrossAttentionTracer, GenerationConfig, HeatMapStore, TraceConfig, generate_traced
 from transforms.attribution.architectures import architecture_of
 from transforms.attribution.architectures.flux import DaamFluxAttnProcessor, FluxArchitecture
-from transforms.model_loading import ModelSpec, load_pipeline, model_geometry
-from transforms.tiny_flux import build_tiny_flux_pipeline
+from transforms.models.loading import ModelSpec, load_pipeline, model_geometry
+from transforms.models.tiny_flux import build_tiny_flux_pipeline
 
 SIZE = 64  # px: a 16x16 map grid (VAE factor 2 x 2x2 packing)
 GRID = (SIZE // 4, SIZE // 4)

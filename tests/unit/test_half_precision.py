@@ -11,8 +11,8 @@ import torch
 from transforms.attribution import GenerationConfig, generate_traced
 from transforms.attribution.config import TraceConfig
 from transforms.attribution.store import HeatMapStore
-from transforms.model_loading import ModelSpec, load_pipeline
-from transforms.shard_generator import host_sample
+from transforms.models.loading import ModelSpec, load_pipeline
+from transforms.shards.generator import host_sample
 
 CONFIG = GenerationConfig(steps=2, height=64, width=64)
 PROMPT = "a photo of a red cat"

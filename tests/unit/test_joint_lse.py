@@ -71,7 +71,7 @@ def test_math_kernel_gives_no_lse():
 
 @pytest.mark.parametrize("family", ["tiny-flux", "tiny-sd3"])
 def test_traced_maps_with_kernel_lse_equal_the_chunked_path(family, monkeypatch, one_torch_thread):
-    from transforms.model_loading import ModelSpec, load_pipeline
+    from transforms.models.loading import ModelSpec, load_pipeline
 
     pipe = load_pipeline(ModelSpec(family, device="cpu"))
     config = GenerationConfig(steps=2, height=64, width=64, guidance_scale=4.0, trace=TraceConfig(layers="all"))

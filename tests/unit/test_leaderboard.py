@@ -94,7 +94,7 @@ def test_reduced_leaderboard_has_every_method(board):
 
 def test_run_classes_defaults_follow_the_family(untrained_colour_world_folder, untrained_colour_world_sa_folder,
                                                 untrained_colour_world_dit_folder):
-    from transforms.model_family import COLOUR_WORLD_SA_LABELS, LABEL_DEFAULTS, label_defaults
+    from transforms.models.family import COLOUR_WORLD_SA_LABELS, LABEL_DEFAULTS, label_defaults
 
     assert label_defaults("tiny") == LABEL_DEFAULTS["stable-diffusion"] == label_defaults("some-org/some-model")
     assert label_defaults("tiny-sdxl") == LABEL_DEFAULTS["stable-diffusion-xl"]

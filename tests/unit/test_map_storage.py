@@ -42,9 +42,9 @@ from transforms.attribution.overlay import (
     strongest_words,
     words_overlay,
 )
-from transforms.layout import OutputLayout
-from transforms.sinks import _write_parquet, leaf_columns
-from transforms.shard_generator import resize_maps
+from transforms.shards.layout import OutputLayout
+from transforms.shards.sinks import _write_parquet, leaf_columns
+from transforms.shards.generator import resize_maps
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,4 +1,4 @@
-"""The memory estimate of one traced generation (``transforms.memory``): its parts against the tiny
+"""The memory estimate of one traced generation (``transforms.models.memory``): its parts against the tiny
 model's real modules, an upper bound of measured peak RSS, and a refusal that allocates nothing."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from transforms import memory
+from transforms.models import memory
 from transforms.attribution import GenerationConfig, TraceConfig
-from transforms.memory import MemoryBudgetError, estimate_generation, model_configs, require_fits, traced_layers
-from transforms.tiny_model import tiny_model_path
+from transforms.models.memory import MemoryBudgetError, estimate_generation, model_configs, require_fits, traced_layers
+from transforms.models.tiny_sd import tiny_model_path
 
 GIB = 2**30
 SD15 = {  # Stable Diffusion 1.5's UNet and VAE configs (the parts the estimate reads)
@@ -32,7 +32,7 @@ MEASURE = textwrap.dedent("""
     import json, sys
     from transforms.attribution import GenerationConfig
     from transforms.attribution.generate import generate_traced
-    from transforms.model_loading import ModelSpec, load_pipeline
+    from transforms.models.loading import ModelSpec, load_pipeline
 
     def kib(field):
         return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field))

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from transforms.model_loading import ModelLoadError, ModelSpec, load_pipeline, model_geometry, resolve_model_source
-from transforms.tiny_model import tiny_model_path
+from transforms.models.loading import ModelLoadError, ModelSpec, load_pipeline, model_geometry, resolve_model_source
+from transforms.models.tiny_sd import tiny_model_path
 
 
 def test_tiny_model_is_cached_and_deterministic(tmp_path):

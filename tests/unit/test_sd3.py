@@ -22,8 +22,8 @@ from transforms.attribution.architectures.sd3 import (
     SD3Architecture,
 )
 from transforms.attribution.words import CLIP_SCHEME, SENTENCEPIECE_SCHEME
-from transforms.model_loading import ModelSpec, load_pipeline
-from transforms.tiny_sd3 import build_tiny_sd3_pipeline
+from transforms.models.loading import ModelSpec, load_pipeline
+from transforms.models.tiny_sd3 import build_tiny_sd3_pipeline
 
 SMALL = dict(steps=2, height=64, width=64, guidance_scale=7.0)
 PROMPT = "A Hotdog, on a plate!"

@@ -11,16 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transforms import memory
+from transforms.models import memory
 from transforms.attribution import CrossAttentionTracer, GenerationConfig, HeatMapStore, TraceConfig, generate_traced
 from transforms.attribution.architectures import UNetArchitecture, architecture_of
 from transforms.corpus import PromptRecord
-from transforms.model_family import STABLE_DIFFUSION_XL, family_of
-from transforms.model_loading import ModelSpec, load_pipeline
-from transforms.shard_generator import ShardGenerator
-from transforms.sharding import ShardSpec
-from transforms.tiny_model import clip_vocab_and_merges
-from transforms.tiny_sdxl import build_tiny_sdxl_pipeline, tiny_sdxl_path
+from transforms.models.family import STABLE_DIFFUSION_XL, family_of
+from transforms.models.loading import ModelSpec, load_pipeline
+from transforms.shards.generator import ShardGenerator
+from transforms.shards.sharding import ShardSpec
+from transforms.models.tiny_sd import clip_vocab_and_merges
+from transforms.models.tiny_sdxl import build_tiny_sdxl_pipeline, tiny_sdxl_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -204,7 +204,7 @@ def test_sdxl_base_style_second_tokenizer_compares_positions(sdxl_pipe, prompt, 
     key positions and are traced; prompts whose positions shift are refused, naming why."""
     from diffusers import StableDiffusionXLPipeline
 
-    from transforms.tiny_model import build_clip_tokenizer
+    from transforms.models.tiny_sd import build_clip_tokenizer
 
     second = build_clip_tokenizer()
     second.add_special_tokens({"pad_token": "!"})

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from pipeline.cli import build_parser
 from pipeline.options import RunSettings
-from transforms import memory
+from transforms.models import memory
 from transforms.attribution import CrossAttentionTracer, GenerationConfig, HeatMapStore, TraceConfig, generate_traced
 from transforms.attribution.architectures import architecture_of
 from transforms.attribution.steps import resolve_fractions, step_bins
 from transforms.attribution.store import infer_factor
-from transforms.tiny_model import tiny_model_path
+from transforms.models.tiny_sd import tiny_model_path
 from transforms.trace_selection import check_selection, resolve_selection, text_modules
 
 SIZE = dict(height=64, width=64)
@@ -271,8 +271,8 @@ def test_memory_counts_the_time_bins():
 def test_selection_and_bins_on_every_architecture(model, layers, kinds):
     """The live tracer and the meta-device record pick the same modules; per-timestep bins keep
     the global map and, on a patch grid (no upsampling), add up to it exactly."""
-    from transforms.builtin_models import builtin_model_path
-    from transforms.model_loading import ModelSpec, load_pipeline
+    from transforms.models.builtin import builtin_model_path
+    from transforms.models.loading import ModelSpec, load_pipeline
 
     pipe = load_pipeline(ModelSpec(model, device="cpu"))
     architecture = architecture_of(pipe)

@@ -19,7 +19,7 @@ from transforms.attribution.heatmap import min_max, word_heat
 from transforms.attribution.overlay import find_spans, heat_and_mask, word_overlay
 from transforms.attribution.pseudo_masks import class_scores, word_rows
 from transforms.attribution.words import split_words, word_spans
-from transforms.tiny_model import build_clip_tokenizer
+from transforms.models.tiny_sd import build_clip_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransfo
 from diffusers.pipelines.flux.pipeline_output import FluxPipelineOutput
 
 from ..attribution.words import WORD_START
-from ..tiny_parts import clip_text_encoder
+from ..models.tiny_parts import clip_text_encoder
 from .scenes import PROMPT_WORDS, VOCABULARY
 
 SIDE = 32  # image side, px
@@ -95,6 +95,9 @@ def build_scheduler() -> FlowMatchEulerDiscreteScheduler:
 
 class ColourWorldDiTPipeline(FluxPipeline):
     """``FluxPipeline`` without a VAE: latents are pixels (see the module docstring)."""
+
+    side = SIDE  # the family registry reads the geometry here (transforms.models.family)
+    packing = PACKING
 
     _optional_components = [*FluxPipeline._optional_components, "vae"]
 

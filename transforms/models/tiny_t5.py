@@ -17,7 +17,7 @@ import string
 from functools import lru_cache
 from typing import Any
 
-from .attribution.words import END_OF_WORD, WORD_START
+from transforms.attribution.words import END_OF_WORD, WORD_START
 
 T5_SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2 as in T5
 _MAX_WORD_PIECES = 12000
@@ -27,7 +27,7 @@ _CAPITALISED = 2000
 @lru_cache(maxsize=1)
 def t5_vocab() -> tuple[tuple[str, float], ...]:
     """The Unigram pieces and log-probability scores (specials first, then by rank)."""
-    from .tiny_model import clip_vocab_and_merges
+    from .tiny_sd import clip_vocab_and_merges
 
     _, merges = clip_vocab_and_merges()
     pieces: dict[str, float] = {}

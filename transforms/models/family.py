@@ -95,7 +95,7 @@ def family_of(source: str) -> Family:
 
 def default_guidance(model: str) -> float:
     """Guidance for runs that do not pass ``--guidance-scale``: the model family's."""
-    from .builtin_models import BUILTIN_MODELS, builtin_model_path
+    from .builtin import BUILTIN_MODELS, builtin_model_path
 
     if model in SHIPPED_WORLDS:
         return FAMILIES[COLOUR_WORLD].guidance_scale  # every world is sampled without guidance
@@ -108,7 +108,7 @@ def label_defaults(model: str) -> dict[str, Any]:
     """``run --classes`` defaults (``label_maps``, ``refine`` and, where chosen, ``refine_factor``,
     ``power``, ``threshold``) of a ``--model`` value's family; the shipped worlds: their own best
     recipe (refinement only where there is self-attention)."""
-    from .builtin_models import BUILTIN_MODELS, builtin_model_path
+    from .builtin import BUILTIN_MODELS, builtin_model_path
 
     if model == "colour-world-sa":
         return dict(COLOUR_WORLD_SA_LABELS)
@@ -138,11 +138,10 @@ def pipeline_class(family: Family) -> Any:
 
 def colour_world_geometry(source: str) -> tuple[int, int, int]:
     """(height, width, pixels per map cell) of a colour-world folder: its UNet's patch grid times
-    the patch; colour-world-dit: 32x32 pixels packed 2x2 (``transforms.colour_world.dit``)."""
+    the patch; colour-world-dit: its pipeline class's side and packing (32x32 pixels packed 2x2)."""
     if pipeline_class_name(source) == DIT_PIPELINE:
-        from .colour_world.dit import PACKING, SIDE
-
-        return SIDE, SIDE, PACKING
+        dit = pipeline_class(COLOUR_WORLD_DIT_FAMILY)  # loaded by name, as for loading the folder
+        return dit.side, dit.side, dit.packing
     config = json.loads((Path(source) / "unet" / "config.json").read_text(encoding="utf-8"))
     patch, grid = int(config["patch_size"]), int(config["sample_size"])
     return grid * patch, grid * patch, patch

@@ -25,13 +25,13 @@ from schemas.record import Record, encode_png
 
 from schemas.output_records import FailureRecord
 
-from .attribution import GenerationConfig, TracedSample, generate_traced
-from .attribution.class_maps import SampleSegmentation
-from .attribution.config import SegmentationConfig
-from .attribution.heatmap import expand_map
-from .attribution.overlay import encode_jpeg, words_overlay
-from .hooks import RunHooks
-from .corpus import PromptRecord
+from transforms.attribution import GenerationConfig, TracedSample, generate_traced
+from transforms.attribution.class_maps import SampleSegmentation
+from transforms.attribution.config import SegmentationConfig
+from transforms.attribution.heatmap import expand_map
+from transforms.attribution.overlay import encode_jpeg, words_overlay
+from transforms.hooks import RunHooks
+from transforms.corpus import PromptRecord
 from .results import PromptFailure, ShardResult
 from .sharding import ShardSpec
 

@@ -1,5 +1,5 @@
 """The memory a device has available (CPU: ``MemAvailable`` capped by the cgroup's limit; CUDA:
-``torch.cuda.mem_get_info``'s free memory), for ``transforms.memory``."""
+``torch.cuda.mem_get_info``'s free memory), for ``transforms.models.memory``."""
 
 from __future__ import annotations
 

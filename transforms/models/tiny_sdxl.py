@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .tiny_model import _QK_GAIN, build_clip_tokenizer, cached_model
+from .tiny_sd import _QK_GAIN, build_clip_tokenizer, cached_model
 from .tiny_parts import clip_text_encoder, scale_cross_attention_qk, tiny_vae
 
 TINY_SDXL_NAME = "tiny-sdxl"

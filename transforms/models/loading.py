@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from .attribution.architectures import architecture_of
-from .model_family import (
+from transforms.attribution.architectures import architecture_of
+from .family import (
     FLUX,
     SHIPPED_WORLDS,
     STABLE_DIFFUSION,
@@ -23,8 +23,8 @@ from .model_family import (
     pipeline_class,
     pipeline_class_name,
 )
-from .builtin_models import BUILTIN_MODELS, builtin_model_path
-from .tiny_model import TINY_MODEL_NAME
+from .builtin import BUILTIN_MODELS, builtin_model_path, shipped_world_path
+from .tiny_sd import TINY_MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +90,8 @@ def resolve_model_source(model: str, revision: str | None = None) -> str:
     if model in BUILTIN_MODELS:
         return str(builtin_model_path(model))
     if model in SHIPPED_WORLDS:
-        from .colour_world.assets import shipped_model_path
-
         try:
-            return str(shipped_model_path(model))
+            return str(shipped_world_path(model))
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"--model {model}: {error}") from None
     path = Path(model).expanduser()

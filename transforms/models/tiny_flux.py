@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .tiny_model import build_clip_tokenizer, cached_model
+from .tiny_sd import build_clip_tokenizer, cached_model
 from .tiny_parts import clip_text_encoder, t5_encoder, tiny_vae
 
 TINY_FLUX_FOLDER = "tiny-flux-v1"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from schemas.output_records import shard_name
 
-from .corpus import PromptRecord
+from transforms.corpus import PromptRecord
 
 DEFAULT_SHARD_SIZE = 256
 

@@ -55,8 +55,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .attribution.affinity import CHUNK_ELEMENTS
-from .attribution.config import GenerationConfig, SegmentationConfig, TraceConfig
+from transforms.attribution.affinity import CHUNK_ELEMENTS
+from transforms.attribution.config import GenerationConfig, SegmentationConfig, TraceConfig
 from .memory_device import available_memory, cpu_available  # noqa: F401  (require_fits looks them up here)
 
 TEXT_TOKENS = 77  # CLIP's text window: keys of every cross-attention call (SDXL: its two encoders side by side)
@@ -151,7 +151,7 @@ def _attention_blocks(unet: Mapping[str, Any]) -> list[tuple[str, int, int, int]
 def traced_layers(unet: Mapping[str, Any], trace: TraceConfig) -> list[TracedLayer]:
     """One entry per cross-attention module that a ``trace`` selection records (kinds, name globs,
     factors), from the config: the UNet built on the meta device (``trace_selection``)."""
-    from .trace_selection import traced, unet_modules
+    from transforms.trace_selection import traced, unet_modules
 
     return [TracedLayer(m.factor or 1, m.heads or 1) for m in traced(unet_modules(unet), trace)]
 

@@ -16,7 +16,7 @@ from datasets import Features
 from schemas.output_records import FileInfo, ShardStats, failure_lines
 from schemas.record import SCHEMA_VERSION, Record, records_to_table, segmentation_rows, segmentation_table, wds_sample
 
-from .hooks import RunHooks
+from transforms.hooks import RunHooks
 from .layout import SEGMENTATION_FORMAT, TMP_DIR, OutputLayout
 from .results import ShardResult
 from .sharding import ShardSpec

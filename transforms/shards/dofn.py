@@ -15,8 +15,8 @@ from apache_beam.utils.shared import Shared
 from schemas.output_records import ShardStats
 
 from .layout import OutputLayout
-from .corpus import PromptRecord
-from .shard_generator import ShardGenerator
+from transforms.corpus import PromptRecord
+from .generator import ShardGenerator
 from .sharding import ShardSpec
 from .sinks import commit_shard
 
