@@ -187,7 +187,7 @@ def _files(root: Path) -> dict[str, tuple[bytes, int]]:
 def _committed_by_worker(log: str) -> dict[str, list[str]]:
     """Shards each Dask worker committed, from the worker log lines."""
     found = collections.defaultdict(list)
-    for worker, shard in re.findall(r"\[dask worker (\S+)\] transforms\.shard_dofn: (train-\d+-of-\d+) committed", log):
+    for worker, shard in re.findall(r"\[dask worker (\S+)\] transforms\.shards\.dofn: (train-\d+-of-\d+) committed", log):
         found[worker].append(shard)
     return dict(found)
 
@@ -234,7 +234,7 @@ def test_two_local_workers_give_the_fnapirunner_dataset(fnapi_run, dask_run):
     # shards spread over both workers, one model per worker process
     by_worker = _committed_by_worker(proc.stderr)
     assert len(by_worker) == 2 and sorted(s for shards in by_worker.values() for s in shards) == SHARDS
-    loads = re.findall(r"\[dask worker (\S+)\] transforms\.model_loading: loaded tiny", proc.stderr)
+    loads = re.findall(r"\[dask worker (\S+)\] transforms\.models\.loading: loaded tiny", proc.stderr)
     assert sorted(loads) == sorted(by_worker)
     # the cluster was announced and shut down quietly
     assert "started a local cluster of 2 worker processes" in proc.stderr

@@ -16,7 +16,7 @@ ConceptSpace = Literal["output", "cross-attention"]
 CONCEPT_SPACES = ("output", "cross-attention")
 LABEL_MAP_KINDS = ("daam", "concept")
 LAYER_PRESETS = ("reference", "all")
-LAYER_KINDS = ("down", "mid", "up", "joint", "double", "single")  # UNet, SD3, Flux text-attention kinds
+LAYER_KINDS = ("down", "mid", "up", "joint", "double", "single", "cross")  # UNet, SD3, Flux, PixArt text-attention kinds
 _GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+", re.ASCII)
 DEFAULT_THRESHOLD = 0.4  # τ of DAAM's word masks (the paper's best value)
 DEFAULT_CMAP = "jet"  # the colour map of DAAM's plot_overlay
@@ -203,7 +203,7 @@ class TraceConfig:
 
     def keeps_module(self, processor_name: str, kind: str | None = None) -> bool:
         """Whether the text-attention module with this processor name (and kind: ``down``,
-        ``mid``, ``up``, ``joint``, ``double``, ``single``) is traced."""
+        ``mid``, ``up``, ``joint``, ``double``, ``single``, ``cross``) is traced."""
         if self.layers == "all":
             return True
         if self.layers == "reference":

@@ -1,7 +1,7 @@
 """Which kind of model a folder holds, read from its ``model_index.json``, and what differs per kind.
 
 Families: ``stable-diffusion`` (SD 1.x/2.x-style UNet + VAE pipelines, the built-in ``tiny``, hub
-ids), ``stable-diffusion-xl``, ``stable-diffusion-3``, ``flux`` (read from the folder's
+ids), ``stable-diffusion-xl``, ``stable-diffusion-3``, ``flux``, ``pixart`` (read from the folder's
 ``model_index.json``) and ``colour-world`` (``transforms.colour_world``: a pixel-space UNet on 2x2
 patches, no VAE, no self-attention, sampled without guidance). The family decides the pipeline
 class, the default guidance, the image geometry and which settings the model cannot honour; how
@@ -19,6 +19,7 @@ STABLE_DIFFUSION = "stable-diffusion"
 STABLE_DIFFUSION_XL = "stable-diffusion-xl"
 STABLE_DIFFUSION_3 = "stable-diffusion-3"
 FLUX = "flux"
+PIXART = "pixart"
 COLOUR_WORLD = "colour-world"
 COLOUR_WORLD_MODEL_NAME = COLOUR_WORLD  # ``--model colour-world``: the shipped trained weights
 # every shipped truth world (``transforms.colour_world.assets``): ``--model NAME``
@@ -45,6 +46,7 @@ FAMILIES = {
     STABLE_DIFFUSION_XL: Family(STABLE_DIFFUSION_XL, None, 5.0, True),
     STABLE_DIFFUSION_3: Family(STABLE_DIFFUSION_3, None, 7.0, False),
     FLUX: Family(FLUX, None, 3.5, False),
+    PIXART: Family(PIXART, None, 4.5, False),  # PixArt-Σ's own default (α: 4.5 too)
     # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
     COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False, True),
 }
@@ -61,6 +63,8 @@ LABEL_DEFAULTS = {
     STABLE_DIFFUSION_XL: _UNET_LABELS,
     STABLE_DIFFUSION_3: {"label_maps": "daam", "refine": False, "threshold": 0.5},
     FLUX: {"label_maps": "daam", "refine": False, "threshold": 0.5},
+    # no truth world of this form yet: plain DAAM at the threshold every measured world agrees on
+    PIXART: {"label_maps": "daam", "refine": False, "threshold": 0.5},
     # no self-attention: plain DAAM at its best threshold (0.712 at 0.5, 0.671 at 0.6)
     COLOUR_WORLD: {"label_maps": "daam", "refine": False, "threshold": 0.5},
 }
@@ -71,6 +75,8 @@ _BY_PIPELINE_CLASS = {
     "StableDiffusionXLPipeline": STABLE_DIFFUSION_XL,
     "StableDiffusion3Pipeline": STABLE_DIFFUSION_3,
     "FluxPipeline": FLUX,
+    "PixArtSigmaPipeline": PIXART,
+    "PixArtAlphaPipeline": PIXART,
 }
 
 
@@ -83,6 +89,26 @@ def pipeline_class_name(source: str) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) else None
+
+
+SUPPORTED_FAMILIES = (
+    "Stable Diffusion 1.x/2.x (any UNet text-to-image pipeline), Stable Diffusion XL, Stable Diffusion 3/3.5, "
+    "FLUX.1, PixArt-Σ/α, the colour worlds"
+)
+
+
+def unsupported_family(source: str) -> str | None:
+    """The pipeline class of a local folder no family here traces (a denoiser that is not a UNet
+    under a class of no known family, e.g. ``SanaPipeline``), else ``None``."""
+    index = Path(source).expanduser() / "model_index.json"
+    try:
+        components = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = components.get("_class_name") if isinstance(components, dict) else None
+    if not isinstance(name, str) or name in _BY_PIPELINE_CLASS or name == DIT_PIPELINE or "unet" in components:
+        return None
+    return name
 
 
 def family_of(source: str) -> Family:
@@ -176,6 +202,8 @@ def check_family_settings(
             f"colour-world makes {native[1]}x{native[0]} images (the size it was trained at); "
             f"drop --height/--width or pass {native[0]}"
         )
+    if family.name == PIXART:
+        _check_pixart_settings(size, refine, source)
     if family.name != COLOUR_WORLD:
         return
     if scheduler:
@@ -183,6 +211,40 @@ def check_family_settings(
     if refine and not colour_world_self_attention(source):
         raise ValueError("this colour-world model has no self-attention to refine class maps with: add --no-refine "
                          "(or use the colour-world-sa form)")
+
+
+def pixart_bins(source: str | None) -> dict[str, list[float]] | None:
+    """The aspect-ratio bins a PixArt folder's pipeline snaps sizes to (its transformer's
+    ``sample_size`` picks the table), ``None`` when it has none (then binning is off)."""
+    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
+        ASPECT_RATIO_256_BIN,
+        ASPECT_RATIO_512_BIN,
+        ASPECT_RATIO_1024_BIN,
+    )
+    from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
+
+    tables = {32: ASPECT_RATIO_256_BIN, 64: ASPECT_RATIO_512_BIN, 128: ASPECT_RATIO_1024_BIN, 256: ASPECT_RATIO_2048_BIN}
+    try:
+        config = json.loads((Path(source or "") / "transformer" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return tables.get(config.get("sample_size"))
+
+
+def _check_pixart_settings(size: tuple[int, int], refine: bool, source: str | None) -> None:
+    """PixArt: no refinement (its DiT self-attention is not wired to ``--refine``), and a size the
+    pipeline's resolution binning keeps (else it denoises another size and resizes the image)."""
+    if refine:
+        raise ValueError("--refine: self-attention refinement is measured and wired for UNet models and "
+                         "colour-world-sa, not PixArt's DiT blocks: add --no-refine")
+    bins = pixart_bins(source)
+    if bins is None or [float(size[0]), float(size[1])] in bins.values():
+        return
+    nearest = min(bins.values(), key=lambda hw: abs(hw[0] / hw[1] - size[0] / size[1]))
+    raise ValueError(
+        f"--height {size[0]} --width {size[1]}: PixArt snaps sizes to its aspect-ratio bins and resizes the image "
+        f"afterwards (the maps would not fit it); pass a bin size, e.g. --height {int(nearest[0])} --width {int(nearest[1])}"
+    )
 
 
 def colour_world_self_attention(source: str | None) -> bool:

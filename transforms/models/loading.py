@@ -15,13 +15,16 @@ import torch
 from transforms.attribution.architectures import architecture_of
 from .family import (
     FLUX,
+    PIXART,
     SHIPPED_WORLDS,
     STABLE_DIFFUSION,
     STABLE_DIFFUSION_3,
+    SUPPORTED_FAMILIES,
     colour_world_geometry,
     family_of,
     pipeline_class,
     pipeline_class_name,
+    unsupported_family,
 )
 from .builtin import BUILTIN_MODELS, builtin_model_path, shipped_world_path
 from .tiny_sd import TINY_MODEL_NAME
@@ -38,7 +41,7 @@ SCHEDULERS = {
     "lms": "LMSDiscreteScheduler",
 }
 IMAGE_CONDITIONED = ("Img2Img", "Inpaint", "Refiner", "ControlNet", "InstructPix2Pix")
-TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX)
+TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX, PIXART)
 FLUX_DEFAULT_SAMPLE_SIZE = 128
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -101,6 +104,11 @@ def resolve_model_source(model: str, revision: str | None = None) -> str:
                 f"--model {model}: {path} is not a diffusers model folder (no model_index.json)"
             )
         kind = pipeline_class_name(str(path)) or ""
+        unsupported = unsupported_family(str(path))
+        if unsupported:
+            raise ModelLoadError(
+                f"--model {model}: {unsupported} is not a family daam-datasets traces; supported: {SUPPORTED_FAMILIES}"
+            )
         if any(marker in kind for marker in IMAGE_CONDITIONED):
             raise ModelLoadError(
                 f"--model {model}: {kind} generates from an image (an SDXL refiner or an img2img/inpainting "

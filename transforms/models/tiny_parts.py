@@ -1,5 +1,5 @@
 """Seeded small components shared by the built-in tiny models (``tiny``, ``tiny-sdxl``,
-``tiny-sd3``, ``tiny-flux``): a CLIP text encoder, a T5 encoder and a VAE.
+``tiny-sd3``, ``tiny-flux``, ``tiny-pixart``): a CLIP text encoder, a T5 encoder and a VAE.
 
 Each builder seeds torch itself, so a component's weights depend only on its arguments; the
 tiny models pass their own seeds and shapes (and their saved folders stay byte-identical).

@@ -15,6 +15,8 @@ _DEFAULT = UNetArchitecture()
 _LAZY = {
     "StableDiffusion3Pipeline": ("sd3", "SD3Architecture"),
     "FluxPipeline": ("flux", "FluxArchitecture"),
+    "PixArtSigmaPipeline": ("pixart", "PixArtArchitecture"),
+    "PixArtAlphaPipeline": ("pixart", "PixArtArchitecture"),
 }
 
 
@@ -38,5 +40,5 @@ def architecture_of(pipe: Any) -> Architecture:
         return _DEFAULT
     raise ValueError(
         f"{type(pipe).__name__} is not a supported text-to-image pipeline "
-        "(Stable Diffusion 1.x/2.x/XL, Stable Diffusion 3 or Flux)"
+        "(Stable Diffusion 1.x/2.x/XL, Stable Diffusion 3, Flux or PixArt-Σ/α)"
     )

@@ -109,5 +109,9 @@ class Architecture:
         self, config: "GenerationConfig", negatives: Sequence[str] | None, pipe: Any = None
     ) -> dict[str, Any]:
         """Pipeline arguments that differ per architecture (guidance, negatives, text length read
-        from ``pipe``'s tokenizers); ``ValueError`` for settings the architecture cannot trace."""
-        return {"guidance_scale": config.guidance_scale, "negative_prompt": negatives}
+        from ``pipe``'s tokenizers); ``ValueError`` for settings the architecture cannot trace.
+        No negative prompt given: none is passed, so the pipeline does its own default."""
+        kwargs: dict[str, Any] = {"guidance_scale": config.guidance_scale}
+        if negatives is not None:
+            kwargs["negative_prompt"] = negatives
+        return kwargs

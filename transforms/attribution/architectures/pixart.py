@@ -1,0 +1,76 @@
+"""PixArt-Σ and PixArt-α (``PixArtSigmaPipeline``, ``PixArtAlphaPipeline``): cross-attention DiTs.
+
+Each ``BasicTransformerBlock`` of the ``PixArtTransformer2DModel`` has a self-attention ``attn1``
+and a cross-attention ``attn2`` over the T5 tokens: DAAM proper, as in a UNet, on one patch grid
+(kind ``cross``). The pipeline keeps T5's attention mask and the transformer turns it into an
+additive −10000 bias on padded keys; ``DaamCrossAttnProcessor`` adds it before its softmax, as
+diffusers' ``AttnProcessor`` does, so the maps are the model's own probabilities.
+
+Words: the pipeline lower-cases and strips the prompt (``_text_preprocessing``; with bs4 and ftfy
+installed and ``clean_caption=True``, its default, it runs DeepFloyd's caption cleaner instead),
+so the words are read from the text it actually encodes, through the same method. T5 pieces sit
+at keys ``0 … n-1``, ``</s>`` at ``n`` (``prefix`` 0), within ``max_sequence_length`` (Σ: 300,
+α: 120, read from the pipeline's own signature). Guidance: CFG batched ``[uncond; cond]``.
+
+Resolution binning (``use_resolution_binning=True``, the pipeline's default) snaps the size to
+an aspect-ratio bin and resizes the image back; it is left on, and a size off the bins is
+refused before any model work (``models.family``), so the maps' grid is the image's. Folders whose
+``sample_size`` has no bin table (the pipeline raises for them) are run with binning off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+from ..words import TokenizedPrompt, tokenize_prompt
+from .base import TextLayout
+from .unet import UNetArchitecture
+
+# transformer sample_size -> the aspect-ratio bin table the pipeline uses (pipeline_pixart_*.py)
+BINNED_SAMPLE_SIZES = (32, 64, 128, 256)
+
+
+def default_max_sequence_length(pipe: Any) -> int:
+    """The T5 window the pipeline's own ``__call__`` uses (Σ 300, α 120)."""
+    parameter = inspect.signature(type(pipe).__call__).parameters.get("max_sequence_length")
+    return int(parameter.default) if parameter is not None else 120
+
+
+def uses_resolution_binning(pipe: Any) -> bool:
+    """Whether the pipeline's default binning applies (its ``sample_size`` has a bin table)."""
+    return int(pipe.transformer.config.sample_size) in BINNED_SAMPLE_SIZES
+
+
+class PixArtArchitecture(UNetArchitecture):
+    """PixArt transformers (any depth, width and sample size)."""
+
+    name = "pixart"
+
+    def denoiser(self, pipe: Any) -> Any:
+        return pipe.transformer
+
+    def text_layout(self, pipe: Any) -> TextLayout:
+        return TextLayout(offset=0, prefix=0, max_tokens=default_max_sequence_length(pipe) - 1)
+
+    def tokenize(self, pipe: Any, prompt: str) -> TokenizedPrompt:
+        from diffusers.utils import is_bs4_available, is_ftfy_available
+
+        # the call's clean_caption=True falls back to lower/strip without bs4 and ftfy (and warns: once is enough)
+        encoded = pipe._text_preprocessing(prompt, clean_caption=is_bs4_available() and is_ftfy_available())[0]
+        tokenized = tokenize_prompt(pipe.tokenizer, encoded, self.text_layout(pipe).max_tokens)
+        return dataclasses.replace(tokenized, prompt=prompt)  # the pipeline gets the prompt as given
+
+    def traced_modules(self, denoiser: Any) -> dict[str, str]:
+        return {name: "cross" for name in super().traced_modules(denoiser)}
+
+    def map_grid(self, pipe: Any, height: int, width: int) -> tuple[int, int]:
+        cell = int(pipe.vae_scale_factor) * int(pipe.transformer.config.patch_size)
+        return height // cell, width // cell
+
+    def call_kwargs(self, config: Any, negatives: Any, pipe: Any = None) -> dict[str, Any]:
+        kwargs = super().call_kwargs(config, negatives, pipe)
+        if pipe is not None and not uses_resolution_binning(pipe):
+            kwargs["use_resolution_binning"] = False
+        return kwargs
