@@ -1,6 +1,6 @@
 """Cost of tracing per architecture: untraced vs traced vs a brute-force full-matrix capture.
 
-    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|all [--size 256] [--steps 2]
+    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|pixart|all [--size 256] [--steps 2]
         [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4]
         [--located-repeats 0] [--device auto] [--dtype float32] [--tiny]
 
@@ -53,6 +53,7 @@ from benchmarks.cpu_time import paired_cpu_times
 from benchmarks import located_overhead as located
 from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL pipelines
     FLUX_TRANSFORMER,
+    PIXART_SIGMA_TRANSFORMER,
     SD3_TRANSFORMER,
     SD15_TINY,
     SD15_UNET,
@@ -117,6 +118,21 @@ def flux_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
     })
 
 
+def pixart_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
+    """PixArt-Σ: tiny-pixart's VAE (4 channels, factor 8) and scheduler, a T5 tokenizer of
+    ``text_tokens`` positions and a one-layer T5 of the caption width; this transformer."""
+    from diffusers import PixArtTransformer2DModel
+
+    from transforms.models.tiny_t5 import build_t5_tokenizer
+
+    base = base_pipeline("tiny-pixart")
+    tokenizer = build_t5_tokenizer(model_max_length=text_tokens)
+    return type(base)(**{
+        **base.components, "transformer": PixArtTransformer2DModel(**config), "tokenizer": tokenizer,
+        "text_encoder": t5_encoder(config["caption_channels"], len(tokenizer)),
+    })
+
+
 @dataclass(frozen=True)
 class Arch:
     """One architecture's benchmark shape."""
@@ -127,6 +143,9 @@ class Arch:
     depth_keys: tuple[str, ...] = ()  # what ``--layers ARCH=…`` sets
     tiny: dict[str, Any] | None = None  # ``--tiny`` overrides (a smoke check)
     text_tokens: int = 77  # T5 window (Flux: the tokenizer's; SD3's is fixed by its architecture)
+    # config key set to the latent side of ``--size`` (PixArt: its sample size picks the pipeline's
+    # resolution bins, which must hold the size measured; it changes no weight)
+    size_key: str | None = None
 
 
 ARCHS: dict[str, Arch] = {
@@ -153,6 +172,13 @@ ARCHS: dict[str, Arch] = {
                   joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6)),
         text_tokens=512,
     ),
+    "pixart": Arch(
+        "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS (transformer/config.json)", PIXART_SIGMA_TRANSFORMER, pixart_pipeline,
+        ("num_layers",),
+        tiny=dict(num_layers=2, attention_head_dim=8, num_attention_heads=4, cross_attention_dim=32, caption_channels=64),
+        text_tokens=300,
+        size_key="sample_size",
+    ),
 }
 TINY_TEXT_TOKENS = 64
 
@@ -161,6 +187,8 @@ def denoiser_config(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     """The published config, shrunk by ``--tiny`` and with ``--layers``' depths."""
     spec = ARCHS[arch]
     config = {**spec.config, **(spec.tiny if args.tiny else {})}
+    if spec.size_key:
+        config[spec.size_key] = args.size // 8
     depth = args.layers.get(arch)
     if depth is None:
         return config

@@ -81,6 +81,25 @@ FLUX_TRANSFORMER = dict(  # black-forest-labs/FLUX.1-dev, transformer/config.jso
     guidance_embeds=True,
     axes_dims_rope=(16, 56, 56),
 )
+PIXART_SIGMA_TRANSFORMER = dict(  # PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, transformer/config.json
+    num_attention_heads=16,
+    attention_head_dim=72,
+    in_channels=4,
+    out_channels=8,
+    num_layers=28,
+    cross_attention_dim=1152,
+    caption_channels=4096,
+    sample_size=128,
+    patch_size=2,
+    attention_bias=True,
+    activation_fn="gelu-approximate",
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    num_embeds_ada_norm=1000,
+    interpolation_scale=2,
+    use_additional_conditions=False,
+)
 MICRO_CONDITIONS = 6  # SDXL's time ids: original size, crop corner, target size
 # ``tiny`` overrides: every width shrunk (smoke checks of the scripts, not measurements)
 SD15_TINY = dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1, attention_head_dim=2, cross_attention_dim=32)

@@ -200,3 +200,23 @@ def test_folder_of_an_unsupported_family_names_it(tmp_path):
     (folder / "model_index.json").write_text('{"_class_name": "SanaPipeline", "transformer": ["diffusers", "SanaTransformer2DModel"]}')
     with pytest.raises(ModelLoadError, match=r"SanaPipeline is not a family .* supported: .*PixArt"):
         resolve_model_source(str(folder))
+
+
+def test_pixart_alpha_folder_is_traced_with_its_own_window(tmp_path):
+    """PixArt-α: the same transformer class, 120 T5 tokens, resolution/aspect micro-conditions
+    when the transformer asks for them; maps and images as for Σ."""
+    from diffusers import PixArtAlphaPipeline
+
+    from transforms.models.tiny_pixart import build_pixart_components
+
+    folder = tmp_path / "alpha"
+    PixArtAlphaPipeline(**build_pixart_components(num_layers=2, heads=2)).save_pretrained(folder)
+    pipe = load_pipeline(ModelSpec(str(folder), device="cpu"))
+    assert type(pipe).__name__ == "PixArtAlphaPipeline" and family_of(str(folder)).name == PIXART
+    assert architecture_of(pipe).text_layout(pipe).max_tokens == 119
+    config = GenerationConfig(**SMALL, trace=TraceConfig(layers="all"))
+    samples, reference = _traced_and_brute(pipe, [PROMPT], config)
+    maps = samples[0].heat_map.maps
+    assert (reference[0, : maps.shape[0]] - maps).abs().max().item() <= 1e-5
+    own = _own(pipe, PROMPT, 0, height=256, width=256, num_inference_steps=2, guidance_scale=4.5)
+    np.testing.assert_allclose(samples[0].image, own, rtol=0, atol=1e-5)

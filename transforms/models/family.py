@@ -213,38 +213,19 @@ def check_family_settings(
                          "(or use the colour-world-sa form)")
 
 
-def pixart_bins(source: str | None) -> dict[str, list[float]] | None:
-    """The aspect-ratio bins a PixArt folder's pipeline snaps sizes to (its transformer's
-    ``sample_size`` picks the table), ``None`` when it has none (then binning is off)."""
-    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
-        ASPECT_RATIO_256_BIN,
-        ASPECT_RATIO_512_BIN,
-        ASPECT_RATIO_1024_BIN,
-    )
-    from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
-
-    tables = {32: ASPECT_RATIO_256_BIN, 64: ASPECT_RATIO_512_BIN, 128: ASPECT_RATIO_1024_BIN, 256: ASPECT_RATIO_2048_BIN}
-    try:
-        config = json.loads((Path(source or "") / "transformer" / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return tables.get(config.get("sample_size"))
-
-
 def _check_pixart_settings(size: tuple[int, int], refine: bool, source: str | None) -> None:
     """PixArt: no refinement (its DiT self-attention is not wired to ``--refine``), and a size the
     pipeline's resolution binning keeps (else it denoises another size and resizes the image)."""
     if refine:
         raise ValueError("--refine: self-attention refinement is measured and wired for UNet models and "
                          "colour-world-sa, not PixArt's DiT blocks: add --no-refine")
-    bins = pixart_bins(source)
-    if bins is None or [float(size[0]), float(size[1])] in bins.values():
-        return
-    nearest = min(bins.values(), key=lambda hw: abs(hw[0] / hw[1] - size[0] / size[1]))
-    raise ValueError(
-        f"--height {size[0]} --width {size[1]}: PixArt snaps sizes to its aspect-ratio bins and resizes the image "
-        f"afterwards (the maps would not fit it); pass a bin size, e.g. --height {int(nearest[0])} --width {int(nearest[1])}"
-    )
+    from transforms.attribution.architectures.pixart import check_binned_size
+
+    try:
+        config = json.loads((Path(source or "") / "transformer" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a hub id: the pipeline's call checks the size (the architecture refuses off-bin sizes)
+    check_binned_size(int(config.get("sample_size", 0)), *size)
 
 
 def colour_world_self_attention(source: str | None) -> bool:

@@ -28,8 +28,33 @@ from ..words import TokenizedPrompt, tokenize_prompt
 from .base import TextLayout
 from .unet import UNetArchitecture
 
-# transformer sample_size -> the aspect-ratio bin table the pipeline uses (pipeline_pixart_*.py)
-BINNED_SAMPLE_SIZES = (32, 64, 128, 256)
+
+
+def bin_table(sample_size: int) -> dict[str, list[float]] | None:
+    """The aspect-ratio bins (``[height, width]``) a PixArt pipeline snaps sizes to for a
+    transformer of this ``sample_size`` (``pipeline_pixart_*.py``), ``None`` where it has none."""
+    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
+        ASPECT_RATIO_256_BIN,
+        ASPECT_RATIO_512_BIN,
+        ASPECT_RATIO_1024_BIN,
+    )
+    from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
+
+    tables = {32: ASPECT_RATIO_256_BIN, 64: ASPECT_RATIO_512_BIN, 128: ASPECT_RATIO_1024_BIN, 256: ASPECT_RATIO_2048_BIN}
+    return tables.get(sample_size)
+
+
+def check_binned_size(sample_size: int, height: int, width: int) -> None:
+    """``ValueError`` (one line, naming the nearest bin) for a size resolution binning would change:
+    the pipeline would denoise another size and resize the image, and the maps would not fit it."""
+    bins = bin_table(sample_size)
+    if bins is None or [float(height), float(width)] in bins.values():
+        return
+    nearest = min(bins.values(), key=lambda hw: abs(hw[0] / hw[1] - height / width))
+    raise ValueError(
+        f"--height {height} --width {width}: PixArt snaps sizes to its aspect-ratio bins and resizes the image "
+        f"afterwards (the maps would not fit it); pass a bin size, e.g. --height {int(nearest[0])} --width {int(nearest[1])}"
+    )
 
 
 def default_max_sequence_length(pipe: Any) -> int:
@@ -40,7 +65,7 @@ def default_max_sequence_length(pipe: Any) -> int:
 
 def uses_resolution_binning(pipe: Any) -> bool:
     """Whether the pipeline's default binning applies (its ``sample_size`` has a bin table)."""
-    return int(pipe.transformer.config.sample_size) in BINNED_SAMPLE_SIZES
+    return bin_table(int(pipe.transformer.config.sample_size)) is not None
 
 
 class PixArtArchitecture(UNetArchitecture):
@@ -73,4 +98,6 @@ class PixArtArchitecture(UNetArchitecture):
         kwargs = super().call_kwargs(config, negatives, pipe)
         if pipe is not None and not uses_resolution_binning(pipe):
             kwargs["use_resolution_binning"] = False
+        elif pipe is not None and config.height and config.width:
+            check_binned_size(int(pipe.transformer.config.sample_size), config.height, config.width)
         return kwargs
