@@ -40,11 +40,12 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 class BruteForce:
     """Hooks on every Flux attention that materialise the whole joint softmax in fp32 from the
     module's own projections, QK-norms and rotary embedding, and sum the image-query → text-key
-    block over steps, per layer: ``sums[name]`` is ``(batch, h*w, text keys)``."""
+    block of every call, per layer: ``calls[name]`` holds ``(batch, h*w, text keys)`` per call. An
+    ``attention_mask`` the module gets (Chroma's) is applied as SDPA applies it."""
 
-    def __init__(self, transformer, normalize: str, heads: str) -> None:
-        self.normalize, self.heads = normalize, heads
-        self.sums: dict[str, torch.Tensor] = {}
+    def __init__(self, transformer, normalize: str, heads: str, masked: bool = True) -> None:
+        self.normalize, self.heads, self.masked = normalize, heads, masked
+        self.calls: dict[str, list[torch.Tensor]] = {}
         self.num_heads = 0
         self.handles = [
             module.register_forward_pre_hook(self._hook(name), with_kwargs=True)
@@ -67,23 +68,32 @@ class BruteForce:
                 k = torch.cat([heads_of(module.add_k_proj, module.norm_added_k, context), k], 1)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5  # the full L x L matrix
+            mask = kwargs.get("attention_mask")
+            if mask is not None and self.masked:
+                scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
             text = q.shape[1] - GRID[0] * GRID[1]
             probs = scores.softmax(-1) if self.normalize == "all" else scores[..., :text].softmax(-1)
             block = probs[:, :, text:, :text]
             reduced = block.sum(1) if self.heads == "mean" else block.amax(1)
-            self.sums[name] = self.sums.get(name, 0) + reduced
+            self.calls.setdefault(name, []).append(reduced)
             self.num_heads = module.heads
 
         return hook
 
-    def global_maps(self) -> torch.Tensor:
-        """DAAM's aggregation: bicubic to the grid, clamp, mean over layer-heads."""
+    @property
+    def sums(self) -> dict[str, torch.Tensor]:
+        """Per layer, the sum over every call."""
+        return {name: sum(calls) for name, calls in self.calls.items()}
+
+    def global_maps(self, every: int = 1) -> torch.Tensor:
+        """DAAM's aggregation of every ``every``-th call (2: a step's first of two calls): bicubic to
+        the grid, clamp, mean over layer-heads."""
         total = 0
-        for maps in self.sums.values():
+        for maps in (sum(calls[::every]) for calls in self.calls.values()):
             b, _, keys = maps.shape
             grid = maps.permute(0, 2, 1).reshape(b, keys, *GRID)
             total = total + F.interpolate(grid, size=GRID, mode="bicubic", align_corners=False).clamp(min=0)
-        count = len(self.sums) * (self.num_heads if self.heads == "mean" else 1)
+        count = len(self.calls) * (self.num_heads if self.heads == "mean" else 1)
         return total / count
 
     def close(self) -> None:

@@ -220,3 +220,15 @@ def test_pixart_alpha_folder_is_traced_with_its_own_window(tmp_path):
     assert (reference[0, : maps.shape[0]] - maps).abs().max().item() <= 1e-5
     own = _own(pipe, PROMPT, 0, height=256, width=256, num_inference_steps=2, guidance_scale=4.5)
     np.testing.assert_allclose(samples[0].image, own, rtol=0, atol=1e-5)
+
+
+def test_steps_are_told_apart(pipe):
+    """PixArt's pipeline takes the older ``callback``: the step ranges split the maps exactly."""
+    runs = [
+        generate_traced(pipe, [PROMPT], [2], GenerationConfig(**SMALL, trace=TraceConfig(step_range=r)))[0]
+        for r in (None, (0, 1), (1, None))
+    ]
+    whole, first, second = (s.heat_map.maps for s in runs)
+    assert (whole - first - second).abs().max() <= 1e-5 and not torch.allclose(first, second)
+    for sample in runs[1:]:  # recorded calls use the explicit softmax, the others the fused kernel
+        np.testing.assert_allclose(sample.image, runs[0].image, rtol=0, atol=1e-5)

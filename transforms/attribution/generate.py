@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -98,6 +99,24 @@ def _matches(tokenized: TokenizedPrompt, segmentation: SegmentationConfig) -> li
     return match_classes(words, segmentation.vocabulary, tokenized.tokens)
 
 
+def step_callback(pipe: Any, store: HeatMapStore) -> dict[str, Any]:
+    """The pipeline argument that advances ``store`` after every denoising step:
+    ``callback_on_step_end`` where the pipeline has it, else the older ``callback`` (PixArt, whose
+    ``**kwargs`` would swallow the newer one silently)."""
+    def on_step_end(_pipe: Any, _step: int, _timestep: Any, tensors: dict) -> dict:
+        store.next_step()
+        return tensors
+
+    # every ``__call__`` up the class chain: a subclass may pass its arguments on as ``**kwargs``
+    calls = [cls.__dict__["__call__"] for cls in type(pipe).__mro__ if "__call__" in cls.__dict__]
+    names = {name for call in calls for name in inspect.signature(call).parameters}
+    if "callback_on_step_end" in names:
+        return {"callback_on_step_end": on_step_end}
+    if "callback" in names:
+        return {"callback": lambda *_: store.next_step(), "callback_steps": 1}
+    raise ValueError(f"{type(pipe).__name__} takes no step callback: its denoising steps cannot be told apart")
+
+
 def generate_traced(
     pipe: Any,
     prompts: Sequence[str],
@@ -168,10 +187,6 @@ def generate_traced(
         tokens = [concept_tokens(prompt_names, table) for prompt_names in names for _ in range(per_prompt)]
         recorder = ConceptRecorder(concepts, store, architecture, tokens)
 
-    def _on_step_end(_pipe: Any, _step: int, _timestep: Any, tensors: dict) -> dict:
-        store.next_step()
-        return tensors
-
     with CrossAttentionTracer(architecture.denoiser(pipe), store, affinity, architecture, recorder):
         output = pipe(
             [t.prompt for t in tokenized],
@@ -181,7 +196,7 @@ def generate_traced(
             num_images_per_prompt=per_prompt,
             generator=generators,
             output_type="np",
-            callback_on_step_end=_on_step_end,
+            **step_callback(pipe, store),
             **architecture.call_kwargs(config, negatives, pipe),
         )
     maps = store.global_maps()

@@ -99,6 +99,7 @@ def text_key_maps(
     heads: HeadReduce = "mean",
     budget_bytes: int = CHUNK_BUDGET_BYTES,
     lse: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention probabilities of the ``image`` queries on the ``text`` keys, reduced over heads.
 
@@ -114,6 +115,11 @@ def text_key_maps(
         lse: ``(batch, heads, sequence)`` the log-sum-exp of every query's scaled scores over
             every key, from the attention kernel (``attention_with_lse``); with ``normalize="all"``
             only the text keys' scores are then computed.
+        mask: the call's attention mask on the image queries' rows, ``(batch, 1 or heads, image
+            queries, every key)``, as the kernel takes it: boolean (``True``: attend; masked keys
+            get no probability and leave the log-sum-exp) or float (added to the scores, as SDPA
+            adds it: Chroma's pipeline passes its 0/1 key mask as float). With a mask the
+            kernel's ``lse`` is not used.
 
     Returns:
         float32 ``(batch, image queries, text keys)`` on the inputs' device.
@@ -122,38 +128,50 @@ def text_key_maps(
     k = key.float()
     k_text = k[:, :, text]
     batch, num_heads, num_queries, _ = q.shape
-    given = lse[:, :, image].float() if lse is not None and normalize == "all" else None
+    given = lse[:, :, image].float() if lse is not None and normalize == "all" and mask is None else None
     every_key = normalize == "all" and given is None  # the log-sum-exp over every key, computed here
     step = query_chunk(batch, num_heads, k.shape[2] if every_key else k_text.shape[2], budget_bytes)
     out = torch.empty(batch, num_queries, k_text.shape[2], dtype=torch.float32, device=q.device)
     for start in range(0, num_queries, step):
         chunk = q[:, :, start : start + step]
+        rows = None if mask is None else mask[:, :, start : start + step]
         if every_key:
-            scores = chunk @ k.transpose(-1, -2) * scale
+            scores = _masked(chunk @ k.transpose(-1, -2) * scale, rows)
             text_scores = scores[..., text]
             lse_chunk = scores.logsumexp(-1, keepdim=True)
         else:
-            text_scores = chunk @ k_text.transpose(-1, -2) * scale
+            text_scores = _masked(chunk @ k_text.transpose(-1, -2) * scale, None if rows is None else rows[..., text])
             lse_chunk = text_scores.logsumexp(-1, keepdim=True) if given is None else given[:, :, start : start + step, None]
         probs = (text_scores - lse_chunk).exp_()
         out[:, start : start + step] = probs.sum(1) if heads == "mean" else probs.amax(1)
     return out
 
 
+def _masked(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``scores`` under an attention mask as SDPA applies it: boolean keeps ``True``, float is added."""
+    if mask is None:
+        return scores
+    if mask.dtype == torch.bool:
+        return scores.masked_fill(~mask, float("-inf"))
+    return scores + mask.float()
+
+
 def record_text_maps(
     store: "HeatMapStore", name: str, query: torch.Tensor, key: torch.Tensor, image: slice, text: slice,
     lse: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> None:
     """Add one joint-attention call's image → text maps to ``store`` under ``name``: ``query``/``key``
     ``(batch, heads, sequence, head_dim)`` as the kernel receives them (its default scale
     ``head_dim ** -0.5``), normalised and head-reduced as ``store.config`` says. Only the
     conditional images' rows are computed (under CFG the unconditional half is never mapped);
-    ``lse`` ``(batch, heads, sequence)``: the kernel's log-sum-exp (``attention_with_lse``)."""
+    ``lse`` ``(batch, heads, sequence)``: the kernel's log-sum-exp (``attention_with_lse``);
+    ``mask``: the call's attention mask ``(batch, 1, sequence, sequence)`` or ``None``."""
     config = store.config
     rows = store.conditional_rows(name, query.shape[0])
     with torch.no_grad():
         maps = text_key_maps(
             query[rows], key[rows], image, text, query.shape[-1] ** -0.5, config.joint_normalize, config.heads,
-            lse=None if lse is None else lse[rows],
+            lse=None if lse is None else lse[rows], mask=None if mask is None else mask[rows][:, :, image],
         )
     store.add_reduced(name, maps, query.shape[1] if config.heads == "mean" else 1, conditional_only=True)

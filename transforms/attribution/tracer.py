@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .affinity import AffinityStore, DaamSelfAttnProcessor, require_self_attention
 from .architectures import Architecture, UNetArchitecture
 from .concepts import ConceptRecorder
@@ -44,6 +46,7 @@ class CrossAttentionTracer:
         self.concepts = concepts
         self.architecture = architecture or UNetArchitecture()
         self._originals: dict[str, Any] | None = None
+        self._call_hook: Any = None
 
     @property
     def modules(self) -> dict[str, str]:
@@ -75,13 +78,28 @@ class CrossAttentionTracer:
             processors[name] = proc
         self.denoiser.set_attn_processor(processors)
         self._originals = originals
+        self._call_hook = self.denoiser.register_forward_pre_hook(_counting(self.store))
         if self.concepts is not None:
             self.concepts.install(self.denoiser)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._call_hook is not None:
+            self._call_hook.remove()
+            self._call_hook = None
         if self.concepts is not None:
             self.concepts.remove()
         if self._originals is not None:
             self.denoiser.set_attn_processor(self._originals)
             self._originals = None
+
+
+def _counting(store: HeatMapStore) -> Any:
+    """A denoiser forward pre-hook that tells ``store`` a call starts (outside ``torch.compile``
+    graphs, like the processors: the count is Python state)."""
+
+    @torch.compiler.disable
+    def hook(_module: Any, _args: Any) -> None:
+        store.begin_call()
+
+    return hook

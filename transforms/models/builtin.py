@@ -14,6 +14,7 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "tiny-sd3": ("transforms.models.tiny_sd3", "tiny_sd3_path"),
     "tiny-flux": ("transforms.models.tiny_flux", "tiny_flux_path"),
     "tiny-pixart": ("transforms.models.tiny_pixart", "tiny_pixart_path"),
+    "tiny-chroma": ("transforms.models.tiny_chroma", "tiny_chroma_path"),
 }
 
 

@@ -1,7 +1,7 @@
 """Which kind of model a folder holds, read from its ``model_index.json``, and what differs per kind.
 
 Families: ``stable-diffusion`` (SD 1.x/2.x-style UNet + VAE pipelines, the built-in ``tiny``, hub
-ids), ``stable-diffusion-xl``, ``stable-diffusion-3``, ``flux``, ``pixart`` (read from the folder's
+ids), ``stable-diffusion-xl``, ``stable-diffusion-3``, ``flux``, ``chroma``, ``pixart`` (read from the folder's
 ``model_index.json``) and ``colour-world`` (``transforms.colour_world``: a pixel-space UNet on 2x2
 patches, no VAE, no self-attention, sampled without guidance). The family decides the pipeline
 class, the default guidance, the image geometry and which settings the model cannot honour; how
@@ -20,6 +20,7 @@ STABLE_DIFFUSION_XL = "stable-diffusion-xl"
 STABLE_DIFFUSION_3 = "stable-diffusion-3"
 FLUX = "flux"
 PIXART = "pixart"
+CHROMA = "chroma"
 COLOUR_WORLD = "colour-world"
 COLOUR_WORLD_MODEL_NAME = COLOUR_WORLD  # ``--model colour-world``: the shipped trained weights
 # every shipped truth world (``transforms.colour_world.assets``): ``--model NAME``
@@ -47,6 +48,7 @@ FAMILIES = {
     STABLE_DIFFUSION_3: Family(STABLE_DIFFUSION_3, None, 7.0, False),
     FLUX: Family(FLUX, None, 3.5, False),
     PIXART: Family(PIXART, None, 4.5, False),  # PixArt-Σ's own default (α: 4.5 too)
+    CHROMA: Family(CHROMA, None, 5.0, False),  # real CFG, as two calls per step
     # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
     COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False, True),
 }
@@ -65,6 +67,7 @@ LABEL_DEFAULTS = {
     FLUX: {"label_maps": "daam", "refine": False, "threshold": 0.5},
     # no truth world of this form yet: plain DAAM at the threshold every measured world agrees on
     PIXART: {"label_maps": "daam", "refine": False, "threshold": 0.5},
+    CHROMA: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # Flux's blocks: colour-world-dit's choice
     # no self-attention: plain DAAM at its best threshold (0.712 at 0.5, 0.671 at 0.6)
     COLOUR_WORLD: {"label_maps": "daam", "refine": False, "threshold": 0.5},
 }
@@ -77,6 +80,7 @@ _BY_PIPELINE_CLASS = {
     "FluxPipeline": FLUX,
     "PixArtSigmaPipeline": PIXART,
     "PixArtAlphaPipeline": PIXART,
+    "ChromaPipeline": CHROMA,
 }
 
 
@@ -93,7 +97,7 @@ def pipeline_class_name(source: str) -> str | None:
 
 SUPPORTED_FAMILIES = (
     "Stable Diffusion 1.x/2.x (any UNet text-to-image pipeline), Stable Diffusion XL, Stable Diffusion 3/3.5, "
-    "FLUX.1, PixArt-Σ/α, the colour worlds"
+    "FLUX.1, Chroma, PixArt-Σ/α, the colour worlds"
 )
 
 
@@ -185,12 +189,16 @@ def check_family_settings(
 ) -> None:
     """Refuse, with one line, settings a model of ``family`` (the folder ``source``) cannot
     honour (``ValueError``)."""
+    if concept_maps and family.name == CHROMA:
+        from transforms.attribution.architectures.chroma import CONCEPTS_REFUSED
+
+        raise ValueError(CONCEPTS_REFUSED)
     if concept_maps and family.name not in (FLUX, STABLE_DIFFUSION_3):
         raise ValueError(
             f"ConceptAttention maps (--concept-maps, --label-maps concept) need a joint-attention transformer "
             f"(SD3, Flux); this {family.name} model has no double-stream blocks: drop them (--label-maps daam)"
         )
-    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3):
+    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3, CHROMA):
         raise ValueError(
             f"--scheduler {scheduler}: {family.name} samples with flow matching (its own FlowMatchEulerDiscreteScheduler); "
             "the --scheduler choices are noise-prediction samplers for SD/SDXL: drop --scheduler"

@@ -70,10 +70,21 @@ def _text_encoders(max_length: int) -> tuple[Any, Any, Any]:
     return clip, t5, tokenizer
 
 
-def _vae() -> Any:
+def flux_vae(seed: int = _SEED + 3) -> Any:
+    """A 2-block, 16-channel VAE with FLUX.1's shift and scaling factors (``vae_scale_factor`` 2)."""
     return tiny_vae(
-        _SEED + 3, (8, 16), 16, sample_size=256, use_quant_conv=False, use_post_quant_conv=False,
+        seed, (8, 16), 16, sample_size=256, use_quant_conv=False, use_post_quant_conv=False,
         shift_factor=0.1159, scaling_factor=0.3611,
+    )
+
+
+def flux_scheduler() -> Any:
+    """FLUX.1-dev's flow-matching Euler scheduler (dynamic shifting)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        base_image_seq_len=256, max_image_seq_len=4096,
     )
 
 
@@ -86,16 +97,12 @@ def build_tiny_flux_pipeline(
 ) -> Any:
     """Build the tiny ``FluxPipeline`` in memory (deterministic weights); the arguments give
     other block counts, head shapes and T5 lengths (the built-in uses the defaults)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from diffusers import FluxPipeline
 
     clip, t5, t5_tokenizer = _text_encoders(max_length)
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-        base_image_seq_len=256, max_image_seq_len=4096,
-    )
     return FluxPipeline(
-        scheduler=scheduler,
-        vae=_vae(),
+        scheduler=flux_scheduler(),
+        vae=flux_vae(),
         text_encoder=clip,
         tokenizer=build_clip_tokenizer(),
         text_encoder_2=t5,

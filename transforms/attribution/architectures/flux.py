@@ -128,24 +128,26 @@ class DaamFluxAttnProcessor(RecordingProcessor):
         concepts = self.concepts is not None and encoder_hidden_states is not None and self.concepts.active(self.name)
         if not (daam or concepts):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
-        if attention_mask is not None:
-            raise ValueError(f"{self.name}: attention masks are not traced (the slice would not be the model's softmax)")
+        if attention_mask is not None and (attention_mask.ndim != 4 or concepts):
+            raise ValueError(f"{self.name}: only (batch, 1, L, L) attention masks (Chroma's) are traced, not with concept maps")
         if encoder_hidden_states is not None and hidden_states.shape[1] != image_tokens:
             raise RuntimeError(f"expected {image_tokens} image tokens ({h}x{w}), got {hidden_states.shape[1]} in {self.name}")
         query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
         text = query.shape[1] - image_tokens
         lse = None
-        if daam and self._native():
+        if daam and attention_mask is None and self._native():
             # what diffusers' native backend runs (SDPA on [B, H, S, D] views), with the kernel's LSE
             out, lse = attention_with_lse(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
             out = out.transpose(1, 2)
         else:
             out = dispatch_attention_fn(
-                query, key, value, attn_mask=None, backend=self._attention_backend, parallel_config=self._parallel_config
+                query, key, value, attn_mask=attention_mask, backend=self._attention_backend,
+                parallel_config=self._parallel_config,
             )
         if daam:
             record_text_maps(
-                self.store, self.name, query.transpose(1, 2), key.transpose(1, 2), slice(text, None), slice(0, text), lse
+                self.store, self.name, query.transpose(1, 2), key.transpose(1, 2), slice(text, None), slice(0, text), lse,
+                attention_mask,
             )
         if concepts:
             self.concepts.attend(self.name, attn, key, value, out, slice(text, None), hidden_states)
