@@ -1,6 +1,6 @@
 """Cost of tracing per architecture: untraced vs traced vs a brute-force full-matrix capture.
 
-    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|pixart|all [--size 256] [--steps 2]
+    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|chroma|pixart|all [--size 256] [--steps 2]
         [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4]
         [--located-repeats 0] [--device auto] [--dtype float32] [--tiny]
 
@@ -52,6 +52,7 @@ from benchmarks.common import (
 from benchmarks.cpu_time import paired_cpu_times
 from benchmarks import located_overhead as located
 from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL pipelines
+    CHROMA_TRANSFORMER,
     FLUX_TRANSFORMER,
     PIXART_SIGMA_TRANSFORMER,
     SD3_TRANSFORMER,
@@ -118,6 +119,21 @@ def flux_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
     })
 
 
+def chroma_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
+    """Chroma: tiny-chroma's scheduler, tiny-sd3's 16-channel factor-8 VAE, a T5 tokenizer of
+    ``text_tokens`` positions and a one-layer T5 of the joint width; this transformer."""
+    from diffusers import ChromaTransformer2DModel
+
+    from transforms.models.tiny_t5 import build_t5_tokenizer
+
+    base = base_pipeline("tiny-chroma")
+    tokenizer = build_t5_tokenizer(model_max_length=text_tokens)
+    return type(base)(**{
+        **base.components, "transformer": ChromaTransformer2DModel(**config), "vae": base_pipeline("tiny-sd3").vae,
+        "tokenizer": tokenizer, "text_encoder": t5_encoder(config["joint_attention_dim"], len(tokenizer)),
+    })
+
+
 def pixart_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
     """PixArt-Σ: tiny-pixart's VAE (4 channels, factor 8) and scheduler, a T5 tokenizer of
     ``text_tokens`` positions and a one-layer T5 of the caption width; this transformer."""
@@ -172,6 +188,14 @@ ARCHS: dict[str, Arch] = {
                   joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6)),
         text_tokens=512,
     ),
+    "chroma": Arch(
+        "lodestones/Chroma1-HD (transformer/config.json)", CHROMA_TRANSFORMER, chroma_pipeline,
+        ("num_layers", "num_single_layers"),
+        tiny=dict(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                  joint_attention_dim=32, axes_dims_rope=(4, 6, 6), approximator_num_channels=16,
+                  approximator_hidden_dim=32, approximator_layers=1),
+        text_tokens=512,
+    ),
     "pixart": Arch(
         "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS (transformer/config.json)", PIXART_SIGMA_TRANSFORMER, pixart_pipeline,
         ("num_layers",),
@@ -203,7 +227,8 @@ def denoiser_config(arch: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def text_tokens(arch: str, args: argparse.Namespace) -> int:
-    return min(ARCHS[arch].text_tokens, TINY_TEXT_TOKENS) if args.tiny and arch == "flux" else ARCHS[arch].text_tokens
+    tokens = ARCHS[arch].text_tokens
+    return min(tokens, TINY_TEXT_TOKENS) if args.tiny and arch in ("flux", "chroma") else tokens
 
 
 def build_pipeline(arch: str, args: argparse.Namespace) -> Any:
