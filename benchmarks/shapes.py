@@ -81,15 +81,8 @@ FLUX_TRANSFORMER = dict(  # black-forest-labs/FLUX.1-dev, transformer/config.jso
     guidance_embeds=True,
     axes_dims_rope=(16, 56, 56),
 )
-CHROMA_TRANSFORMER = dict(  # lodestones/Chroma1-HD, transformer/config.json (FLUX.1-schnell's blocks)
-    patch_size=1,
-    in_channels=64,
-    num_layers=19,
-    num_single_layers=38,
-    attention_head_dim=128,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    axes_dims_rope=(16, 56, 56),
+CHROMA_TRANSFORMER = dict(  # lodestones/Chroma1-HD, transformer/config.json: FLUX.1's blocks, an approximator
+    {k: v for k, v in FLUX_TRANSFORMER.items() if k not in ("pooled_projection_dim", "guidance_embeds")},
     approximator_num_channels=64,
     approximator_hidden_dim=5120,
     approximator_layers=5,

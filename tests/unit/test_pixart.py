@@ -4,15 +4,14 @@ words read from the text the pipeline encodes, other folder shapes, the family's
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from tests.unit.test_sd3 import BruteForceMaps
 from transforms.attribution import GenerationConfig, TraceConfig, generate_traced
 from transforms.attribution.architectures import architecture_of
 from transforms.attribution.architectures.pixart import PixArtArchitecture
@@ -41,19 +40,14 @@ def other_folder(tmp_path_factory) -> Path:
     return folder
 
 
-class BruteForceCrossAttention:
+class BruteForceCrossAttention(BruteForceMaps):
     """Forward hooks on each ``attn2`` that rebuild the softmax from the module's own projections
-    and the additive key mask the transformer passes, in fp32, heads summed per module."""
+    and the additive key mask the transformer passes, in fp64, heads reduced per module (SD3's
+    aggregation: ``maps``)."""
 
-    def __init__(self, transformer: Any, names: list[str], cfg: bool, masked: bool = True, heads: str = "mean") -> None:
-        self.cfg, self.masked, self.reduce = cfg, masked, heads
-        self.sums: dict[str, torch.Tensor] = {}
-        self.heads: dict[str, int] = {}
-        modules = dict(transformer.named_modules())
-        self.handles = [
-            modules[n.removesuffix(".processor")].register_forward_pre_hook(partial(self._hook, n), with_kwargs=True)
-            for n in names
-        ]
+    def __init__(self, transformer: Any, names: list[str], trace: TraceConfig, cfg: bool, masked: bool = True) -> None:
+        self.masked = masked
+        super().__init__(transformer, names, trace, cfg)
 
     def _hook(self, name: str, module: Any, args: tuple, kwargs: dict) -> None:
         image = args[0] if args else kwargs["hidden_states"]
@@ -67,29 +61,17 @@ class BruteForceCrossAttention:
         if self.masked and bias is not None:
             logits = logits + bias[:, None].double()  # (B, 1, K) -> every head and query
         probs = torch.softmax(logits, dim=-1)
-        summed = (probs.sum(1) if self.reduce == "mean" else probs.amax(1)).float()  # (B, Q, K)
+        summed = (probs.sum(1) if self.trace.heads == "mean" else probs.amax(1)).float()  # (B, Q, K)
         if self.cfg:
             summed = summed[summed.shape[0] // 2 :]
         self.sums[name] = self.sums.get(name, 0) + summed
-        self.heads[name] = module.heads if self.reduce == "mean" else 1
-
-    def maps(self, grid: tuple[int, int]) -> torch.Tensor:
-        total = 0
-        for maps in self.sums.values():
-            n, _, keys = maps.shape
-            spatial = maps.transpose(1, 2).reshape(n, keys, *grid)
-            total = total + F.interpolate(spatial, size=grid, mode="bicubic", align_corners=False).clamp(min=0)
-        return total / sum(self.heads.values())
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+        self.heads[name] = module.heads if self.trace.heads == "mean" else 1
 
 
 def _traced_and_brute(pipe: Any, prompts: list[str], config: GenerationConfig, masked: bool = True):
     architecture = architecture_of(pipe)
     names = sorted(architecture.traced_modules(pipe.transformer))
-    brute = BruteForceCrossAttention(pipe.transformer, names, config.uses_cfg, masked, config.trace.heads)
+    brute = BruteForceCrossAttention(pipe.transformer, names, config.trace, config.uses_cfg, masked)
     try:
         samples = generate_traced(pipe, prompts, list(range(len(prompts))), config)
     finally:

@@ -43,20 +43,13 @@ class ChromaArchitecture(FluxArchitecture):
     """Chroma transformers (any block and head counts)."""
 
     name = "chroma"
+    block_kinds = _BLOCK_KINDS
 
     def word_tokenizer(self, pipe: Any) -> Any:
         return pipe.tokenizer
 
     def text_layout(self, pipe: Any) -> TextLayout:
         return TextLayout(offset=0, prefix=0, max_tokens=max_sequence_length(pipe) - 1)
-
-    def traced_modules(self, denoiser: Any) -> dict[str, str]:
-        names = {}
-        for module_name, module in denoiser.named_modules():
-            kind = next((k for cls, k in _BLOCK_KINDS if isinstance(module, cls)), None)
-            if kind is not None:
-                names[f"{module_name}.attn.processor"] = kind
-        return names
 
     def concept_blocks(self, denoiser: Any) -> list[tuple[str, Any]]:
         raise ValueError(CONCEPTS_REFUSED)

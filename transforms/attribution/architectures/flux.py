@@ -158,6 +158,7 @@ class FluxArchitecture(Architecture):
     """FLUX.1 transformers (dev and schnell shapes, any block and head counts)."""
 
     name = "flux"
+    block_kinds: tuple[tuple[type, str], ...] = _BLOCK_KINDS  # (block class, kind) of the traced blocks
 
     def denoiser(self, pipe: Any) -> Any:
         return pipe.transformer
@@ -171,7 +172,7 @@ class FluxArchitecture(Architecture):
     def traced_modules(self, denoiser: Any) -> dict[str, str]:
         names = {}
         for module_name, module in denoiser.named_modules():
-            kind = next((k for cls, k in _BLOCK_KINDS if isinstance(module, cls)), None)
+            kind = next((k for cls, k in self.block_kinds if isinstance(module, cls)), None)
             if kind is not None:
                 names[f"{module_name}.attn.processor"] = kind
         return names
