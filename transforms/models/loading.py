@@ -105,15 +105,15 @@ def resolve_model_source(model: str, revision: str | None = None) -> str:
                 f"--model {model}: {path} is not a diffusers model folder (no model_index.json)"
             )
         kind = pipeline_class_name(str(path)) or ""
-        unsupported = unsupported_family(str(path))
-        if unsupported:
-            raise ModelLoadError(
-                f"--model {model}: {unsupported} is not a family daam-datasets traces; supported: {SUPPORTED_FAMILIES}"
-            )
         if any(marker in kind for marker in IMAGE_CONDITIONED):
             raise ModelLoadError(
                 f"--model {model}: {kind} generates from an image (an SDXL refiner or an img2img/inpainting "
                 "model); pass a text-to-image model folder"
+            )
+        unsupported = unsupported_family(str(path))
+        if unsupported:
+            raise ModelLoadError(
+                f"--model {model}: {unsupported} is not a family daam-datasets traces; supported: {SUPPORTED_FAMILIES}"
             )
         return str(path)
     if model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
