@@ -1,12 +1,15 @@
-"""A progress line while a run works: shards/prompts done, prompts/s and ETA, from the stats markers."""
+"""A progress line while a run works: prompts done, prompts/s and ETA, from the stats markers of
+committed shards plus the progress files the workers rewrite after every batch of shards in flight
+(so a run of 1000-prompt shards does not read "0 prompts/s" until its first commit)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from posixpath import basename
 
-from transforms.shards.layout import OutputLayout
+from transforms.shards.layout import PROGRESS_DIR, OutputLayout
 
 from .lock import RunLock
 from .output import collect_stats
@@ -28,7 +31,17 @@ class ProgressReporter(threading.Thread):
         self.done_at_start = self._done()
 
     def _done(self) -> int:
-        return sum(s.prompts for s in collect_stats(self.layout))
+        """Prompts of committed shards, plus those generated so far in shards not yet committed."""
+        committed = {s.shard: s.prompts for s in collect_stats(self.layout)}
+        in_flight = 0
+        for path in self.layout.list(PROGRESS_DIR, ".json"):
+            if basename(path).removesuffix(".json") in committed:
+                continue  # committed since: its marker counts it
+            try:
+                in_flight += int(self.layout.read_json(path)["prompts"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # being replaced, or not ours: the next tick reads it
+        return sum(committed.values()) + in_flight
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval):

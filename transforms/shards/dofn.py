@@ -70,10 +70,19 @@ class GenerateShardFn(beam.DoFn):
         self.prompts.inc(size)
         self.batch_ms.update(int(seconds * 1000))
         self._done_in_shard += size
+        self._write_progress()
         now = time.monotonic()
         if now - self._last_log >= PROGRESS_LOG_SECONDS:
             self._last_log = now
             logger.info("%s: %d/%d prompts, %.2f s/batch", self._shard, self._done_in_shard, self._shard_total, seconds)
+
+    def _write_progress(self) -> None:
+        """The shard's prompts done so far, for the driver's progress line (best effort: a
+        progress file that cannot be written costs the line, never the shard)."""
+        try:
+            self._layout.write_json_atomic(self._layout.progress_file(self._shard), {"prompts": self._done_in_shard})
+        except OSError as error:
+            logger.debug("%s: progress not written: %r", self._shard, error)
 
     def process(self, spec: ShardSpec) -> Iterator[ShardStats]:
         if self._layout.exists(self._layout.stats_file(spec.name)):
@@ -89,5 +98,6 @@ class GenerateShardFn(beam.DoFn):
         self.images.inc(stats.rows)
         self.failures.inc(stats.failed)
         self.shards.inc()
+        self._layout.remove(self._layout.progress_file(spec.name))  # the stats marker counts it now
         logger.info("%s committed: %d rows, %d failed, %.1fs", spec.name, stats.rows, stats.failed, result.seconds)
         yield stats

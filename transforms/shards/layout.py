@@ -20,6 +20,7 @@ PREVIEW_DIR = "preview"
 SEGMENTATION_DIR = "segmentation"  # the segmentation config: image + label per row (--classes)
 ID2LABEL_FILE = "id2label.json"  # label id -> class name, at the root (transformers reads it)
 TMP_DIR = ".tmp"
+PROGRESS_DIR = f"{TMP_DIR}/progress"  # prompts done per shard in flight (temporary: never published)
 RUN_FILE = "run.json"
 CARD_FILE = "README.md"
 LOCK_FILE = ".lock"
@@ -46,6 +47,10 @@ class OutputLayout:
     def stats_file(self, shard_name: str) -> str:
         """The shard's commit marker."""
         return self.path(STATS_DIR, f"{shard_name}.json")
+
+    def progress_file(self, shard_name: str) -> str:
+        """A shard's in-flight progress (``{"prompts": n}``), rewritten after each batch."""
+        return self.path(PROGRESS_DIR, f"{shard_name}.json")
 
     def failures_file(self, shard_name: str) -> str:
         """Per-prompt failure records of a shard (JSON lines)."""
