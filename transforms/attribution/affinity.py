@@ -91,7 +91,7 @@ class AffinityStore:
     def wants(self, query_len: int) -> bool:
         """Whether a self-attention call with this many queries, at the current step, is recorded."""
         heat = self.heat
-        if heat.num_images == 0 or heat.call > 0 or not heat.config.keeps_step(heat.step):
+        if heat.num_images == 0 or heat.later_call() or not heat.config.keeps_step(heat.step):
             return False
         return infer_factor(query_len, *heat.latent_size)[0] == self.factor
 

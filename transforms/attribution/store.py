@@ -61,8 +61,7 @@ class HeatMapStore:
         self.cfg = True
         self.latent_size = (0, 0)
         self.step = 0
-        self.call = 0  # the current denoiser call's index within its step
-        self._calls = 0
+        self.calls = 0  # denoiser calls begun in the current step (the tracer's hook counts them)
         self.bins: list[tuple[int, int]] = []
         self.keys = slice(None)
 
@@ -83,7 +82,7 @@ class HeatMapStore:
         self.num_images = num_images
         self.cfg = cfg
         self.latent_size = latent_size
-        self.step = self.call = self._calls = 0
+        self.step = self.calls = 0
         self.keys = keys or slice(None)
         if self.config.per_timestep is not None and steps is None:
             raise ValueError("per-timestep maps need the number of steps: pass steps= to begin")
@@ -92,19 +91,22 @@ class HeatMapStore:
     def next_step(self) -> None:
         """Advance to the next denoising step."""
         self.step += 1
-        self.call = self._calls = 0
+        self.calls = 0
 
     def begin_call(self) -> None:
         """A denoiser call starts (the tracer's forward pre-hook)."""
-        self.call = self._calls
-        self._calls += 1
+        self.calls += 1
+
+    def later_call(self) -> bool:
+        """Whether the current denoiser call is not its step's first (not recorded: see ``wants``)."""
+        return self.calls > 1
 
     def wants(self, query_len: int) -> bool:
         """Whether a call with this many queries, at the current step, is recorded. Only a step's
         first denoiser call is: pipelines that run guidance as two calls (Chroma, Flux's true CFG,
         Qwen-Image) make the conditional one first; later ones (the unconditional call, SD3's
         skip-layer pass) are not the prompt's attention."""
-        if self.num_images == 0 or self.call > 0 or not self.config.keeps_step(self.step):
+        if self.num_images == 0 or self.later_call() or not self.config.keeps_step(self.step):
             return False
         factor, _, _ = infer_factor(query_len, *self.latent_size)
         return self.config.keeps_factor(factor)

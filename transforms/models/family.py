@@ -84,32 +84,36 @@ _BY_PIPELINE_CLASS = {
 }
 
 
-def pipeline_class_name(source: str) -> str | None:
-    """``_class_name`` of a local model folder's ``model_index.json`` (``None`` for hub ids or an
-    unreadable index: the loader reports those)."""
-    index = Path(source).expanduser() / "model_index.json"
-    try:
-        name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return name if isinstance(name, str) else None
-
-
 SUPPORTED_FAMILIES = (
     "Stable Diffusion 1.x/2.x (any UNet text-to-image pipeline), Stable Diffusion XL, Stable Diffusion 3/3.5, "
     "FLUX.1, Chroma, PixArt-Σ/α, the colour worlds"
 )
 
 
+def folder_json(source: str | None, *parts: str) -> dict[str, Any] | None:
+    """A JSON object in a local model folder (``model_index.json``, ``unet/config.json``, …);
+    ``None`` for hub ids, missing or unreadable files and non-objects."""
+    if not source:
+        return None
+    try:
+        data = json.loads(Path(source).expanduser().joinpath(*parts).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def pipeline_class_name(source: str) -> str | None:
+    """``_class_name`` of a local model folder's ``model_index.json`` (``None`` for hub ids or an
+    unreadable index: the loader reports those)."""
+    name = (folder_json(source, "model_index.json") or {}).get("_class_name")
+    return name if isinstance(name, str) else None
+
+
 def unsupported_family(source: str) -> str | None:
     """The pipeline class of a local folder no family here traces (a denoiser that is not a UNet
     under a class of no known family, e.g. ``SanaPipeline``), else ``None``."""
-    index = Path(source).expanduser() / "model_index.json"
-    try:
-        components = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    name = components.get("_class_name") if isinstance(components, dict) else None
+    components = folder_json(source, "model_index.json") or {}
+    name = components.get("_class_name")
     if not isinstance(name, str) or name in _BY_PIPELINE_CLASS or name == DIT_PIPELINE or "unet" in components:
         return None
     return name
@@ -229,30 +233,19 @@ def _check_pixart_settings(size: tuple[int, int], refine: bool, source: str | No
                          "colour-world-sa, not PixArt's DiT blocks: add --no-refine")
     from transforms.attribution.architectures.pixart import check_binned_size
 
-    try:
-        config = json.loads((Path(source or "") / "transformer" / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    config = folder_json(source, "transformer", "config.json")
+    if config is None:
         return  # a hub id: the pipeline's call checks the size (the architecture refuses off-bin sizes)
     check_binned_size(int(config.get("sample_size", 0)), *size)
 
 
 def colour_world_self_attention(source: str | None) -> bool:
     """Whether a colour-world folder's UNet has self-attention (the ``colour-world-sa`` form)."""
-    if source is None:
-        return False
-    try:
-        config = json.loads((Path(source) / "unet" / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(config.get("self_attention", False))
+    return bool((folder_json(source, "unet", "config.json") or {}).get("self_attention", False))
 
 
 def double_stream_blocks(source: str) -> int | None:
     """The double-stream (joint) blocks of an SD3/Flux folder's transformer (``num_layers`` of its
     config), ``None`` where the folder does not say (a hub id)."""
-    try:
-        config = json.loads((Path(source) / "transformer" / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    layers = config.get("num_layers")
+    layers = (folder_json(source, "transformer", "config.json") or {}).get("num_layers")
     return int(layers) if isinstance(layers, int) else None

@@ -3,7 +3,6 @@ pipeline of its family (``model_family``)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from .family import (
     SUPPORTED_FAMILIES,
     colour_world_geometry,
     family_of,
+    folder_json,
     pipeline_class,
     pipeline_class_name,
     unsupported_family,
@@ -146,12 +146,7 @@ def _load_error(spec: ModelSpec, source: str, error: Exception) -> ModelLoadErro
 def absent_components(source: str) -> dict[str, None]:
     """Components a local folder's ``model_index.json`` records as ``[null, null]`` (saved as
     ``None``, e.g. SD3 without T5): diffusers loads them only when they are passed as ``None``."""
-    try:
-        entries = json.loads((Path(source).expanduser() / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(entries, dict):
-        return {}
+    entries = folder_json(source, "model_index.json") or {}
     return {name: None for name, value in entries.items() if not name.startswith("_") and value == [None, None]}
 
 

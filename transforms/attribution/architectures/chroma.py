@@ -19,13 +19,11 @@ modulation vector comes from the approximator, not Flux's ``time_text_embed``).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 from diffusers.models.transformers.transformer_chroma import ChromaSingleTransformerBlock, ChromaTransformerBlock
 
-from ..config import GenerationConfig
-from .base import Architecture, TextLayout
-from .flux import MAX_SEQUENCE_LENGTH, FluxArchitecture
+from .flux import FluxArchitecture
 
 _BLOCK_KINDS = ((ChromaTransformerBlock, "double"), (ChromaSingleTransformerBlock, "single"))
 CONCEPTS_REFUSED = (
@@ -34,30 +32,15 @@ CONCEPTS_REFUSED = (
 )
 
 
-def max_sequence_length(pipe: Any) -> int:
-    """T5 tokens the pipeline is asked for: its tokenizer's window, at most 512 (its default)."""
-    return min(MAX_SEQUENCE_LENGTH, int(pipe.tokenizer.model_max_length))
-
-
 class ChromaArchitecture(FluxArchitecture):
     """Chroma transformers (any block and head counts)."""
 
     name = "chroma"
     block_kinds = _BLOCK_KINDS
+    takes_negative_prompts = True  # real CFG, its two calls told apart by the store
 
     def word_tokenizer(self, pipe: Any) -> Any:
         return pipe.tokenizer
 
-    def text_layout(self, pipe: Any) -> TextLayout:
-        return TextLayout(offset=0, prefix=0, max_tokens=max_sequence_length(pipe) - 1)
-
     def concept_blocks(self, denoiser: Any) -> list[tuple[str, Any]]:
         raise ValueError(CONCEPTS_REFUSED)
-
-    def call_kwargs(
-        self, config: GenerationConfig, negatives: Sequence[str] | None, pipe: Any = None
-    ) -> dict[str, Any]:
-        kwargs = Architecture.call_kwargs(self, config, negatives, pipe)
-        if pipe is not None:
-            kwargs["max_sequence_length"] = max_sequence_length(pipe)
-        return kwargs

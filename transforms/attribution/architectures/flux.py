@@ -40,11 +40,6 @@ PACKING = 2  # the pipeline packs 2x2 latent patches into one token
 _BLOCK_KINDS = ((FluxTransformerBlock, "double"), (FluxSingleTransformerBlock, "single"))
 
 
-def max_sequence_length(pipe: Any) -> int:
-    """T5 tokens the pipeline is asked for: its tokenizer's window, at most 512."""
-    return min(MAX_SEQUENCE_LENGTH, int(pipe.tokenizer_2.model_max_length))
-
-
 def joint_qkv(
     attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, rotary: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,6 +154,7 @@ class FluxArchitecture(Architecture):
 
     name = "flux"
     block_kinds: tuple[tuple[type, str], ...] = _BLOCK_KINDS  # (block class, kind) of the traced blocks
+    takes_negative_prompts = False  # FLUX.1's guidance is an embedding; its true-CFG branch is not traced
 
     def denoiser(self, pipe: Any) -> Any:
         return pipe.transformer
@@ -166,8 +162,12 @@ class FluxArchitecture(Architecture):
     def word_tokenizer(self, pipe: Any) -> Any:
         return pipe.tokenizer_2
 
+    def sequence_length(self, pipe: Any) -> int:
+        """T5 tokens the pipeline is asked for: the word tokenizer's window, at most 512."""
+        return min(MAX_SEQUENCE_LENGTH, int(self.word_tokenizer(pipe).model_max_length))
+
     def text_layout(self, pipe: Any) -> TextLayout:
-        return TextLayout(offset=0, prefix=0, max_tokens=max_sequence_length(pipe) - 1)
+        return TextLayout(offset=0, prefix=0, max_tokens=self.sequence_length(pipe) - 1)
 
     def traced_modules(self, denoiser: Any) -> dict[str, str]:
         names = {}
@@ -197,7 +197,7 @@ class FluxArchitecture(Architecture):
     def concept_embeddings(self, pipe: Any, names: Sequence[str]) -> torch.Tensor:
         embeds, _, _ = pipe.encode_prompt(
             prompt=list(names), prompt_2=None, device=pipe._execution_device,
-            max_sequence_length=max_sequence_length(pipe),
+            max_sequence_length=self.sequence_length(pipe),
         )
         return embeds
 
@@ -216,9 +216,11 @@ class FluxArchitecture(Architecture):
     def call_kwargs(
         self, config: GenerationConfig, negatives: Sequence[str] | None, pipe: Any = None
     ) -> dict[str, Any]:
-        if negatives is not None and any(negatives):
-            raise ValueError(
-                "Flux takes no negative prompt here: its guidance is an embedding, and the "
-                "pipeline's true-CFG negative branch is not traced; drop the negative prompt"
-            )
-        return {"guidance_scale": config.guidance_scale, "max_sequence_length": max_sequence_length(pipe)}
+        if not self.takes_negative_prompts:
+            if negatives is not None and any(negatives):
+                raise ValueError(
+                    "Flux takes no negative prompt here: its guidance is an embedding, and the "
+                    "pipeline's true-CFG negative branch is not traced; drop the negative prompt"
+                )
+            negatives = None
+        return {**super().call_kwargs(config, negatives, pipe), "max_sequence_length": self.sequence_length(pipe)}

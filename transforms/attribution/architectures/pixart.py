@@ -14,7 +14,8 @@ at keys ``0 … n-1``, ``</s>`` at ``n`` (``prefix`` 0), within ``max_sequence_l
 
 Resolution binning (``use_resolution_binning=True``, the pipeline's default) snaps the size to
 an aspect-ratio bin and resizes the image back; it is left on, and a size off the bins is
-refused before any model work (``models.family``), so the maps' grid is the image's. Folders whose
+refused before any model work (``models.family``) and by ``call_kwargs``, so the maps' grid is the
+image's. Folders whose
 ``sample_size`` has no bin table (the pipeline raises for them) are run with binning off.
 """
 
@@ -27,7 +28,6 @@ from typing import Any
 from ..words import TokenizedPrompt, tokenize_prompt
 from .base import TextLayout
 from .unet import UNetArchitecture
-
 
 
 def bin_table(sample_size: int) -> dict[str, list[float]] | None:
@@ -63,11 +63,6 @@ def default_max_sequence_length(pipe: Any) -> int:
     return int(parameter.default) if parameter is not None else 120
 
 
-def uses_resolution_binning(pipe: Any) -> bool:
-    """Whether the pipeline's default binning applies (its ``sample_size`` has a bin table)."""
-    return bin_table(int(pipe.transformer.config.sample_size)) is not None
-
-
 class PixArtArchitecture(UNetArchitecture):
     """PixArt transformers (any depth, width and sample size)."""
 
@@ -96,8 +91,11 @@ class PixArtArchitecture(UNetArchitecture):
 
     def call_kwargs(self, config: Any, negatives: Any, pipe: Any = None) -> dict[str, Any]:
         kwargs = super().call_kwargs(config, negatives, pipe)
-        if pipe is not None and not uses_resolution_binning(pipe):
+        if pipe is None:
+            return kwargs
+        sample_size = int(pipe.transformer.config.sample_size)
+        if bin_table(sample_size) is None:  # the pipeline's default binning would raise: off
             kwargs["use_resolution_binning"] = False
-        elif pipe is not None and config.height and config.width:
-            check_binned_size(int(pipe.transformer.config.sample_size), config.height, config.width)
+        elif config.height and config.width:
+            check_binned_size(sample_size, config.height, config.width)
         return kwargs
