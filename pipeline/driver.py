@@ -22,7 +22,7 @@ from transforms.shards.layout import CARD_FILE, ID2LABEL_FILE, RUN_FILE, OutputL
 from transforms.models.family import check_family_settings, double_stream_blocks, family_of
 from transforms.models.loading import model_geometry, resolve_model_source
 from transforms.trace_selection import resolve_selection
-from transforms.corpus import Corpus, read_corpus
+from transforms.corpus import CorpusScan, scan_corpus
 from transforms.shards.sharding import ShardSpec, plan_shards
 
 from . import output as out
@@ -43,7 +43,7 @@ class RunPlan:
     """What the driver decided before any model work: corpus, geometry, shards, run record."""
 
     settings: RunSettings
-    corpus: Corpus
+    corpus: CorpusScan
     layout: OutputLayout
     image_size: tuple[int, int]
     map_size: tuple[int, int]
@@ -52,14 +52,24 @@ class RunPlan:
     info: RunInfo
 
 
-def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[int, int], dict | None]:
-    """The corpus (refused if it has no usable prompt), image size, map size and the trace
+def read_inputs(settings: RunSettings) -> tuple[CorpusScan, tuple[int, int], tuple[int, int], dict | None]:
+    """The corpus scanned in one streaming pass (refused if it has no usable prompt; the caller
+    closes it), image size, map size and the trace
     selection resolved for the model. A size the model cannot take, a selection that traces
     nothing (``transforms.trace_selection``) or one generation the device cannot hold is refused
     here, before anything is allocated or written (``transforms.models.memory``; a model family's own
     limits, ``model_family``)."""
-    corpus = read_corpus(settings.prompts, settings.seed, settings.columns, settings.limit, settings.split)
-    out.require_prompts(corpus, settings.prompts)
+    corpus = scan_corpus(settings.prompts, settings.seed, settings.columns, settings.limit, settings.split)
+    try:
+        out.require_prompts(corpus, settings.prompts)
+        return (corpus, *_model_inputs(settings, corpus.num_prompts))
+    except BaseException:
+        corpus.close()
+        raise
+
+
+def _model_inputs(settings: RunSettings, prompts: int) -> tuple[tuple[int, int], tuple[int, int], dict | None]:
+    """Image size, map size and trace selection for the model (refusals before any work)."""
     source = resolve_model_source(settings.model.model, settings.model.revision)
     default_h, default_w, scale = model_geometry(settings.model, source)
     height = settings.generation.height or default_h
@@ -80,8 +90,8 @@ def read_inputs(settings: RunSettings) -> tuple[Corpus, tuple[int, int], tuple[i
     check_map_size(grid, settings.map_size)
     selection = resolve_selection(source, settings.model.revision, settings.generation)
     if family.sd_memory_model:
-        _require_fits(settings, source, (height, width), len(corpus.prompts))
-    return corpus, (height, width), grid, selection
+        _require_fits(settings, source, (height, width), prompts)
+    return (height, width), grid, selection
 
 
 def _require_fits(settings: RunSettings, source: str, size: tuple[int, int], prompts: int) -> None:
@@ -97,18 +107,24 @@ def _require_fits(settings: RunSettings, source: str, size: tuple[int, int], pro
     )
 
 
-def prepare(settings: RunSettings, corpus: Corpus, image_size: tuple[int, int], map_size: tuple[int, int],
+def prepare(settings: RunSettings, corpus: CorpusScan, image_size: tuple[int, int], map_size: tuple[int, int],
             selection: dict | None = None) -> RunPlan:
-    """Under the lock: resume checks, shard plan, failure records of the read, manifests, run.json."""
+    """Under the lock: shard plan, manifests streamed from the scan (with the prompts' digest),
+    resume checks, failure records of the read, run.json.
+
+    The manifests of pending shards are written before the fingerprint is compared with an earlier
+    run's: every prepare rewrites them, so a refused rerun leaves nothing an earlier run needs."""
     layout = OutputLayout(settings.output)
-    fingerprint = settings.output_fingerprint(out.corpus_digest(corpus))
-    out.check_resume(layout, fingerprint, settings.overwrite)
-    out.clean_temporaries(layout)
-    specs = plan_shards(len(corpus.prompts), settings.shard_size, settings.num_shards)
+    if settings.overwrite:
+        out.reset_output(layout)
+    specs = plan_shards(corpus.num_prompts, settings.shard_size, settings.num_shards)
     done = out.committed_shards(layout)
     pending = [s for s in specs if s.name not in done]
+    out.clean_temporaries(layout)
+    digest = out.write_manifests(layout, corpus.records(), specs, {s.name for s in pending})
+    fingerprint = settings.output_fingerprint(digest)
+    out.check_resume(layout, fingerprint)
     out.write_read_failures(layout, corpus)
-    out.write_manifests(layout, corpus, pending)
     info = RunInfo(
         fingerprint=fingerprint,
         schema_version=SCHEMA_VERSION,
@@ -125,7 +141,7 @@ def prepare(settings: RunSettings, corpus: Corpus, image_size: tuple[int, int], 
         write_card(layout, unfinished_card())  # a crashed or failed first run must not load as a dataset
     logger.info(
         "%d prompts in %d shards (%d to do, %d already committed); %d unreadable rows, %d blank",
-        len(corpus.prompts), len(specs), len(pending), len(specs) - len(pending), len(corpus.failures), corpus.blank,
+        corpus.num_prompts, len(specs), len(pending), len(specs) - len(pending), len(corpus.failures), corpus.blank,
     )
     return RunPlan(settings, corpus, layout, image_size, map_size, specs, pending, info)
 
@@ -134,7 +150,7 @@ def execute(plan: RunPlan, beam_options: PipelineOptions, lock: RunLock, test_pi
     """Run the Beam graph over the pending shards; Beam counters (``RunFailed`` if the runner fails)."""
     if not plan.pending:
         return {}
-    with ProgressReporter(plan.layout, len(plan.corpus.prompts), lock):
+    with ProgressReporter(plan.layout, plan.corpus.num_prompts, lock):
         try:
             pipeline = test_pipeline or beam.Pipeline(options=beam_options)
             build_graph(pipeline, plan.pending, plan.settings, plan.map_size, plan.info.fingerprint)
@@ -162,7 +178,7 @@ def finalise(plan: RunPlan, metrics: dict[str, int], started: float) -> RunSumma
     summary = RunSummary(
         output=plan.settings.output,
         rows=sum(s.rows for s in stats),
-        prompts=len(plan.corpus.prompts),
+        prompts=plan.corpus.num_prompts,
         failed=sum(s.failed for s in stats),
         read_failures=len(plan.corpus.failures),
         blank=plan.corpus.blank,
@@ -191,11 +207,13 @@ def run(settings: RunSettings, beam_options: PipelineOptions, test_pipeline: bea
     layout = OutputLayout(settings.output)
     require_usable_output(layout)  # a folder of a user's files is refused before any work, untouched
     corpus, image_size, map_size, selection = read_inputs(settings)
-    out.check_output_path(layout)
-    with RunLock(layout) as lock:
-        plan = prepare(settings, corpus, image_size, map_size, selection)
-        metrics = execute(plan, beam_options, lock, test_pipeline)
-        summary = finalise(plan, metrics, started)
+    with corpus:
+        out.check_output_path(layout)
+        with RunLock(layout) as lock:
+            plan = prepare(settings, corpus, image_size, map_size, selection)
+            corpus.close()  # the manifests hold the prompts now: the spill goes before generation
+            metrics = execute(plan, beam_options, lock, test_pipeline)
+            summary = finalise(plan, metrics, started)
     if summary.failure_rate > settings.max_failure_rate:
         failed, total = summary.failed + summary.read_failures, summary.prompts + summary.read_failures
         raise RunFailed(

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Iterable
 
 from schemas.output_records import FailureRecord, ShardStats, failure_lines
 from transforms.shards.layout import FAILURES_DIR, MANIFEST_DIR, RUN_FILE, STATS_DIR, TMP_DIR, OutputLayout
-from transforms.corpus import Corpus, CorpusError
-from transforms.shards.sharding import ShardSpec, shard_prompts
+from transforms.corpus import Corpus, CorpusError, CorpusScan, PromptRecord
+from transforms.shards.sharding import ShardSpec
 
 from .errors import OutputError
 from .ownership import READ_FAILURES, remove_ours
@@ -19,17 +20,22 @@ from .ownership import READ_FAILURES, remove_ours
 logger = logging.getLogger(__name__)
 
 
-def corpus_digest(corpus: Corpus) -> str:
-    """Hash of the prompts (ids, text, seeds, negatives) in order."""
-    digest = hashlib.sha256()
-    for p in corpus.prompts:
-        digest.update(json.dumps([p.id, p.prompt, p.seed, p.negative_prompt]).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()[:16]
+class PromptDigest:
+    """Hash of the prompts (ids, text, seeds, negatives) in order, fed one prompt at a time."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def add(self, p: PromptRecord) -> None:
+        self._hash.update(json.dumps([p.id, p.prompt, p.seed, p.negative_prompt]).encode("utf-8", "surrogatepass"))
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()[:16]
 
 
-def require_prompts(corpus: Corpus, source: str) -> None:
+def require_prompts(corpus: Corpus | CorpusScan, source: str) -> None:
     """Refuse a corpus without a single usable prompt, before anything is written."""
-    if corpus.prompts:
+    if corpus.num_prompts:
         return
     parts = []
     if corpus.failures:
@@ -58,13 +64,10 @@ def reset_output(layout: OutputLayout) -> None:
     logger.info("--overwrite: %s", remove_ours(layout).line("the earlier run"))
 
 
-def check_resume(layout: OutputLayout, fingerprint: str, overwrite: bool) -> None:
-    """Refuse to mix runs with different settings in one output unless ``overwrite``."""
+def check_resume(layout: OutputLayout, fingerprint: str) -> None:
+    """Refuse to mix runs with different settings in one output (``--overwrite`` resets it first)."""
     run_file = layout.path(RUN_FILE)
     has_previous = layout.exists(run_file) or layout.list(STATS_DIR, ".json")
-    if overwrite:
-        reset_output(layout)
-        return
     if not has_previous:
         return
     previous = layout.read_json(run_file).get("fingerprint") if layout.exists(run_file) else None
@@ -85,15 +88,24 @@ def committed_shards(layout: OutputLayout) -> set[str]:
     return {os.path.basename(p)[: -len(".json")] for p in layout.list(STATS_DIR, ".json")}
 
 
-def write_manifests(layout: OutputLayout, corpus: Corpus, specs: list[ShardSpec]) -> None:
-    """Write each pending shard's prompts (JSON lines) for the workers."""
+def write_manifests(layout: OutputLayout, prompts: Iterable[PromptRecord], specs: list[ShardSpec], pending: set[str]) -> str:
+    """Stream the prompts (in input order, split by ``specs``): write each pending shard's prompts
+    (JSON lines) for the workers as its last prompt is read; returns the prompts' digest. Holds
+    one shard's prompts at a time."""
     layout.makedirs(MANIFEST_DIR)
+    digest, stream = PromptDigest(), iter(prompts)
     for spec in specs:
-        lines = [json.dumps(p.__dict__, ensure_ascii=False) for p in shard_prompts(corpus.prompts, spec)]
-        layout.write_bytes_atomic(layout.manifest_file(spec.name), ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+        lines = []
+        for p in itertools.islice(stream, spec.stop - spec.start):
+            digest.add(p)
+            if spec.name in pending:
+                lines.append(json.dumps(p.__dict__, ensure_ascii=False))
+        if spec.name in pending:
+            layout.write_bytes_atomic(layout.manifest_file(spec.name), ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
-def write_read_failures(layout: OutputLayout, corpus: Corpus) -> None:
+def write_read_failures(layout: OutputLayout, corpus: Corpus | CorpusScan) -> None:
     """Record corpus rows that could not become prompts."""
     path = layout.path(FAILURES_DIR, READ_FAILURES)
     if not corpus.failures:

@@ -167,7 +167,7 @@ def test_a_path_that_is_not_a_file_is_refused_in_one_line(tmp_path, run_cli, kin
 
 
 def test_more_rows_than_the_maximum_is_refused_unless_limited(tmp_path, run_cli, monkeypatch):
-    import transforms.corpus as corpus_module
+    import transforms.corpus.records as corpus_module
 
     monkeypatch.setattr(corpus_module, "MAX_ROWS", 2)
     corpus = tmp_path / "p.txt"

@@ -29,7 +29,9 @@ def plan(tmp_path, write_corpus):
         shard_size=2,
         batch_size=2,
     )
-    return prepare(settings, *read_inputs(settings))
+    corpus, *inputs = read_inputs(settings)
+    with corpus:
+        return prepare(settings, corpus, *inputs)
 
 
 def test_generate_and_commit_shards_commits_every_pending_shard(plan):

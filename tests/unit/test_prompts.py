@@ -232,7 +232,7 @@ def test_paths_that_are_not_files_are_refused_before_reading(tmp_path):
 
 
 def test_row_and_failure_caps(tmp_path, monkeypatch):
-    import transforms.corpus as corpus_module
+    import transforms.corpus.records as corpus_module
 
     path = tmp_path / "p.txt"
     path.write_text("a\nb\nc\n\n")

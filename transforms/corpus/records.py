@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
 MAX_LINE_BYTES = 65536
 """A longer line of a .txt, .jsonl or .csv file is a failure record; it is skipped, never held."""
 MAX_CELL_BYTES = 65536
 """A longer prompt, id or negative prompt (UTF-8 bytes) is a failure record (Parquet, HF datasets too)."""
-MAX_ROWS = 10_000_000
-"""A corpus with more input rows is refused (``CorpusError``): split it, or read part with ``--limit``."""
+MAX_ROWS = 10_000_000_000
+"""A corpus with more input rows is refused (``CorpusError``): split it, or read part with ``--limit``.
+Planning holds no prompt in memory (``scan``), so this is a sanity limit, not a memory one."""
 MAX_READ_FAILURES = 100_000
 """A corpus with more unreadable rows is refused: it is almost surely the wrong format or column."""
 RAW_EXCERPT_CHARS = 500
@@ -58,25 +59,6 @@ class ReadFailure:
     id: str | None = None
 
 
-@dataclass
-class Corpus:
-    """The prompts of a corpus, the rows that failed and the blank rows skipped.
-
-    Every row read is exactly one of these: ``rows_read == len(prompts) + len(failures) + blank``.
-    ``stopped_at_limit`` says reading stopped at ``--limit`` with rows left unread."""
-
-    prompts: list[PromptRecord] = field(default_factory=list)
-    failures: list[ReadFailure] = field(default_factory=list)
-    blank: int = 0
-    rows_read: int = 0
-    stopped_at_limit: bool = False
-
-    @property
-    def accounted(self) -> bool:
-        """Whether the counts add up to the rows read."""
-        return self.rows_read == len(self.prompts) + len(self.failures) + self.blank
-
-
 class Row(NamedTuple):
     """One input row as a reader yields it: its line (or row number), its values by column, or why
     it cannot be read.
@@ -89,6 +71,8 @@ class Row(NamedTuple):
     error: str = ""
     raw: str = ""
     blank: bool = False
+    file: str = ""
+    """The file the row is in when the corpus is a glob of several (else ``""``: the corpus itself)."""
 
 
 def check_columns(names: list[str], columns: ColumnNames, label: str) -> None:
