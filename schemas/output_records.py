@@ -10,12 +10,14 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 SPLIT = "train"
-SHARD_NAME = re.compile(r"^(?P<split>\w+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")
+SHARD_NAME = re.compile(r"^(?P<split>\w+)-(?P<index>\d{5,})-of-(?P<count>\d{5,})$")
 
 
 def shard_name(index: int, count: int, split: str = SPLIT) -> str:
-    """``train-00003-of-00016``: the stem of every file of shard ``index`` of ``count``."""
-    return f"{split}-{index:05d}-of-{count:05d}"
+    """``train-00003-of-00016``: the stem of every file of shard ``index`` of ``count`` (the index
+    as wide as the count beyond 99,999 shards, so names sort in shard order)."""
+    width = max(5, len(str(count)))
+    return f"{split}-{index:0{width}d}-of-{count:0{width}d}"
 
 
 def parse_shard_name(name: str) -> tuple[int, int] | None:

@@ -9,6 +9,8 @@ be read at all raises ``CorpusError`` before or while reading.
 
 from __future__ import annotations
 
+import glob
+import gzip
 import json
 import stat
 from collections import Counter
@@ -24,7 +26,9 @@ from .records import (
 )
 
 BATCH_ROWS = 256
-SUPPORTED_FORMATS = ".txt, .jsonl, .csv, .parquet, a Hugging Face dataset folder or hf:NAME"
+SUPPORTED_FORMATS = (".txt, .jsonl, .csv (each also .gz), .parquet, a glob of such files, a Hugging Face dataset "
+                     "folder or hf:NAME")
+_GLOB_CHARS = frozenset("*?[")
 _KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
@@ -36,8 +40,31 @@ def open_rows(source: str, columns: ColumnNames, split: str, max_rows: int | Non
     if not source.strip():
         raise CorpusError("--prompts: the path is empty")
     if source.startswith("hf:"):
-        return _hf_rows(source, columns, split, max_rows)
+        return _hf_stream_rows(source, columns, split, max_rows)
     path = Path(source).expanduser()
+    if _GLOB_CHARS & set(source) and not path.exists():
+        return _glob_rows(source, columns, split)
+    return _file_rows(source, path, columns, split, max_rows)
+
+
+def _glob_rows(pattern: str, columns: ColumnNames, split: str) -> Iterator[Row]:
+    """The rows of every file the glob matches, in sorted path order, each row naming its file."""
+    paths = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
+    files = [p for p in paths if Path(p).is_file()]
+    if not files:
+        raise CorpusError(f"--prompts {pattern}: no file matches this pattern")
+    readers = [_file_rows(name, Path(name), columns, split, None) for name in files]  # every file checked now
+    return _each_file(zip(files, readers))
+
+
+def _each_file(readers: Iterable[tuple[str, Iterator[Row]]]) -> Iterator[Row]:
+    for name, rows in readers:
+        for row in rows:
+            yield row._replace(file=name)
+
+
+def _file_rows(source: str, path: Path, columns: ColumnNames, split: str, max_rows: int | None) -> Iterator[Row]:
+    """The rows of one file or dataset folder (checked now, read as iterated)."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -49,28 +76,40 @@ def open_rows(source: str, columns: ColumnNames, split: str, max_rows: int | Non
     if not stat.S_ISREG(mode):
         kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
         raise CorpusError(f"--prompts {source}: is {kind}, not a corpus file or folder; save the prompts to a file")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    compressed = bool(suffixes) and suffixes[-1] == ".gz"
+    suffix = (suffixes[-2] if len(suffixes) == 2 else "") if compressed else (suffixes[-1] if suffixes else "")
+    if suffix == ".parquet" and not compressed:
         return _parquet_rows(path, source, columns, max_rows)
     reader = _TEXT_READERS.get(suffix)
     if reader is None:
-        raise CorpusError(f"--prompts {source}: unknown format {path.suffix!r}; use {SUPPORTED_FORMATS}")
-    return _text_rows(path, source, columns, reader)
+        shown = "".join(path.suffixes[-2:]) if compressed else path.suffix
+        raise CorpusError(f"--prompts {source}: unknown format {shown!r}; use {SUPPORTED_FORMATS}")
+    return _text_rows(path, source, columns, reader, compressed)
 
 
 @contextmanager
-def _open(path: Path, label: str) -> Iterator[BinaryIO]:
+def _open(path: Path, label: str, compressed: bool = False) -> Iterator[BinaryIO]:
     try:
-        fh = path.open("rb")
+        fh = gzip.open(path, "rb") if compressed else path.open("rb")
     except OSError as error:
         raise CorpusError(f"--prompts {label}: cannot read ({error.strerror or error})") from None
     with fh:
         yield fh
 
 
-def _text_rows(path: Path, label: str, columns: ColumnNames, reader: Callable[..., Iterator[Row]]) -> Iterator[Row]:
-    with _open(path, label) as fh:
-        yield from reader(utf8_chunks(fh, label), label, columns)
+def _text_rows(path: Path, label: str, columns: ColumnNames, reader: Callable[..., Iterator[Row]],
+               compressed: bool = False) -> Iterator[Row]:
+    with _open(path, label, compressed) as fh:
+        yield from reader(_checked_gzip(utf8_chunks(fh, label), label) if compressed else utf8_chunks(fh, label), label, columns)
+
+
+def _checked_gzip(chunks: Iterator[bytes], label: str) -> Iterator[bytes]:
+    """Chunks of a gzip file; a damaged or truncated one as ``CorpusError``."""
+    try:
+        yield from chunks
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise CorpusError(f"--prompts {label}: not a readable gzip file ({error})") from None
 
 
 def _txt_rows(chunks: Iterable[bytes], label: str, columns: ColumnNames) -> Iterator[Row]:
@@ -139,12 +178,29 @@ def _hf_rows(source: str, columns: ColumnNames, split: str, max_rows: int | None
     yield from _arrow_rows(_guarded(view.iter(batch_size=BATCH_ROWS), source, "Hugging Face dataset"))
 
 
+def _hf_stream_rows(source: str, columns: ColumnNames, split: str, max_rows: int | None) -> Iterator[Row]:
+    """``hf:NAME`` (a hub id or a local data folder) streamed: nothing is downloaded or cached
+    whole; the declared row count is checked where the dataset's info has one."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(source[3:], split=split, streaming=True)
+        names = dataset.column_names
+        if names is None:
+            names = list(next(iter(dataset.take(1))).keys())
+    except Exception as error:  # datasets raises many types; the message is what matters
+        raise CorpusError(f"{source}: cannot load as a Hugging Face dataset ({error})") from None
+    splits = (dataset.info.splits or {}) if dataset.info else {}
+    declared = splits[split].num_examples if split in splits and splits[split].num_examples else 0
+    wanted = _wanted(names, columns, source, declared, max_rows)
+    view = dataset.select_columns(wanted).with_format("arrow")
+    yield from _arrow_rows(_guarded(view.iter(batch_size=BATCH_ROWS), source, "Hugging Face dataset"))
+
+
 def _load_hf(source: str, split: str) -> Any:
     import datasets
 
     try:
-        if source.startswith("hf:"):
-            return datasets.load_dataset(source[3:], split=split)
         if any((Path(source) / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
             dataset = datasets.load_from_disk(source)
             if isinstance(dataset, datasets.DatasetDict):

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 BATCH = 4096
 BUCKET_BATCH = 256
-SORT_RUN = 1 << 20
+SORT_RUN = 1 << 17
 
 
 class RecordFile:
@@ -90,8 +90,8 @@ class Buckets:
 class SortedRecords:
     """Records sorted in bounded memory: runs of ``run`` records are sorted and spilled, then merged."""
 
-    def __init__(self, folder: Path, name: str, run: int = SORT_RUN) -> None:
-        self.folder, self.name, self.run = folder, name, run
+    def __init__(self, folder: Path, name: str, run: int | None = None) -> None:
+        self.folder, self.name, self.run = folder, name, run or SORT_RUN
         self.count = 0
         self._items: list[Any] = []
         self._runs: list[RecordFile] = []
