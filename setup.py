@@ -30,8 +30,9 @@ setup(
         "jinja2>=3.1",
     ],
     extras_require={
-        # matplotlib: the preview tests; import-linter: the layer contracts; hypothesis: property tests
-        "test": ["pytest>=8", "matplotlib>=3.7", "import-linter>=2.0", "hypothesis>=6.100"],
+        # matplotlib: the preview tests; import-linter: the layer contracts; hypothesis: property tests;
+        # moto[server] + s3fs: --output s3:// against a real S3 API server on localhost
+        "test": ["pytest>=8", "matplotlib>=3.7", "import-linter>=2.0", "hypothesis>=6.100", "moto[server]>=5", "s3fs"],
         # --runner dask: Beam's DaskRunner on a local cluster, SLURM (dask-jobqueue) or any scheduler;
         # bokeh serves the Dask dashboard. One GPU per worker uses dask-cuda when installed (optional).
         "dask": ["apache-beam[dask]>=2.60,<3", "dask-jobqueue>=0.8,<1", "bokeh>=3.1"],
