@@ -9,6 +9,7 @@ from typing import Any
 from transforms.models.loading import ModelLoadError
 from transforms.corpus import CorpusError
 
+from ..argtypes import integer
 from ..beam_args import unknown_beam_args
 from ..errors import DaamDatasetsError, RunFailed, UsageError
 from ..validate import Problem, repair_output, validate_output
@@ -27,6 +28,10 @@ def register(subparsers: Any) -> None:
         "Apache Beam option (--runner, …) may follow for that.",
     )
     parser.add_argument("output", help="output folder (local, gs:// or s3://)")
+    parser.add_argument("--sample", type=integer(1, 10**9), default=None, metavar="N",
+                        help="spot check: decode and check the rows (maps, images, checksums) of N random shards only; "
+                        "every shard still gets its marker, file, row-count and id checks")
+    parser.add_argument("--seed", type=int, default=0, help="with --sample: which shards (the same seed, the same shards)")
     parser.add_argument("--repair", action="store_true", help="delete damaged shards and our stray files, regenerate them")
     parser.add_argument("--prompts", default=None,
                         help="with --repair: the corpus, if not at the path recorded in run.json")
@@ -45,7 +50,9 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     """Validate (and repair); 0 when the output is sound at the end, 1 otherwise, 2 on usage errors."""
     if extra and not args.repair:
         raise UsageError(f"validate: unrecognized arguments: {' '.join(extra)}")
-    problems = validate_output(args.output)
+    if args.repair and args.sample is not None:
+        raise UsageError("validate: --repair checks every shard; leave out --sample")
+    problems = validate_output(args.output, sample=args.sample, seed=args.seed)
     if not problems:
         print(f"{args.output}: OK")
         return 0

@@ -3,6 +3,7 @@ the row ids seen and the problems found so far."""
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -10,7 +11,13 @@ from typing import Any, Iterable
 from schemas.output_records import RunInfo, ShardStats, parse_shard_name
 from transforms.shards.layout import OutputLayout
 
+from .id_ledger import IdLedger
 from .problems import Problem
+
+
+def slim(stats: ShardStats) -> ShardStats:
+    """A marker without its id lists (what the whole-output checks need: rows, files, counts)."""
+    return dataclasses.replace(stats, ids=[], failed_ids=[], segmentation_ids=None)
 
 
 @dataclass
@@ -31,8 +38,9 @@ class Validation:
     concepts: bool = False  # a run with --concept-maps (concepts, concept_maps columns)
     run_grid: tuple[int, ...] | None = None  # the model's map grid (stored maps are resized with --map-size)
     expected: list[str] = field(default_factory=list)
-    stats: dict[str, ShardStats] = field(default_factory=dict)
-    id_places: dict[str, list[str]] = field(default_factory=dict)
+    stats: dict[str, ShardStats] = field(default_factory=dict)  # markers without their id lists (``slim``)
+    ids: IdLedger = field(default_factory=IdLedger)
+    sample: set[str] | None = None  # the shards whose rows are decoded and checked (None: every shard)
 
     def add(self, shard: str, kind: str, message: str, file: str = "") -> None:
         """Record a problem."""
@@ -57,8 +65,15 @@ class Validation:
 
     def note_ids(self, rel: str, ids: Iterable[str]) -> None:
         """Remember that the file ``rel`` holds rows with these ids."""
-        for row_id in ids:
-            self.id_places.setdefault(row_id, []).append(rel)
+        self.ids.note(rel, ids)
+
+    def rows_checked(self, shard: str) -> bool:
+        """Whether this shard's rows are decoded and checked (``--sample`` checks some shards only)."""
+        return self.sample is None or shard in self.sample
+
+    def marker(self, shard: str) -> ShardStats:
+        """A shard's full stats marker (with its ids), read again: ``stats`` keeps only the slim ones."""
+        return ShardStats.from_dict(self.layout.read_json(self.layout.stats_file(shard)))
 
 
 def shard_of(rel: str) -> str:

@@ -36,7 +36,7 @@ def check_prompts(v: Validation, shard: str, stats: ShardStats) -> None:
 
 
 def note_stray_parquet_ids(v: Validation) -> None:
-    """Read the ids of uncommitted Parquet files into ``v.id_places`` (unreadable ones are skipped)."""
+    """Note the ids of uncommitted Parquet files (``v.ids``; unreadable ones are skipped)."""
     import pyarrow.parquet as pq
 
     committed = v.committed_files()
@@ -57,7 +57,7 @@ def check_unique_ids(v: Validation) -> None:
     A duplicate between a committed file and a stray one is blamed on the stray file only."""
     committed = v.committed_files()
     clashes: dict[str, Counter[str]] = {}
-    for places in v.id_places.values():
+    for places in v.ids.repeated():
         by_folder: dict[str, list[str]] = {}
         for rel in places:
             by_folder.setdefault(rel.split("/", 1)[0], []).append(rel)

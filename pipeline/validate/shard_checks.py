@@ -37,20 +37,20 @@ def check_shard(v: Validation, shard: str, stats: ShardStats) -> dict[str, FileI
         if not info:
             v.add(shard, "stats", f"stats list no {fmt} file for {rows} rows", f"{STATS_DIR}/{shard}.json")
             continue
-        if not _check_file(v, shard, info):
+        if not _check_file(v, shard, info, checksum=v.rows_checked(shard)):
             continue
         if fmt == "parquet":
             check_parquet(v, shard, info.path, stats)
         elif fmt == SEGMENTATION_FORMAT:
             present[fmt] = info  # its rows are checked by segmentation_checks
-        else:
+        elif v.rows_checked(shard):  # outside a --sample a tar is checked by size only
             check_webdataset(v, shard, info.path, stats)
     check_failures(v, shard, stats)
     return present
 
 
-def _check_file(v: Validation, shard: str, info: FileInfo) -> bool:
-    """Size and sha256 of a listed data file; whether it exists."""
+def _check_file(v: Validation, shard: str, info: FileInfo, checksum: bool = True) -> bool:
+    """Size and (``checksum``) sha256 of a listed data file; whether it exists."""
     full = v.layout.path(info.path)
     if not v.layout.exists(full):
         v.add(shard, "missing_file", "data file listed in the stats marker is missing", info.path)
@@ -58,7 +58,7 @@ def _check_file(v: Validation, shard: str, info: FileInfo) -> bool:
     size = v.layout.fs.size(full)
     if info.bytes is not None and size != info.bytes:
         v.add(shard, "size", f"{size} bytes, stats say {info.bytes} (truncated or rewritten)", info.path)
-    if info.sha256 and v.layout.sha256(full) != info.sha256:
+    if checksum and info.sha256 and v.layout.sha256(full) != info.sha256:
         v.add(shard, "checksum", "sha256 differs from the stats marker", info.path)
     return True
 
@@ -73,14 +73,14 @@ def check_rows(v: Validation, shard: str, rel: str, rows: int, expected_ids: lis
     v.note_ids(rel, ids)
 
 
-def read_parquet(v: Validation, shard: str, rel: str, features: Any) -> Any:
-    """The Parquet file at ``rel`` if it reads and its schema is ``features``' (else ``None``,
-    with the problem reported)."""
+def read_parquet(v: Validation, shard: str, rel: str, features: Any, source: Any = None) -> Any:
+    """The Parquet file at ``rel`` (read from ``source``, an open file, when given) if it reads and
+    its schema is ``features``' (else ``None``, with the problem reported)."""
     import pyarrow.parquet as pq
     from datasets import Features
 
     try:
-        parquet = pq.ParquetFile(io.BytesIO(v.read_bytes(rel)))
+        parquet = pq.ParquetFile(source if source is not None else io.BytesIO(v.read_bytes(rel)))
         schema = parquet.schema_arrow
     except Exception as error:  # pyarrow raises several types for damaged files
         v.add(shard, "unreadable", f"not a readable Parquet file ({type(error).__name__}: {error})", rel)
@@ -100,20 +100,24 @@ def read_parquet(v: Validation, shard: str, rel: str, features: Any) -> Any:
 
 
 def check_parquet(v: Validation, shard: str, rel: str, stats: ShardStats) -> None:
-    """Schema against run.json's features, then every row, batch by batch."""
-    parquet = read_parquet(v, shard, rel, v.features)
-    if parquet is None:
-        return
-    ids: list[str] = []
-    count = 0
-    try:
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
-            _check_batch(v, shard, rel, batch, count)
-            ids.extend(x for x in batch.column("id").to_pylist() if x is not None)
-            count += batch.num_rows
-    except Exception as error:  # a damaged page shows only when it is read
-        v.add(shard, "unreadable", f"cannot read rows ({type(error).__name__}: {error})", rel)
-        return
+    """Schema against run.json's features, then every row, batch by batch (outside a ``--sample``:
+    the id column only). The file is read as it is checked, never whole."""
+    with v.layout.fs.open(v.layout.path(rel), "rb") as fh:
+        parquet = read_parquet(v, shard, rel, v.features, fh)
+        if parquet is None:
+            return
+        rows = v.rows_checked(shard)
+        ids: list[str] = []
+        count = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS if rows else 4096, columns=None if rows else ["id"]):
+                if rows:
+                    _check_batch(v, shard, rel, batch, count)
+                ids.extend(x for x in batch.column("id").to_pylist() if x is not None)
+                count += batch.num_rows
+        except Exception as error:  # a damaged page shows only when it is read
+            v.add(shard, "unreadable", f"cannot read rows ({type(error).__name__}: {error})", rel)
+            return
     if parquet.metadata.num_rows != count:
         v.add(shard, "row_count", f"footer says {parquet.metadata.num_rows} rows, read {count}", rel)
     check_rows(v, shard, rel, stats.rows, stats.ids, ids, count)

@@ -132,6 +132,27 @@ def test_map_with_nan(out):
     assert [(p.kind, p.file, "row 1" in p.message) for p in problems] == [("map_values", PARQUET0, True)]
 
 
+def test_sample_decodes_only_the_sampled_shards_and_still_checks_ids_everywhere(out, run_cli):
+    def poison(table: pa.Table) -> pa.Table:
+        maps = table.column("token_maps").to_pylist()
+        maps[0][0][1][1] = float("nan")
+        return _replace_column(table, "token_maps", maps)
+
+    _rewrite_parquet(out, PARQUET0, poison)
+    sampled = {seed: validate_output(str(out), sample=1, seed=seed) for seed in range(8)}
+    found = {seed for seed, problems in sampled.items() if ("map_values", PARQUET0) in _kinds(problems)}
+    assert found and len(found) < 8, "some seeds sample shard 0, others shard 1"
+    assert all(not problems for seed, problems in sampled.items() if seed not in found)
+    assert ("map_values", PARQUET0) in _kinds(validate_output(str(out), sample=2))
+    missed = min(set(range(8)) - found)
+    ids = pq.read_table(out / PARQUET1).column("id").to_pylist()
+    _rewrite_parquet(out, PARQUET0, lambda t: _replace_column(t, "id", ids))  # a shard outside the sample
+    kinds = _kinds(validate_output(str(out), sample=1, seed=missed))
+    assert ("duplicate_id", PARQUET0) in kinds or ("duplicate_id", PARQUET1) in kinds
+    code, _, err = run_cli("validate", str(out), "--sample", "0")
+    assert code == 2 and "--sample" in err and "Traceback" not in err
+
+
 def test_negative_map_values_and_token_count(out):
     def damage(table: pa.Table) -> pa.Table:
         maps = table.column("token_maps").to_pylist()
