@@ -16,7 +16,7 @@ from datasets import Features
 import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from schemas.output_records import RunInfo, ShardStats
+from schemas.output_records import RunInfo, ShardSummary
 from schemas.maps import LEVELS, QUANTISED, SCALE_COLUMNS, stored_map_size
 from schemas.record import COLUMN_DOCS, SCHEMA_VERSION, run_features, segmentation_features
 from transforms.attribution.classes import BACKGROUND_NAME
@@ -219,7 +219,7 @@ def render_card(
     return str(card) + "\n"
 
 
-def card_summary(info: RunInfo, stats: list[ShardStats]) -> dict[str, Any]:
+def card_summary(info: RunInfo, stats: list[ShardSummary]) -> dict[str, Any]:
     """The card's figures from ``run.json`` and the committed shards."""
     rows = sum(s.rows for s in stats)
     failed = sum(s.failed for s in stats) + int((info.summary or {}).get("read_failures", 0))
@@ -229,7 +229,7 @@ def card_summary(info: RunInfo, stats: list[ShardStats]) -> dict[str, Any]:
         "shards": info.shards,
         "formats": list(info.settings["formats"]),
         "parquet_bytes": sum(s.file_bytes("parquet") for s in stats),
-        "segmentation_rows": sum(len(s.segmentation_ids or []) for s in stats),
+        "segmentation_rows": sum(s.segmentation_rows for s in stats),
         "segmentation_bytes": sum(s.file_bytes(SEGMENTATION_FORMAT) for s in stats),
         "map_size": list(info.map_size),
         "image_size": list(info.image_size),
@@ -238,7 +238,7 @@ def card_summary(info: RunInfo, stats: list[ShardStats]) -> dict[str, Any]:
 
 def output_card(
     layout: OutputLayout,
-    stats: list[ShardStats],
+    stats: list[ShardSummary],
     preview_image: str | None = None,
     repo_id: str = PLACEHOLDER_REPO,
 ) -> str:

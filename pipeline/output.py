@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Any, Iterable
 
-from schemas.output_records import FailureRecord, ShardStats, failure_lines
+from schemas.output_records import FailureRecord, ShardStats, ShardSummary, failure_lines
 from transforms.shards.layout import FAILURES_DIR, MANIFEST_DIR, RUN_FILE, STATS_DIR, TMP_DIR, OutputLayout
 from transforms.corpus import Corpus, CorpusError, CorpusScan, PromptRecord
 from transforms.shards.sharding import ShardSpec
@@ -115,9 +115,18 @@ def write_read_failures(layout: OutputLayout, corpus: Corpus | CorpusScan) -> No
     layout.write_bytes_atomic(path, failure_lines(records))
 
 
-def collect_stats(layout: OutputLayout) -> list[ShardStats]:
-    """Every committed shard's stats, in shard order."""
-    return [ShardStats.from_dict(layout.read_json(p)) for p in layout.list(STATS_DIR, ".json")]
+def collect_stats(layout: OutputLayout, known: dict[str, ShardSummary] | None = None) -> list[ShardSummary]:
+    """Every committed shard's summary (its marker without the id lists), in shard order; markers
+    already in ``known`` (by path; they never change once written) are not read again."""
+    summaries = []
+    for path in layout.list(STATS_DIR, ".json"):
+        summary = known.get(path) if known is not None else None
+        if summary is None:
+            summary = ShardStats.from_dict(layout.read_json(path)).summary()
+            if known is not None:
+                known[path] = summary
+        summaries.append(summary)
+    return summaries
 
 
 def write_json_if_changed(layout: OutputLayout, name: str, obj: Any) -> None:

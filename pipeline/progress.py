@@ -27,12 +27,13 @@ class ProgressReporter(threading.Thread):
         self.lock = lock
         self.interval = interval
         self.stop_event = threading.Event()
+        self.markers: dict = {}  # stats markers read so far (a marker never changes once written)
         self.started_at = time.time()
         self.done_at_start = self._done()
 
     def _done(self) -> int:
         """Prompts of committed shards, plus those generated so far in shards not yet committed."""
-        committed = {s.shard: s.prompts for s in collect_stats(self.layout)}
+        committed = {s.shard: s.prompts for s in collect_stats(self.layout, self.markers)}
         in_flight = 0
         for path in self.layout.list(PROGRESS_DIR, ".json"):
             if basename(path).removesuffix(".json") in committed:

@@ -90,6 +90,29 @@ class ShardStats:
         info = self.files.get(fmt)
         return info.bytes if info else 0
 
+    def summary(self) -> "ShardSummary":
+        """The marker without its id lists: what run-wide figures need, small at any shard size."""
+        return ShardSummary(self.shard, self.index, self.count, self.prompts, self.rows, self.failed, self.files,
+                            self.fingerprint, len(self.segmentation_ids or []))
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """A committed shard's counts and files (``ShardStats.summary``): a run of 10 M rows keeps one
+    of these per shard, not 10 M ids."""
+
+    shard: str
+    index: int
+    count: int
+    prompts: int
+    rows: int
+    failed: int
+    files: dict[str, FileInfo]
+    fingerprint: str | None
+    segmentation_rows: int
+
+    file_bytes = ShardStats.file_bytes
+
 
 @dataclass
 class FailureRecord:

@@ -3,21 +3,15 @@ the row ids seen and the problems found so far."""
 
 from __future__ import annotations
 
-import dataclasses
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from schemas.output_records import RunInfo, ShardStats, parse_shard_name
+from schemas.output_records import RunInfo, ShardStats, ShardSummary, parse_shard_name
 from transforms.shards.layout import OutputLayout
 
 from .id_ledger import IdLedger
 from .problems import Problem
-
-
-def slim(stats: ShardStats) -> ShardStats:
-    """A marker without its id lists (what the whole-output checks need: rows, files, counts)."""
-    return dataclasses.replace(stats, ids=[], failed_ids=[], segmentation_ids=None)
 
 
 @dataclass
@@ -38,7 +32,7 @@ class Validation:
     concepts: bool = False  # a run with --concept-maps (concepts, concept_maps columns)
     run_grid: tuple[int, ...] | None = None  # the model's map grid (stored maps are resized with --map-size)
     expected: list[str] = field(default_factory=list)
-    stats: dict[str, ShardStats] = field(default_factory=dict)  # markers without their id lists (``slim``)
+    stats: dict[str, ShardSummary] = field(default_factory=dict)  # markers without their id lists
     ids: IdLedger = field(default_factory=IdLedger)
     sample: set[str] | None = None  # the shards whose rows are decoded and checked (None: every shard)
 

@@ -22,7 +22,7 @@ from transforms.shards.layout import (
     WDS_DIR,
 )
 
-from .context import Validation, feature_diff, shard_of, slim
+from .context import Validation, feature_diff, shard_of
 
 READ_FAILURES = "read.jsonl"
 STRAY_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
@@ -90,7 +90,7 @@ def load_stats(v: Validation) -> None:
             v.add(shard, "stats", f"written by another run (fingerprint {stats.fingerprint} vs {fingerprint})", rel)
         if len(stats.ids) != stats.rows:
             v.add(shard, "stats", f"{len(stats.ids)} ids for {stats.rows} rows", rel)
-        v.stats[shard] = slim(stats)
+        v.stats[shard] = stats.summary()
     for shard in v.expected:
         if shard not in v.stats and not v.has("stats", shard):
             v.add(shard, "missing_shard", "no stats marker: the shard was never committed (crashed or deleted)",
