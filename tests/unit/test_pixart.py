@@ -56,7 +56,10 @@ class BruteForceCrossAttention(BruteForceMaps):
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.unflatten(-1, (module.heads, -1)).transpose(1, 2).double()
 
-        q, k = split(module.to_q(image)), split(module.to_k(text))
+        q, k = module.to_q(image), module.to_k(text)
+        if getattr(module, "norm_q", None) is not None:  # QK-norms (Sana 1.5), before the head split
+            q, k = module.norm_q(q), module.norm_k(k)
+        q, k = split(q), split(k)
         logits = q @ k.transpose(-1, -2) * module.scale
         if self.masked and bias is not None:
             logits = logits + bias[:, None].double()  # (B, 1, K) -> every head and query
@@ -177,10 +180,12 @@ def test_family_refusals_are_one_line():
 
 
 def test_folder_of_an_unsupported_family_names_it(tmp_path):
-    folder = tmp_path / "sana"
+    folder = tmp_path / "hidream"
     folder.mkdir()
-    (folder / "model_index.json").write_text('{"_class_name": "SanaPipeline", "transformer": ["diffusers", "SanaTransformer2DModel"]}')
-    with pytest.raises(ModelLoadError, match=r"SanaPipeline is not a family .* supported: .*PixArt"):
+    (folder / "model_index.json").write_text(
+        '{"_class_name": "HiDreamImagePipeline", "transformer": ["diffusers", "HiDreamImageTransformer2DModel"]}'
+    )
+    with pytest.raises(ModelLoadError, match=r"HiDreamImagePipeline is not a family .* supported: .*PixArt"):
         resolve_model_source(str(folder))
 
 
