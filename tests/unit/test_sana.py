@@ -228,3 +228,11 @@ def test_steps_are_told_apart(pipe):
     assert (whole - first - second).abs().max() <= 1e-5 and not torch.allclose(first, second)
     for sample in runs[1:]:  # recorded calls use the explicit softmax, the others the fused kernel
         np.testing.assert_allclose(sample.image, runs[0].image, rtol=0, atol=1e-5)
+
+
+def test_benchmark_shape_runs_and_its_brute_capture_keeps_every_softmax(one_torch_thread):
+    """``benchmarks.architecture_cost --arch sana --tiny``: the comparison capture (Sana's processor
+    calls SDPA itself) changes no pixel and keeps each ``attn2``'s full probabilities."""
+    from tests.unit import test_benchmarks_smoke as smoke
+
+    smoke.test_brute_capture_keeps_every_traced_layers_softmax(one_torch_thread, "sana")

@@ -30,27 +30,27 @@ _GEMMA_WIDTH = 32  # caption_channels (2304 in Gemma-2 2B)
 _LATENT_CHANNELS = 4  # Sana: 32
 
 
-def gemma_encoder(vocab_size: int, hidden_size: int, seed: int) -> Any:
-    """A seeded 2-layer ``Gemma2Model`` (Sana's text encoder class)."""
+def gemma_encoder(vocab_size: int, hidden_size: int, seed: int, **overrides: Any) -> Any:
+    """A seeded ``Gemma2Model`` (Sana's text encoder class): 2 layers of 2 heads by default."""
     from transformers import Gemma2Config, Gemma2Model
 
-    torch.manual_seed(seed)
-    config = Gemma2Config(
+    values: dict[str, Any] = dict(
         vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
         pad_token_id=0, eos_token_id=1, bos_token_id=2,
     )
-    return Gemma2Model(config)
+    torch.manual_seed(seed)
+    return Gemma2Model(Gemma2Config(**{**values, **overrides}))
 
 
-def dc_autoencoder(seed: int, stages: int = 6) -> Any:
+def dc_autoencoder(seed: int, stages: int = 6, latent_channels: int = _LATENT_CHANNELS) -> Any:
     """A seeded small ``AutoencoderDC`` (factor ``2 ** (stages - 1)``: 32 for 6, as Sana's)."""
     from diffusers import AutoencoderDC
 
     channels = tuple(8 if i < stages // 2 else 16 for i in range(stages))
     torch.manual_seed(seed)
     return AutoencoderDC(
-        in_channels=3, latent_channels=_LATENT_CHANNELS, attention_head_dim=8,
+        in_channels=3, latent_channels=latent_channels, attention_head_dim=8,
         encoder_block_types="ResBlock", decoder_block_types="ResBlock",
         encoder_block_out_channels=channels, decoder_block_out_channels=channels,
         encoder_layers_per_block=(1,) * stages, decoder_layers_per_block=(1,) * stages,
