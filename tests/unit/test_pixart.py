@@ -151,18 +151,23 @@ def test_folder_of_another_shape_without_bins(other_folder):
     spec = ModelSpec(str(other_folder), device="cpu")
     assert family_of(str(other_folder)).name == PIXART
     assert model_geometry(spec, str(other_folder)) == (96, 96, 16)
-    pipe = load_pipeline(spec)
-    config = GenerationConfig(steps=2, height=96, width=96, guidance_scale=4.5, trace=TraceConfig(layers="all"))
+    check_folder_without_bins(load_pipeline(spec), 96, 6)
+
+
+def check_folder_without_bins(pipe: Any, side: int, grid: int) -> None:
+    """Maps of a ``side``-pixel image on a ``grid`` square equal the brute-force softmax, and the
+    image the pipeline's own call with binning off: the pipeline raises for a sample size without
+    a bin table, so the run turns binning off (PixArt, Sana)."""
+    config = GenerationConfig(steps=2, height=side, width=side, guidance_scale=4.5, trace=TraceConfig(layers="all"))
     samples, reference = _traced_and_brute(pipe, ["a cat on a sofa"], config)
-    maps = samples[0].heat_map.maps
-    assert maps.shape == (len(samples[0].heat_map.prompt.tokens) + 1, 6, 6)
-    assert (reference[0, : maps.shape[0]] - maps).abs().max().item() <= 1e-5
-    # the pipeline raises for a sample size without a bin table: the run turns binning off
-    own = _own(pipe, "a cat on a sofa", 0, height=96, width=96, num_inference_steps=2, guidance_scale=4.5,
+    heat_map = samples[0].heat_map
+    assert heat_map.maps.shape == (heat_map.prefix + len(heat_map.prompt.tokens) + 1, grid, grid)
+    assert (reference[0, : heat_map.maps.shape[0]] - heat_map.maps).abs().max().item() <= 1e-5
+    own = _own(pipe, "a cat on a sofa", 0, height=side, width=side, num_inference_steps=2, guidance_scale=4.5,
                use_resolution_binning=False)
     np.testing.assert_allclose(samples[0].image, own, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="Invalid sample size"):
-        _own(pipe, "a cat", 0, height=96, width=96, num_inference_steps=1)
+        _own(pipe, "a cat", 0, height=side, width=side, num_inference_steps=1)
 
 
 def test_family_refusals_are_one_line():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.unit.test_pixart import BruteForceCrossAttention
+from tests.unit.test_pixart import _own, _traced_and_brute, check_folder_without_bins
 from transforms.attribution import GenerationConfig, TraceConfig, generate_traced
 from transforms.attribution import architectures
 from transforms.attribution.architectures import architecture_of
@@ -39,21 +39,6 @@ def pipe():
 def instruction_off(monkeypatch):
     """Sana traced with ``complex_human_instruction=None`` passed to the pipeline."""
     monkeypatch.setitem(architectures._BY_PIPELINE, "SanaPipeline", SanaArchitecture(instruction=False))
-
-
-def _traced_and_brute(pipe: Any, prompts: list[str], config: GenerationConfig, masked: bool = True):
-    architecture = architecture_of(pipe)
-    names = sorted(architecture.traced_modules(pipe.transformer))
-    brute = BruteForceCrossAttention(pipe.transformer, names, config.trace, config.uses_cfg, masked)
-    try:
-        samples = generate_traced(pipe, prompts, list(range(len(prompts))), config)
-    finally:
-        brute.remove()
-    return samples, brute.maps(architecture.map_grid(pipe, config.height, config.width))
-
-
-def _own(pipe: Any, prompt: str, seed: int, **kwargs: Any) -> np.ndarray:
-    return pipe(prompt, generator=[torch.Generator("cpu").manual_seed(seed)], output_type="np", **kwargs).images[0]
 
 
 def _encoder_inputs(pipe: Any, prompt: str, **kwargs: Any) -> list[torch.Tensor]:
@@ -118,7 +103,8 @@ def test_prompt_keys_behind_the_instruction_are_the_encoders_input_ids(pipe):
     assert pipe.tokenizer.decode(kept[1 : n + 1]) == " a hotdog, on a plate!"  # the instruction's space: ``▁a``
     assert tokenized.tokens == ["a", "hot", "dog", ",", "on", "a", "plate", "!"]
     # the key ids as the architecture rebuilds them
-    keys, offset = encoder_key_ids(pipe.tokenizer, "a hotdog, on a plate!", architecture_of(pipe).complex_human_instruction(pipe), 300)
+    instruction = architecture_of(pipe).complex_human_instruction(pipe)
+    keys, offset = encoder_key_ids(pipe.tokenizer, "a hotdog, on a plate!", instruction, 300)
     assert keys == kept and offset == 1
 
 
@@ -153,6 +139,21 @@ def test_a_prompt_the_instruction_tokenises_into_other_keys_is_refused(pipe, mon
         architecture.tokenize(pipe, "a cat")
 
 
+def test_a_prompt_the_instruction_tokenises_into_other_tokens_is_refused(pipe, monkeypatch):
+    """The prompt at key 1 but its second token merged otherwise: refused, not mislabelled."""
+    from transforms.attribution.architectures import sana
+
+    real = sana.encoder_key_ids
+
+    def merged(*args: Any) -> tuple[list[int], int]:
+        keys, offset = real(*args)
+        return keys[:2] + [pipe.tokenizer.unk_token_id] + keys[3:], offset
+
+    monkeypatch.setattr(sana, "encoder_key_ids", merged)
+    with pytest.raises(ValueError, match="other tokens than the prompt alone"):
+        architecture_of(pipe).tokenize(pipe, "a red cat")
+
+
 @pytest.mark.parametrize("negative", [None, "blurry"])
 def test_images_are_the_pipelines_own_call(pipe, negative):
     config = GenerationConfig(**SMALL)
@@ -184,22 +185,14 @@ def test_folder_of_another_shape_with_qk_norms_without_bins(tmp_path: Path):
     """3 blocks, 4 self- and 3 cross-attention heads, Sana 1.5's QK-norms, a sample size with no
     bin table (the run turns binning off, as the pipeline would raise)."""
     folder = tmp_path / "sana"
-    build_tiny_sana_pipeline(num_layers=3, heads=4, cross_heads=3, sample_size=8, qk_norm="rms_norm_across_heads").save_pretrained(folder)
+    variant = dict(num_layers=3, heads=4, cross_heads=3, sample_size=8, qk_norm="rms_norm_across_heads")
+    build_tiny_sana_pipeline(**variant).save_pretrained(folder)
     spec = ModelSpec(str(folder), device="cpu")
     assert family_of(str(folder)).name == SANA
     assert model_geometry(spec, str(folder)) == (256, 256, 32)
     pipe = load_pipeline(spec)
     assert pipe.transformer.transformer_blocks[0].attn2.norm_q is not None
-    config = GenerationConfig(steps=2, height=256, width=256, guidance_scale=4.5, trace=TraceConfig(layers="all"))
-    samples, reference = _traced_and_brute(pipe, ["a cat on a sofa"], config)
-    maps = samples[0].heat_map.maps
-    assert maps.shape == (len(samples[0].heat_map.prompt.tokens) + 2, 8, 8)
-    assert (reference[0, : maps.shape[0]] - maps).abs().max().item() <= 1e-5
-    own = _own(pipe, "a cat on a sofa", 0, height=256, width=256, num_inference_steps=2, guidance_scale=4.5,
-               use_resolution_binning=False)
-    np.testing.assert_allclose(samples[0].image, own, rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="Invalid sample size"):
-        _own(pipe, "a cat", 0, height=256, width=256, num_inference_steps=1)
+    check_folder_without_bins(pipe, 256, 8)
 
 
 def test_family_refusals_are_one_line():

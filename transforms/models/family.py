@@ -252,8 +252,9 @@ def _check_sana_settings(size: tuple[int, int], scheduler: str | None, refine: b
     """Sana: PixArt's refusals with Sana's bin tables, and no ``--scheduler`` (it samples with
     DPM-Solver on flow sigmas; the choices are noise-prediction samplers)."""
     if scheduler:
-        raise ValueError(f"--scheduler {scheduler}: Sana samples flow predictions with its own DPMSolverMultistepScheduler "
-                         "(flow sigmas); the --scheduler choices are noise-prediction samplers for SD/SDXL: drop --scheduler")
+        raise ValueError(f"--scheduler {scheduler}: Sana samples flow predictions with its own DPM-Solver "
+                         "(flow sigmas); the --scheduler choices are noise-prediction samplers for SD/SDXL: "
+                         "drop --scheduler")
     from transforms.attribution.architectures.sana import sana_bin_tables
 
     _check_pixart_settings(size, refine, source, "Sana", sana_bin_tables())

@@ -47,7 +47,8 @@ def dc_autoencoder(seed: int, stages: int = 6, latent_channels: int = _LATENT_CH
     """A seeded small ``AutoencoderDC`` (factor ``2 ** (stages - 1)``: 32 for 6, as Sana's)."""
     from diffusers import AutoencoderDC
 
-    channels = tuple(8 if i < stages // 2 else 16 for i in range(stages))
+    deep = max(16, latent_channels)  # the decoder's input shortcut repeats the latents up to its width
+    channels = tuple(8 if i < stages // 2 else deep for i in range(stages))
     torch.manual_seed(seed)
     return AutoencoderDC(
         in_channels=3, latent_channels=latent_channels, attention_head_dim=8,

@@ -85,15 +85,18 @@ class SanaArchitecture(PixArtArchitecture):
         keys, offset = encoder_key_ids(
             pipe.tokenizer, text, self.complex_human_instruction(pipe), default_max_sequence_length(pipe)
         )
-        n = len(tokenized.token_ids)
-        ours = keys[offset : offset + n]
-        decode = pipe.tokenizer.decode
-        if offset != layout.offset or ours[1:] != tokenized.token_ids[1:] or (
-            n and decode(ours[:1]).strip() != decode(tokenized.token_ids[:1]).strip()
-        ):
+        if offset != layout.offset:
             raise ValueError(
                 f"Sana's instruction and this prompt tokenise together into other keys (the prompt's at key "
                 f"{offset}, not {layout.offset}): its maps would not be its tokens'"
+            )
+        n = len(tokenized.token_ids)
+        ours = keys[offset : offset + n]
+        decode = pipe.tokenizer.decode
+        if ours[1:] != tokenized.token_ids[1:] or decode(ours[:1]).strip() != decode(tokenized.token_ids[:1]).strip():
+            raise ValueError(
+                "Sana's instruction and this prompt tokenise together into other tokens than the prompt alone "
+                f"({pipe.tokenizer.convert_ids_to_tokens(ours[:4])}…): its maps would not be its words'"
             )
         # the ids the keys hold (the instruction's last space joins the first token: ``▁a``, not ``a``)
         return dataclasses.replace(tokenized, prompt=prompt, token_ids=ours)
