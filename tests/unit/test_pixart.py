@@ -121,13 +121,19 @@ def test_the_key_mask_is_part_of_the_softmax(pipe):
 
 @pytest.mark.parametrize("negative", [None, "blurry"])
 def test_images_are_the_pipelines_own_call(pipe, negative):
-    config = GenerationConfig(**SMALL)
-    [sample] = generate_traced(pipe, [PROMPT], [5], config, negative_prompts=[negative])
+    check_own_call(pipe, SMALL, negative)
+
+
+def check_own_call(pipe: Any, small: dict[str, Any], negative: str | None) -> None:
+    """A traced image equals ``pipe(prompt, …)`` with the same arguments (no negative prompt given:
+    none passed) and another seed's differs (PixArt, Sana)."""
+    [sample] = generate_traced(pipe, [PROMPT], [5], GenerationConfig(**small), negative_prompts=[negative])
     given = {} if negative is None else {"negative_prompt": negative}
-    own = _own(pipe, PROMPT, 5, height=256, width=256, num_inference_steps=2, guidance_scale=4.5, **given)
+    call = dict(height=small["height"], width=small["width"], num_inference_steps=small["steps"],
+                guidance_scale=small["guidance_scale"], **given)
+    own = _own(pipe, PROMPT, 5, **call)
     np.testing.assert_allclose(sample.image, own, rtol=0, atol=1e-5)
-    other = _own(pipe, PROMPT, 6, height=256, width=256, num_inference_steps=2, guidance_scale=4.5, **given)
-    assert np.abs(other - own).max() > 1e-3
+    assert np.abs(_own(pipe, PROMPT, 6, **call) - own).max() > 1e-3
 
 
 def test_words_come_from_the_text_the_pipeline_encodes(pipe):
@@ -140,11 +146,16 @@ def test_words_come_from_the_text_the_pipeline_encodes(pipe):
 
 
 def test_batch_equals_single_runs(pipe):
-    config = GenerationConfig(**SMALL)
+    check_batch_equals_single_runs(pipe, GenerationConfig(**SMALL))
+
+
+def check_batch_equals_single_runs(pipe: Any, config: GenerationConfig) -> None:
+    """Each prompt's maps and image are the same alone and in a batch (PixArt, Sana)."""
     batch = generate_traced(pipe, [PROMPT, "a red cat"], [3, 4], config)
     for sample, prompt, seed in zip(batch, [PROMPT, "a red cat"], [3, 4]):
         [alone] = generate_traced(pipe, [prompt], [seed], config)
         torch.testing.assert_close(sample.heat_map.maps, alone.heat_map.maps, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(sample.image, alone.image, rtol=0, atol=1e-5)
 
 
 def test_folder_of_another_shape_without_bins(other_folder):
@@ -216,8 +227,13 @@ def test_pixart_alpha_folder_is_traced_with_its_own_window(tmp_path):
 
 def test_steps_are_told_apart(pipe):
     """PixArt's pipeline takes the older ``callback``: the step ranges split the maps exactly."""
+    check_steps_are_told_apart(pipe, SMALL)
+
+
+def check_steps_are_told_apart(pipe: Any, small: dict[str, Any]) -> None:
+    """Step ranges split a 2-step run's maps exactly; images do not depend on them (PixArt, Sana)."""
     runs = [
-        generate_traced(pipe, [PROMPT], [2], GenerationConfig(**SMALL, trace=TraceConfig(step_range=r)))[0]
+        generate_traced(pipe, [PROMPT], [2], GenerationConfig(**small, trace=TraceConfig(step_range=r)))[0]
         for r in (None, (0, 1), (1, None))
     ]
     whole, first, second = (s.heat_map.maps for s in runs)

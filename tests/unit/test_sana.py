@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from tests.unit.test_pixart import _own, _traced_and_brute, check_folder_without_bins
+from tests.unit.test_pixart import (
+    PROMPT,
+    _own,
+    _traced_and_brute,
+    check_batch_equals_single_runs,
+    check_folder_without_bins,
+    check_own_call,
+    check_steps_are_told_apart,
+)
 from transforms.attribution import GenerationConfig, TraceConfig, generate_traced
 from transforms.attribution import architectures
 from transforms.attribution.architectures import architecture_of
@@ -21,7 +29,6 @@ from transforms.models.family import SANA, check_family_settings, family_of, lab
 from transforms.models.loading import ModelSpec, load_pipeline, model_geometry, resolve_model_source
 from transforms.models.tiny_sana import build_tiny_sana_pipeline
 
-PROMPT = "A Hotdog, on a plate!"
 SMALL = dict(steps=2, height=512, width=512, guidance_scale=4.5)
 CALL = dict(height=512, width=512, num_inference_steps=2, guidance_scale=4.5)
 
@@ -156,13 +163,7 @@ def test_a_prompt_the_instruction_tokenises_into_other_tokens_is_refused(pipe, m
 
 @pytest.mark.parametrize("negative", [None, "blurry"])
 def test_images_are_the_pipelines_own_call(pipe, negative):
-    config = GenerationConfig(**SMALL)
-    [sample] = generate_traced(pipe, [PROMPT], [5], config, negative_prompts=[negative])
-    given = {} if negative is None else {"negative_prompt": negative}
-    own = _own(pipe, PROMPT, 5, **CALL, **given)
-    np.testing.assert_allclose(sample.image, own, rtol=0, atol=1e-5)
-    other = _own(pipe, PROMPT, 6, **CALL, **given)
-    assert np.abs(other - own).max() > 1e-3
+    check_own_call(pipe, SMALL, negative)
 
 
 def test_words_come_from_the_text_the_pipeline_encodes(pipe):
@@ -173,12 +174,7 @@ def test_words_come_from_the_text_the_pipeline_encodes(pipe):
 
 
 def test_batch_equals_single_runs(pipe):
-    config = GenerationConfig(**SMALL)
-    batch = generate_traced(pipe, [PROMPT, "a red cat"], [3, 4], config)
-    for sample, prompt, seed in zip(batch, [PROMPT, "a red cat"], [3, 4]):
-        [alone] = generate_traced(pipe, [prompt], [seed], config)
-        torch.testing.assert_close(sample.heat_map.maps, alone.heat_map.maps, rtol=0, atol=1e-5)
-        np.testing.assert_allclose(sample.image, alone.image, rtol=0, atol=1e-5)
+    check_batch_equals_single_runs(pipe, GenerationConfig(**SMALL))
 
 
 def test_folder_of_another_shape_with_qk_norms_without_bins(tmp_path: Path):
@@ -213,14 +209,7 @@ def test_family_refusals_are_one_line():
 
 
 def test_steps_are_told_apart(pipe):
-    runs = [
-        generate_traced(pipe, [PROMPT], [2], GenerationConfig(**SMALL, trace=TraceConfig(step_range=r)))[0]
-        for r in (None, (0, 1), (1, None))
-    ]
-    whole, first, second = (s.heat_map.maps for s in runs)
-    assert (whole - first - second).abs().max() <= 1e-5 and not torch.allclose(first, second)
-    for sample in runs[1:]:  # recorded calls use the explicit softmax, the others the fused kernel
-        np.testing.assert_allclose(sample.image, runs[0].image, rtol=0, atol=1e-5)
+    check_steps_are_told_apart(pipe, SMALL)
 
 
 def test_benchmark_shape_runs_and_its_brute_capture_keeps_every_softmax(one_torch_thread):
