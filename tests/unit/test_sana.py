@@ -5,6 +5,7 @@ pipeline's own call, other folder shapes (QK-norms), the family's refusals."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from tests.unit.test_pixart import (
 from transforms.attribution import GenerationConfig, TraceConfig, generate_traced
 from transforms.attribution import architectures
 from transforms.attribution.architectures import architecture_of
-from transforms.attribution.architectures.sana import SanaArchitecture, encoder_key_ids
+from transforms.attribution.architectures.sana import SanaArchitecture, encoder_window
 from transforms.models.family import SANA, check_family_settings, family_of, label_defaults
 from transforms.models.loading import ModelSpec, load_pipeline, model_geometry, resolve_model_source
 from transforms.models.tiny_sana import build_tiny_sana_pipeline
@@ -109,10 +110,25 @@ def test_prompt_keys_behind_the_instruction_are_the_encoders_input_ids(pipe):
     assert set(kept[n + 1 :]) == {pipe.tokenizer.pad_token_id}  # Gemma appends no <eos>
     assert pipe.tokenizer.decode(kept[1 : n + 1]) == " a hotdog, on a plate!"  # the instruction's space: ``▁a``
     assert tokenized.tokens == ["a", "hot", "dog", ",", "on", "a", "plate", "!"]
-    # the key ids as the architecture rebuilds them
+    # the keys as the architecture rebuilds them
     instruction = architecture_of(pipe).complex_human_instruction(pipe)
-    keys, offset = encoder_key_ids(pipe.tokenizer, "a hotdog, on a plate!", instruction, 300)
-    assert keys == kept and offset == 1
+    window = encoder_window(pipe.tokenizer, "a hotdog, on a plate!", instruction, 300)
+    assert window.keys == kept and window.offset == 1 and window.mask == [1] * (n + 1) + [0] * (299 - n)
+
+
+@pytest.mark.parametrize(
+    "prompt,first_word,count",
+    [("Word " * 400, "word", 298),  # behind the CHI ``▁word`` is one piece, alone ``w`` ``ord``: the keys' count
+     ("Éclair on a plate", "éclair", 9)],  # ``▁`` does not join a byte-fallback character: a lone space at key 1
+    ids=["truncated", "lone-space"],
+)
+def test_prompt_tokens_are_the_keys_pieces_not_the_prompts_alone(pipe, prompt, first_word, count):
+    tokenized = architecture_of(pipe).tokenize(pipe, prompt)
+    [cond, _] = _encoder_inputs(pipe, prompt)
+    kept = cond[0, [0, *range(-299, 0)]].tolist()
+    assert len(tokenized.token_ids) == count and kept[1 : count + 1] == tokenized.token_ids
+    assert tokenized.words[0].word == first_word and tokenized.truncated == (count == 298)
+    assert tokenized.token_ids != pipe.tokenizer(prompt.lower().strip(), add_special_tokens=False).input_ids[:count]
 
 
 def test_prompt_keys_without_the_instruction(pipe, instruction_off):
@@ -136,28 +152,27 @@ def test_maps_and_images_without_the_instruction(pipe, instruction_off):
 
 
 def test_a_prompt_the_instruction_tokenises_into_other_keys_is_refused(pipe, monkeypatch):
-    """An instruction whose end does not join the prompt's first token leaves its last piece at
-    key 1: the prompt would sit at key 2, and the maps are refused rather than shifted."""
+    """An instruction whose last piece is not a lone space leaves it at key 1: the prompt would sit
+    at key 2, and the maps are refused rather than shifted."""
     architecture = architecture_of(pipe)
     monkeypatch.setattr(SanaArchitecture, "complex_human_instruction", lambda self, pipe: ["User Prompt:"])
-    keys, offset = encoder_key_ids(pipe.tokenizer, "a cat", ["User Prompt:"], 300)
-    assert offset == 2 and keys[2:4] == pipe.tokenizer("a cat", add_special_tokens=False).input_ids
+    window = encoder_window(pipe.tokenizer, "a cat", ["User Prompt:"], 300)
+    assert window.offset == 2 and window.keys[2:4] == pipe.tokenizer("a cat", add_special_tokens=False).input_ids
     with pytest.raises(ValueError, match="at key 2, not 1"):
         architecture.tokenize(pipe, "a cat")
 
 
-def test_a_prompt_the_instruction_tokenises_into_other_tokens_is_refused(pipe, monkeypatch):
-    """The prompt at key 1 but its second token merged otherwise: refused, not mislabelled."""
+def test_keys_that_do_not_hold_the_prompts_tokens_are_refused(pipe, monkeypatch):
     from transforms.attribution.architectures import sana
 
-    real = sana.encoder_key_ids
+    real = sana.encoder_window
 
-    def merged(*args: Any) -> tuple[list[int], int]:
-        keys, offset = real(*args)
-        return keys[:2] + [pipe.tokenizer.unk_token_id] + keys[3:], offset
+    def merged(*args: Any) -> sana.TextWindow:
+        window = real(*args)
+        return dataclasses.replace(window, keys=window.keys[:2] + [pipe.tokenizer.unk_token_id] + window.keys[3:])
 
-    monkeypatch.setattr(sana, "encoder_key_ids", merged)
-    with pytest.raises(ValueError, match="other tokens than the prompt alone"):
+    monkeypatch.setattr(sana, "encoder_window", merged)
+    with pytest.raises(ValueError, match="do not hold this prompt's tokens"):
         architecture_of(pipe).tokenize(pipe, "a red cat")
 
 

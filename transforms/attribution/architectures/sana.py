@@ -14,10 +14,14 @@ to ``len(tokens(CHI)) + 300 - 2`` (Gemma prepends ``<bos>``, appends no ``<eos>`
 joins the prompt's first character (``▁a``), so the kept tail starts exactly at the prompt: its
 tokens sit at keys ``1 … n``, the CHI's tokens are all cut away but ``<bos>``, pads follow (masked).
 Without the CHI (``complex_human_instruction=None``) the window is ``<bos>``, prompt, pads: the same
-keys. ``tokenize`` rebuilds the kept key ids as the pipeline builds them and refuses a prompt whose
-tokens would sit elsewhere (a first character the tokenizer does not join to the space). Only the
-prompt's tokens are mapped (``<bos>`` is the global map's prefix row, as CLIP's start token); a
-prompt fits 298 tokens (one key is left for the row after it). Guidance: CFG 4.5 batched
+keys. ``tokenize`` rebuilds the kept keys as the pipeline builds them and reads the prompt's tokens
+from them (key 1 up to the padding): behind the CHI they are the pieces of ``" " + prompt`` in
+context, which can differ from the prompt's alone (``▁word`` vs ``w`` ``ord``). A first character
+the tokenizer does not join to the space leaves the lone ``▁`` at key 1: it joins the first word,
+as sentencepiece's bare ``▁`` does; any other CHI token left at key 1 is refused (a failure
+record), never shifted. Only the prompt's tokens are mapped (``<bos>`` is the global map's prefix
+row, as CLIP's start token); a prompt fits 298 tokens (one key is left for the row after it,
+a pad). Guidance: CFG 4.5 batched
 ``[uncond; cond]``; no negative prompt given → none passed (the pipeline encodes ``""``).
 
 Resolution binning (on by default) uses Sana's own tables (``sample_size`` 16/32/64/128 → the
@@ -30,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..words import TokenizedPrompt, tokenize_prompt
+from ..words import TokenizedPrompt, prompt_from_pieces
 from .base import TextLayout
 from .pixart import PixArtArchitecture, call_default, default_max_sequence_length, encoded_text
 
@@ -44,19 +48,37 @@ def sana_bin_tables() -> dict[int, dict[str, list[float]]]:
     return {16: ASPECT_RATIO_512_BIN, 32: ASPECT_RATIO_1024_BIN, 64: ASPECT_RATIO_2048_BIN, 128: ASPECT_RATIO_4096_BIN}
 
 
-def encoder_key_ids(tokenizer: Any, text: str, instruction: list[str] | None, max_length: int) -> tuple[list[int], int]:
-    """The token ids at the transformer's text keys for one preprocessed prompt ``text``, built as
-    ``SanaPipeline._get_gemma_prompt_embeds`` and ``encode_prompt``'s ``select_index`` build them,
-    and the key of the prompt's first token (where ``CHI + text`` stops agreeing with the CHI's
-    own tokens, mapped through ``select_index``)."""
+@dataclasses.dataclass(frozen=True)
+class TextWindow:
+    """A preprocessed prompt's text keys as ``SanaPipeline`` builds them: ``keys`` (token ids after
+    ``select_index``) and their attention ``mask``, ``offset`` (the key of the prompt's first token:
+    where ``CHI + text`` stops agreeing with the CHI's own tokens) and ``tail`` (every token id
+    from key 1 on, before truncation and padding: the prompt's tokens, after a lone space the CHI
+    may leave at key 1)."""
+
+    keys: list[int]
+    mask: list[int]
+    offset: int
+    tail: list[int]
+
+
+def encoder_window(tokenizer: Any, text: str, instruction: list[str] | None, max_length: int) -> TextWindow:
+    """The text keys of one preprocessed prompt ``text``, built as ``_get_gemma_prompt_embeds`` and
+    ``encode_prompt``'s ``select_index = [0] + last (max_length - 1)`` build them (``instruction``:
+    the complex human instruction, ``None`` when off)."""
     tokenizer.padding_side = "right"  # as the pipeline forces
     chi = "\n".join(instruction) if instruction else ""
     head = tokenizer(chi).input_ids  # <bos> and the CHI's tokens ([<bos>] without the CHI)
     length = len(head) + max_length - 2 if instruction else max_length  # ``num_chi_prompt_tokens`` + 298
-    ids = tokenizer(chi + text, padding="max_length", max_length=length, truncation=True).input_ids
-    start = next((i for i, (a, b) in enumerate(zip(head, ids)) if a != b), len(head))
-    keys = [ids[0]] + ids[length - max_length + 1 :]
-    return keys, start - (length - max_length)
+    window = tokenizer(chi + text, padding="max_length", max_length=length, truncation=True)
+    full = tokenizer(chi + text).input_ids
+    start = next((i for i, (a, b) in enumerate(zip(head, full)) if a != b), len(head))
+    first = length - max_length + 1  # the index of key 1
+    tail = full[first:]
+    if tail and tail[-1] == tokenizer.eos_token_id and getattr(tokenizer, "add_eos_token", False):
+        tail = tail[:-1]  # an end token the tokenizer appends (Gemma's does not)
+    kept = [0, *range(first, length)]
+    return TextWindow([window.input_ids[i] for i in kept], [window.attention_mask[i] for i in kept], start - first + 1, tail)
 
 
 class SanaArchitecture(PixArtArchitecture):
@@ -79,27 +101,26 @@ class SanaArchitecture(PixArtArchitecture):
         return list(call_default(pipe, "complex_human_instruction", None) or []) or None
 
     def tokenize(self, pipe: Any, prompt: str) -> TokenizedPrompt:
-        text = encoded_text(pipe, prompt)
-        layout = self.text_layout(pipe)
-        tokenized = tokenize_prompt(pipe.tokenizer, text, layout.max_tokens)
-        keys, offset = encoder_key_ids(
-            pipe.tokenizer, text, self.complex_human_instruction(pipe), default_max_sequence_length(pipe)
-        )
-        if offset != layout.offset:
+        """The prompt's tokens as its keys hold them: from key 1 on, up to the padding (behind the
+        CHI its first word's pieces can differ from the prompt's alone: ``▁word``, not ``w`` ``ord``);
+        a lone space the CHI leaves at key 1 (a first character that does not join it) joins the
+        first word, as sentencepiece's bare ``▁`` does."""
+        tokenizer = pipe.tokenizer
+        window = encoder_window(tokenizer, encoded_text(pipe, prompt), self.complex_human_instruction(pipe),
+                                default_max_sequence_length(pipe))
+        lone_space = window.offset == 2 and not tokenizer.decode(window.keys[1:2]).strip()
+        if window.offset != 1 and not lone_space:
             raise ValueError(
                 f"Sana's instruction and this prompt tokenise together into other keys (the prompt's at key "
-                f"{offset}, not {layout.offset}): its maps would not be its tokens'"
+                f"{window.offset}, not 1): its maps would not be its tokens'"
             )
+        tokenized = prompt_from_pieces(
+            tokenizer, prompt, tokenizer.convert_ids_to_tokens(window.tail), self.text_layout(pipe).max_tokens
+        )
         n = len(tokenized.token_ids)
-        ours = keys[offset : offset + n]
-        decode = pipe.tokenizer.decode
-        if ours[1:] != tokenized.token_ids[1:] or decode(ours[:1]).strip() != decode(tokenized.token_ids[:1]).strip():
-            raise ValueError(
-                "Sana's instruction and this prompt tokenise together into other tokens than the prompt alone "
-                f"({pipe.tokenizer.convert_ids_to_tokens(ours[:4])}…): its maps would not be its words'"
-            )
-        # the ids the keys hold (the instruction's last space joins the first token: ``▁a``, not ``a``)
-        return dataclasses.replace(tokenized, prompt=prompt, token_ids=ours)
+        if window.keys[1 : n + 1] != tokenized.token_ids or not all(window.mask[: n + 1]):
+            raise ValueError("Sana's text keys do not hold this prompt's tokens where its window says: refused")
+        return tokenized
 
     def bin_tables(self) -> dict[int, dict[str, list[float]]]:
         return sana_bin_tables()
