@@ -78,7 +78,8 @@ def encoder_window(tokenizer: Any, text: str, instruction: list[str] | None, max
     if tail and tail[-1] == tokenizer.eos_token_id and getattr(tokenizer, "add_eos_token", False):
         tail = tail[:-1]  # an end token the tokenizer appends (Gemma's does not)
     kept = [0, *range(first, length)]
-    return TextWindow([window.input_ids[i] for i in kept], [window.attention_mask[i] for i in kept], start - first + 1, tail)
+    ids, mask = window.input_ids, window.attention_mask
+    return TextWindow([ids[i] for i in kept], [mask[i] for i in kept], start - first + 1, tail)
 
 
 class SanaArchitecture(PixArtArchitecture):
