@@ -1,7 +1,7 @@
 """Cost of tracing per architecture: untraced vs traced vs a brute-force full-matrix capture.
 
-    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|chroma|pixart|all [--size 256] [--steps 2]
-        [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4]
+    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|chroma|pixart|sana|all [--size 256] [--steps 2]
+        [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4 sana=4]
         [--located-repeats 0] [--device auto] [--dtype float32] [--tiny]
 
 Each architecture's denoiser is built at the full size of its published config
@@ -55,6 +55,7 @@ from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL p
     CHROMA_TRANSFORMER,
     FLUX_TRANSFORMER,
     PIXART_SIGMA_TRANSFORMER,
+    SANA_1600M_TRANSFORMER,
     SD3_TRANSFORMER,
     SD15_TINY,
     SD15_UNET,
@@ -149,6 +150,22 @@ def pixart_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
     })
 
 
+def sana_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
+    """Sana: tiny-sana's Gemma-style tokenizer and scheduler, a factor-32 ``AutoencoderDC`` of the
+    transformer's latent channels and a one-layer Gemma-2 of the caption width; this transformer."""
+    from diffusers import SanaTransformer2DModel
+
+    from transforms.models.tiny_sana import dc_autoencoder, gemma_encoder
+
+    base = base_pipeline("tiny-sana")
+    encoder = gemma_encoder(len(base.tokenizer), config["caption_channels"], 0, num_hidden_layers=1,
+                            num_attention_heads=8, num_key_value_heads=4, head_dim=64, intermediate_size=1024)
+    return type(base)(**{
+        **base.components, "transformer": SanaTransformer2DModel(**config), "text_encoder": encoder,
+        "vae": dc_autoencoder(0, latent_channels=config["in_channels"]),
+    })
+
+
 @dataclass(frozen=True)
 class Arch:
     """One architecture's benchmark shape."""
@@ -162,6 +179,7 @@ class Arch:
     # config key set to the latent side of ``--size`` (PixArt: its sample size picks the pipeline's
     # resolution bins, which must hold the size measured; it changes no weight)
     size_key: str | None = None
+    size_factor: int = 8  # pixels per latent of ``size_key`` (the VAE factor: Sana's DC-AE 32)
 
 
 ARCHS: dict[str, Arch] = {
@@ -203,6 +221,15 @@ ARCHS: dict[str, Arch] = {
         text_tokens=300,
         size_key="sample_size",
     ),
+    "sana": Arch(
+        "Efficient-Large-Model/Sana_1600M_1024px_diffusers (transformer/config.json)", SANA_1600M_TRANSFORMER,
+        sana_pipeline, ("num_layers",),
+        tiny=dict(num_layers=2, num_attention_heads=2, attention_head_dim=8, num_cross_attention_heads=2,
+                  cross_attention_head_dim=8, cross_attention_dim=16, caption_channels=32, in_channels=4, out_channels=4),
+        text_tokens=300,
+        size_key="sample_size",
+        size_factor=32,
+    ),
 }
 TINY_TEXT_TOKENS = 64
 
@@ -212,7 +239,7 @@ def denoiser_config(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     spec = ARCHS[arch]
     config = {**spec.config, **(spec.tiny if args.tiny else {})}
     if spec.size_key:
-        config[spec.size_key] = args.size // 8
+        config[spec.size_key] = args.size // spec.size_factor
     depth = args.layers.get(arch)
     if depth is None:
         return config

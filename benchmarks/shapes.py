@@ -106,6 +106,23 @@ PIXART_SIGMA_TRANSFORMER = dict(  # PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, tran
     interpolation_scale=2,
     use_additional_conditions=False,
 )
+SANA_1600M_TRANSFORMER = dict(  # Efficient-Large-Model/Sana_1600M_1024px_diffusers, transformer/config.json
+    in_channels=32,
+    out_channels=32,
+    num_attention_heads=70,
+    attention_head_dim=32,
+    num_layers=20,
+    num_cross_attention_heads=20,
+    cross_attention_head_dim=112,
+    cross_attention_dim=2240,
+    caption_channels=2304,
+    mlp_ratio=2.5,
+    attention_bias=False,
+    sample_size=32,
+    patch_size=1,
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+)
 MICRO_CONDITIONS = 6  # SDXL's time ids: original size, crop corner, target size
 # ``tiny`` overrides: every width shrunk (smoke checks of the scripts, not measurements)
 SD15_TINY = dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1, attention_head_dim=2, cross_attention_dim=32)

@@ -56,7 +56,10 @@ class BruteForceCrossAttention(BruteForceMaps):
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.unflatten(-1, (module.heads, -1)).transpose(1, 2).double()
 
-        q, k = split(module.to_q(image)), split(module.to_k(text))
+        q, k = module.to_q(image), module.to_k(text)
+        if getattr(module, "norm_q", None) is not None:  # QK-norms (Sana 1.5), before the head split
+            q, k = module.norm_q(q), module.norm_k(k)
+        q, k = split(q), split(k)
         logits = q @ k.transpose(-1, -2) * module.scale
         if self.masked and bias is not None:
             logits = logits + bias[:, None].double()  # (B, 1, K) -> every head and query
@@ -118,13 +121,19 @@ def test_the_key_mask_is_part_of_the_softmax(pipe):
 
 @pytest.mark.parametrize("negative", [None, "blurry"])
 def test_images_are_the_pipelines_own_call(pipe, negative):
-    config = GenerationConfig(**SMALL)
-    [sample] = generate_traced(pipe, [PROMPT], [5], config, negative_prompts=[negative])
+    check_own_call(pipe, SMALL, negative)
+
+
+def check_own_call(pipe: Any, small: dict[str, Any], negative: str | None) -> None:
+    """A traced image equals ``pipe(prompt, …)`` with the same arguments (no negative prompt given:
+    none passed) and another seed's differs (PixArt, Sana)."""
+    [sample] = generate_traced(pipe, [PROMPT], [5], GenerationConfig(**small), negative_prompts=[negative])
     given = {} if negative is None else {"negative_prompt": negative}
-    own = _own(pipe, PROMPT, 5, height=256, width=256, num_inference_steps=2, guidance_scale=4.5, **given)
+    call = dict(height=small["height"], width=small["width"], num_inference_steps=small["steps"],
+                guidance_scale=small["guidance_scale"], **given)
+    own = _own(pipe, PROMPT, 5, **call)
     np.testing.assert_allclose(sample.image, own, rtol=0, atol=1e-5)
-    other = _own(pipe, PROMPT, 6, height=256, width=256, num_inference_steps=2, guidance_scale=4.5, **given)
-    assert np.abs(other - own).max() > 1e-3
+    assert np.abs(_own(pipe, PROMPT, 6, **call) - own).max() > 1e-3
 
 
 def test_words_come_from_the_text_the_pipeline_encodes(pipe):
@@ -137,29 +146,39 @@ def test_words_come_from_the_text_the_pipeline_encodes(pipe):
 
 
 def test_batch_equals_single_runs(pipe):
-    config = GenerationConfig(**SMALL)
+    check_batch_equals_single_runs(pipe, GenerationConfig(**SMALL))
+
+
+def check_batch_equals_single_runs(pipe: Any, config: GenerationConfig) -> None:
+    """Each prompt's maps and image are the same alone and in a batch (PixArt, Sana)."""
     batch = generate_traced(pipe, [PROMPT, "a red cat"], [3, 4], config)
     for sample, prompt, seed in zip(batch, [PROMPT, "a red cat"], [3, 4]):
         [alone] = generate_traced(pipe, [prompt], [seed], config)
         torch.testing.assert_close(sample.heat_map.maps, alone.heat_map.maps, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(sample.image, alone.image, rtol=0, atol=1e-5)
 
 
 def test_folder_of_another_shape_without_bins(other_folder):
     spec = ModelSpec(str(other_folder), device="cpu")
     assert family_of(str(other_folder)).name == PIXART
     assert model_geometry(spec, str(other_folder)) == (96, 96, 16)
-    pipe = load_pipeline(spec)
-    config = GenerationConfig(steps=2, height=96, width=96, guidance_scale=4.5, trace=TraceConfig(layers="all"))
+    check_folder_without_bins(load_pipeline(spec), 96, 6)
+
+
+def check_folder_without_bins(pipe: Any, side: int, grid: int) -> None:
+    """Maps of a ``side``-pixel image on a ``grid`` square equal the brute-force softmax, and the
+    image the pipeline's own call with binning off: the pipeline raises for a sample size without
+    a bin table, so the run turns binning off (PixArt, Sana)."""
+    config = GenerationConfig(steps=2, height=side, width=side, guidance_scale=4.5, trace=TraceConfig(layers="all"))
     samples, reference = _traced_and_brute(pipe, ["a cat on a sofa"], config)
-    maps = samples[0].heat_map.maps
-    assert maps.shape == (len(samples[0].heat_map.prompt.tokens) + 1, 6, 6)
-    assert (reference[0, : maps.shape[0]] - maps).abs().max().item() <= 1e-5
-    # the pipeline raises for a sample size without a bin table: the run turns binning off
-    own = _own(pipe, "a cat on a sofa", 0, height=96, width=96, num_inference_steps=2, guidance_scale=4.5,
+    heat_map = samples[0].heat_map
+    assert heat_map.maps.shape == (heat_map.prefix + len(heat_map.prompt.tokens) + 1, grid, grid)
+    assert (reference[0, : heat_map.maps.shape[0]] - heat_map.maps).abs().max().item() <= 1e-5
+    own = _own(pipe, "a cat on a sofa", 0, height=side, width=side, num_inference_steps=2, guidance_scale=4.5,
                use_resolution_binning=False)
     np.testing.assert_allclose(samples[0].image, own, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="Invalid sample size"):
-        _own(pipe, "a cat", 0, height=96, width=96, num_inference_steps=1)
+        _own(pipe, "a cat", 0, height=side, width=side, num_inference_steps=1)
 
 
 def test_family_refusals_are_one_line():
@@ -177,10 +196,12 @@ def test_family_refusals_are_one_line():
 
 
 def test_folder_of_an_unsupported_family_names_it(tmp_path):
-    folder = tmp_path / "sana"
+    folder = tmp_path / "hidream"
     folder.mkdir()
-    (folder / "model_index.json").write_text('{"_class_name": "SanaPipeline", "transformer": ["diffusers", "SanaTransformer2DModel"]}')
-    with pytest.raises(ModelLoadError, match=r"SanaPipeline is not a family .* supported: .*PixArt"):
+    (folder / "model_index.json").write_text(
+        '{"_class_name": "HiDreamImagePipeline", "transformer": ["diffusers", "HiDreamImageTransformer2DModel"]}'
+    )
+    with pytest.raises(ModelLoadError, match=r"HiDreamImagePipeline is not a family .* supported: .*PixArt"):
         resolve_model_source(str(folder))
 
 
@@ -206,8 +227,13 @@ def test_pixart_alpha_folder_is_traced_with_its_own_window(tmp_path):
 
 def test_steps_are_told_apart(pipe):
     """PixArt's pipeline takes the older ``callback``: the step ranges split the maps exactly."""
+    check_steps_are_told_apart(pipe, SMALL)
+
+
+def check_steps_are_told_apart(pipe: Any, small: dict[str, Any]) -> None:
+    """Step ranges split a 2-step run's maps exactly; images do not depend on them (PixArt, Sana)."""
     runs = [
-        generate_traced(pipe, [PROMPT], [2], GenerationConfig(**SMALL, trace=TraceConfig(step_range=r)))[0]
+        generate_traced(pipe, [PROMPT], [2], GenerationConfig(**small, trace=TraceConfig(step_range=r)))[0]
         for r in (None, (0, 1), (1, None))
     ]
     whole, first, second = (s.heat_map.maps for s in runs)

@@ -39,7 +39,8 @@ class DaamCrossAttnProcessor(RecordingProcessor):
     """Diffusers attention processor for a cross-attention module (``attn2``).
 
     Computes attention exactly as diffusers' default ``AttnProcessor`` (explicit softmax, so the
-    probabilities exist) and adds the probabilities to ``store`` under ``name``. Calls the store
+    probabilities exist; QK-norms applied where the module has them, as ``AttnProcessor2_0`` and
+    Sana's processor do) and adds the probabilities to ``store`` under ``name``. Calls the store
     does not want (unselected factor or step) go to ``fallback``, the module's original (fused)
     processor.
     """
@@ -57,9 +58,9 @@ class DaamCrossAttnProcessor(RecordingProcessor):
         **kwargs: Any,
     ) -> torch.Tensor:
         if not self.store.wants(query_length(hidden_states)):
-            return self.fallback(
-                attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs
-            )
+            # ``temb`` only where given: some processors (Sana's) take none
+            extra = (temb, *args) if temb is not None or args else ()
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, *extra, **kwargs)
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -82,6 +83,10 @@ class DaamCrossAttnProcessor(RecordingProcessor):
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
         key = attn.to_k(encoder_hidden_states)
         value = attn.to_v(encoder_hidden_states)
+        if getattr(attn, "norm_q", None) is not None:  # QK-norm (Sana 1.5), as ``AttnProcessor2_0``
+            query = attn.norm_q(query)
+        if getattr(attn, "norm_k", None) is not None:
+            key = attn.norm_k(key)
 
         query = attn.head_to_batch_dim(query)
         key = attn.head_to_batch_dim(key)

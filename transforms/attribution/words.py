@@ -106,6 +106,17 @@ def tokenize_prompt(tokenizer: Any, prompt: str, max_tokens: int | None = None) 
     """
     scheme = SENTENCEPIECE_SCHEME if is_sentencepiece(tokenizer) else CLIP_SCHEME
     raw = tokenizer.tokenize(prompt.lower() if scheme == CLIP_SCHEME else prompt)
+    return prompt_from_pieces(tokenizer, prompt, raw, max_tokens, scheme)
+
+
+def prompt_from_pieces(
+    tokenizer: Any, prompt: str, raw: Sequence[str], max_tokens: int | None = None, scheme: str | None = None
+) -> TokenizedPrompt:
+    """``prompt`` from the pieces ``raw`` its tokenizer gave it (all of them; those past
+    ``max_tokens`` are dropped and ``truncated`` set), split into words as ``tokenize_prompt``
+    does: for pipelines whose keys hold the prompt tokenised inside a longer text (Sana's
+    instruction), whose pieces are not the prompt's alone."""
+    scheme = scheme or (SENTENCEPIECE_SCHEME if is_sentencepiece(tokenizer) else CLIP_SCHEME)
     limit = max_prompt_tokens(tokenizer) if max_tokens is None else max_tokens
     kept = raw[:limit]
     ids = [int(i) for i in tokenizer.convert_tokens_to_ids(kept)]

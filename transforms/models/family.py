@@ -21,6 +21,7 @@ STABLE_DIFFUSION_3 = "stable-diffusion-3"
 FLUX = "flux"
 PIXART = "pixart"
 CHROMA = "chroma"
+SANA = "sana"
 COLOUR_WORLD = "colour-world"
 COLOUR_WORLD_MODEL_NAME = COLOUR_WORLD  # ``--model colour-world``: the shipped trained weights
 # every shipped truth world (``transforms.colour_world.assets``): ``--model NAME``
@@ -49,6 +50,7 @@ FAMILIES = {
     FLUX: Family(FLUX, None, 3.5, False),
     PIXART: Family(PIXART, None, 4.5, False),  # PixArt-Σ's own default (α: 4.5 too)
     CHROMA: Family(CHROMA, None, 5.0, False),  # real CFG, as two calls per step
+    SANA: Family(SANA, None, 4.5, False),  # SanaPipeline's own default, CFG batched [uncond; cond]
     # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
     COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False, True),
 }
@@ -68,6 +70,7 @@ LABEL_DEFAULTS = {
     # no truth world of this form yet: plain DAAM at the threshold every measured world agrees on
     PIXART: {"label_maps": "daam", "refine": False, "threshold": 0.5},
     CHROMA: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # Flux's blocks: colour-world-dit's choice
+    SANA: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # as PixArt: no truth world of this form yet
     # no self-attention: plain DAAM at its best threshold (0.712 at 0.5, 0.671 at 0.6)
     COLOUR_WORLD: {"label_maps": "daam", "refine": False, "threshold": 0.5},
 }
@@ -81,12 +84,13 @@ _BY_PIPELINE_CLASS = {
     "PixArtSigmaPipeline": PIXART,
     "PixArtAlphaPipeline": PIXART,
     "ChromaPipeline": CHROMA,
+    "SanaPipeline": SANA,
 }
 
 
 SUPPORTED_FAMILIES = (
     "Stable Diffusion 1.x/2.x (any UNet text-to-image pipeline), Stable Diffusion XL, Stable Diffusion 3/3.5, "
-    "FLUX.1, Chroma, PixArt-Σ/α, the colour worlds"
+    "FLUX.1, Chroma, PixArt-Σ/α, Sana, the colour worlds"
 )
 
 
@@ -111,7 +115,7 @@ def pipeline_class_name(source: str) -> str | None:
 
 def unsupported_family(source: str) -> str | None:
     """The pipeline class of a local folder no family here traces (a denoiser that is not a UNet
-    under a class of no known family, e.g. ``SanaPipeline``), else ``None``."""
+    under a class of no known family, e.g. ``HiDreamImagePipeline``), else ``None``."""
     components = folder_json(source, "model_index.json") or {}
     name = components.get("_class_name")
     if not isinstance(name, str) or name in _BY_PIPELINE_CLASS or name == DIT_PIPELINE or "unet" in components:
@@ -216,6 +220,8 @@ def check_family_settings(
         )
     if family.name == PIXART:
         _check_pixart_settings(size, refine, source)
+    if family.name == SANA:
+        _check_sana_settings(size, scheduler, refine, source)
     if family.name != COLOUR_WORLD:
         return
     if scheduler:
@@ -225,18 +231,33 @@ def check_family_settings(
                          "(or use the colour-world-sa form)")
 
 
-def _check_pixart_settings(size: tuple[int, int], refine: bool, source: str | None) -> None:
-    """PixArt: no refinement (its DiT self-attention is not wired to ``--refine``), and a size the
-    pipeline's resolution binning keeps (else it denoises another size and resizes the image)."""
+def _check_pixart_settings(
+    size: tuple[int, int], refine: bool, source: str | None, label: str = "PixArt", tables: Any = None
+) -> None:
+    """PixArt (and Sana: ``label``, its bin ``tables``): no refinement (its DiT self-attention is not
+    wired to ``--refine``), and a size the pipeline's resolution binning keeps (else it denoises
+    another size and resizes the image)."""
     if refine:
         raise ValueError("--refine: self-attention refinement is measured and wired for UNet models and "
-                         "colour-world-sa, not PixArt's DiT blocks: add --no-refine")
+                         f"colour-world-sa, not {label}'s DiT blocks: add --no-refine")
     from transforms.attribution.architectures.pixart import check_binned_size
 
     config = folder_json(source, "transformer", "config.json")
     if config is None:
         return  # a hub id: the pipeline's call checks the size (the architecture refuses off-bin sizes)
-    check_binned_size(int(config.get("sample_size", 0)), *size)
+    check_binned_size(int(config.get("sample_size", 0)), *size, tables, label)
+
+
+def _check_sana_settings(size: tuple[int, int], scheduler: str | None, refine: bool, source: str | None) -> None:
+    """Sana: PixArt's refusals with Sana's bin tables, and no ``--scheduler`` (it samples with
+    DPM-Solver on flow sigmas; the choices are noise-prediction samplers)."""
+    if scheduler:
+        raise ValueError(f"--scheduler {scheduler}: Sana samples flow predictions with its own DPM-Solver "
+                         "(flow sigmas); the --scheduler choices are noise-prediction samplers for SD/SDXL: "
+                         "drop --scheduler")
+    from transforms.attribution.architectures.sana import sana_bin_tables
+
+    _check_pixart_settings(size, refine, source, "Sana", sana_bin_tables())
 
 
 def colour_world_self_attention(source: str | None) -> bool:

@@ -16,6 +16,7 @@ from .family import (
     CHROMA,
     FLUX,
     PIXART,
+    SANA,
     SHIPPED_WORLDS,
     STABLE_DIFFUSION,
     STABLE_DIFFUSION_3,
@@ -42,7 +43,7 @@ SCHEDULERS = {
     "lms": "LMSDiscreteScheduler",
 }
 IMAGE_CONDITIONED = ("Img2Img", "Inpaint", "Refiner", "ControlNet", "InstructPix2Pix")
-TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX, CHROMA, PIXART)
+TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX, CHROMA, PIXART, SANA)
 FLUX_DEFAULT_SAMPLE_SIZE = 128
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -231,7 +232,8 @@ def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int
         # any model class reads a config.json
         denoiser = AutoencoderKL.load_config(source, subfolder="transformer" if transformer else "unet", revision=spec.revision)
         vae = AutoencoderKL.load_config(source, subfolder="vae", revision=spec.revision)
-        scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        # Sana's AutoencoderDC names its stages ``encoder_block_out_channels``
+        scale = 2 ** (len(vae.get("block_out_channels") or vae["encoder_block_out_channels"]) - 1)
         # Flux's transformer config has no sample size: its pipeline's default is 128 latents (1024 px)
         sample = denoiser.get("sample_size", FLUX_DEFAULT_SAMPLE_SIZE)
         # SD3 patchifies in its transformer; Flux's and Chroma's pipelines pack 2x2 latents (their configs say 1)
