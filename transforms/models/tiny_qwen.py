@@ -5,7 +5,7 @@ Real Qwen3 text encoders tokenise with Qwen's byte-level BPE (``Qwen2Tokenizer``
 chat template, which cannot be downloaded here. This builds a real ``Qwen2Tokenizer`` whose merges
 are *trained* deterministically (``tokenizers``' BPE trainer, no randomness) on a fixed corpus: the
 whole words of the vendored CLIP BPE list, more often the more frequent (CLIP's merges are learnt in
-frequency order), lower-case and capitalised, after a space and at a text's start. Qwen's special tokens ``<|endoftext|>``,
+frequency order), lower-case and capitalised, after a space, a paragraph break and at a text's start. Qwen's special tokens ``<|endoftext|>``,
 ``<|im_start|>``, ``<|im_end|>`` and its added ``<think>``/``</think>`` are added tokens, and the
 ``chat_template`` renders one user message as Qwen3's does:
 ``<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n`` (``enable_thinking=False``
@@ -21,7 +21,7 @@ from typing import Any
 QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 QWEN_THINK = ("<think>", "</think>")
 _WORDS = 6000
-_VOCAB = 8000
+_VOCAB = 12000
 # one user message (and optional system/assistant turns) as Qwen3's template renders them
 QWEN3_CHAT_TEMPLATE = (
     "{%- for message in messages %}"
@@ -45,8 +45,9 @@ def _corpus() -> list[str]:
             words.append(token[:-4])
             if len(words) >= _WORDS:
                 break
-    # a text's first word has no space before it: word pieces (``hot`` ``dog``) are learnt too
-    return [" ".join([word] * max(2, _WORDS // (2 * rank + 2))) + " " + word.capitalize()
+    # a text's first word has no space before it: word pieces (``hot`` ``dog``) are learnt too; a
+    # paragraph break before the capitalised form: ``ĊĊ`` is one token, as in Qwen's vocabulary
+    return [" ".join([word] * max(2, _WORDS // (2 * rank + 2))) + " " + word.capitalize() + "\n\n" + word.capitalize()
             for rank, word in enumerate(words)]
 
 
