@@ -117,8 +117,9 @@ class HeatMapStore:
 
     def conditional_rows(self, name: str, batch: int) -> slice:
         """The rows of a call's ``batch`` that hold the conditional images (after CFG's
-        unconditional half, or before it with ``conditional_first``): slice a call's inputs with it to compute maps for those images only, then
-        ``add_reduced(..., conditional_only=True)``. ``RuntimeError`` for a batch of the wrong size."""
+        unconditional half, or before it with ``conditional_first``): slice a call's inputs with
+        it to compute maps for those images only, then ``add_reduced(..., conditional_only=True)``.
+        ``RuntimeError`` for a batch of the wrong size."""
         first = self._conditional(name, batch)
         return slice(first, first + self.num_images)
 
