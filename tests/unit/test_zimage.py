@@ -218,3 +218,16 @@ def test_refusals_are_one_line(pipe):
         architecture.tokenize(pipe, " ".join(["cat"] * 600))
     with pytest.raises(ValueError, match="chat template"):
         architecture.tokenize(pipe, "\na cat")  # its newline merges with the template's (one ``ĊĊ`` token)
+
+
+def test_rows_match_words_by_the_word_rule(pipe):
+    """Byte-level BPE pieces depend on case and on the space before them: a row's words are matched
+    by the word rule (as for T5), never by re-tokenising the query."""
+    from transforms.attribution.words import BYTE_LEVEL_SCHEME, row_spans, word_scheme
+
+    tokenized = architecture_of(pipe).tokenize(pipe, "A Hotdog on a plate")
+    row = {"words": [{"word": w.word, "start": w.start, "end": w.end} for w in tokenized.words],
+           "tokens": tokenized.tokens, "token_ids": tokenized.token_ids}
+    assert word_scheme(pipe.tokenizer) == BYTE_LEVEL_SCHEME
+    assert row_spans(row, "hotdog", pipe.tokenizer) == [(1, 4)]  # Ġ H · ot · dog: one word of three tokens
+    assert row_spans(row, "plate", pipe.tokenizer) == row_spans(row, "plate") == [(6, 8)]
