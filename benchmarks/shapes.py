@@ -106,7 +106,7 @@ PIXART_SIGMA_TRANSFORMER = dict(  # PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, tran
     interpolation_scale=2,
     use_additional_conditions=False,
 )
-ZIMAGE_TRANSFORMER = dict(  # Tongyi-MAI/Z-Image(-Turbo), transformer/config.json (diffusers' ZImageTransformer2DModel defaults)
+ZIMAGE_TRANSFORMER = dict(  # Tongyi-MAI/Z-Image-Turbo, transformer/config.json
     all_patch_size=(2,),
     all_f_patch_size=(1,),
     in_channels=16,
@@ -121,7 +121,7 @@ ZIMAGE_TRANSFORMER = dict(  # Tongyi-MAI/Z-Image(-Turbo), transformer/config.jso
     rope_theta=256.0,
     t_scale=1000.0,
     axes_dims=(32, 48, 48),
-    axes_lens=(1024, 512, 512),
+    axes_lens=(1536, 512, 512),
 )
 MICRO_CONDITIONS = 6  # SDXL's time ids: original size, crop corner, target size
 # ``tiny`` overrides: every width shrunk (smoke checks of the scripts, not measurements)
