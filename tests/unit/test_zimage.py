@@ -17,7 +17,7 @@ from tests.unit.test_flux import BruteForce
 from transforms.attribution import GenerationConfig, HeatMapStore, TraceConfig, generate_traced
 from transforms.attribution.architectures import architecture_of
 from transforms.attribution.architectures.zimage import ZImageArchitecture
-from transforms.models.family import ZIMAGE, check_family_settings, default_guidance, family_of
+from transforms.models.family import ZIMAGE, check_family_settings, default_guidance, family_of, label_defaults
 from transforms.models.loading import ModelSpec, load_pipeline, model_geometry, resolve_model_source
 from transforms.models.tiny_zimage import build_tiny_zimage_pipeline
 
@@ -117,6 +117,7 @@ def test_architecture_layout_and_geometry(pipe):
                                                              "layers.1.attention.processor": "single"}
     source = resolve_model_source("tiny-zimage")
     assert family_of(source).name == ZIMAGE and default_guidance("tiny-zimage") == 5.0
+    assert label_defaults("tiny-zimage") == {"label_maps": "daam", "refine": False, "threshold": 0.5}
     assert model_geometry(ModelSpec("tiny-zimage"), source) == (1024, 1024, 4)  # the pipeline's own 1024 px
     layout = architecture.text_layout(pipe)
     assert layout.offset == template_offset(pipe) == 4 and layout.prefix == 0
