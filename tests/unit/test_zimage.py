@@ -232,3 +232,13 @@ def test_rows_match_words_by_the_word_rule(pipe):
     assert word_scheme(pipe.tokenizer) == BYTE_LEVEL_SCHEME
     assert row_spans(row, "hotdog", pipe.tokenizer) == [(1, 4)]  # Ġ H · ot · dog: one word of three tokens
     assert row_spans(row, "plate", pipe.tokenizer) == row_spans(row, "plate") == [(6, 8)]
+
+
+def test_bfloat16_images_are_the_pipelines_own_call():
+    """In bfloat16 (the dtype Z-Image ships in), with a batch key mask: the recorder's output is still the model's."""
+    pipe = load_pipeline(ModelSpec("tiny-zimage", device="cpu", dtype="bfloat16"))
+    samples = generate_traced(pipe, [LONG, PROMPTS[0]], [3, 4], config())
+    own = pipe([LONG, PROMPTS[0]], generator=[torch.Generator("cpu").manual_seed(s) for s in (3, 4)], output_type="np",
+               height=SIZE, width=SIZE, num_inference_steps=2, guidance_scale=5.0).images
+    for sample, image in zip(samples, own):
+        assert np.array_equal(sample.image, image) and torch.isfinite(sample.heat_map.maps).all()
