@@ -10,7 +10,8 @@ the store's map grid ``h·w``). In diffusers >= 0.35 these are ``FluxAttention``
 
 The map of a text token is the image-query → text-key block of the joint softmax
 (``joint.text_key_maps``: no L×L matrix, heads reduced on the device); the attention output keeps
-the model's own backend. Tokens and words are T5's (``tokenizer_2``): its sentencepiece pieces sit
+the model's own backend (``JointRecordingProcessor.attend``, shared with Z-Image's recorder, which puts
+the image first). Tokens and words are T5's (``tokenizer_2``): its sentencepiece pieces sit
 at keys ``0 … n-1``, ``</s>`` at ``n`` (no start token: ``prefix`` 0); CLIP contributes only its
 pooled vector. Guidance is an embedding (FLUX.1-dev), so there is no CFG batch; negative prompts
 (the pipeline's true-CFG branch) are refused.
