@@ -38,3 +38,13 @@ def test_refusals_are_one_line(tmp_path, run_cli, write_corpus, args, message):
                            "--model", "tiny-zimage", "--steps", "2", "--width", "32", *args)
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_classes_match_byte_level_words(built_output):
+    """``--classes``: class names match the prompt's words (Ġ rule), pieces spanning a word included."""
+    output = built_output(["a dog on a sofa"], "--model", "tiny-zimage", "--steps", "2", "--height", "32",
+                          "--width", "32", "--classes", "voc")
+    [row] = load_dataset(str(output), split="train")
+    assert row["tokens"] == ["a", "dog", "on", "a", "so", "fa"]
+    assert [(c["name"], c["spans"]) for c in row["classes"]] == [("dog", [{"start": 1, "end": 2}]),
+                                                                 ("sofa", [{"start": 4, "end": 6}])]
