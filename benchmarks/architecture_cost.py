@@ -1,6 +1,6 @@
 """Cost of tracing per architecture: untraced vs traced vs a brute-force full-matrix capture.
 
-    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|chroma|pixart|sana|all [--size 256] [--steps 2]
+    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|chroma|pixart|sana|zimage|all [--size 256] [--steps 2]
         [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4 sana=4]
         [--located-repeats 0] [--device auto] [--dtype float32] [--tiny]
 
@@ -61,6 +61,7 @@ from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL p
     SD15_UNET,
     SDXL_TINY,
     SDXL_UNET,
+    ZIMAGE_TRANSFORMER,
     base_pipeline,
     clip_encoder,
     sd15_pipeline,
@@ -166,6 +167,27 @@ def sana_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
     })
 
 
+def zimage_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
+    """Z-Image: tiny-zimage's Qwen-style tokenizer (chat template) and scheduler, tiny-sd3's
+    16-channel factor-8 VAE, a one-layer Qwen3 of the caption width (Qwen3-4B's 2560); this
+    transformer (its pad tokens set: they are uninitialised in a fresh model)."""
+    from diffusers import ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    base = base_pipeline("tiny-zimage")
+    transformer = ZImageTransformer2DModel(**{k: list(v) if isinstance(v, tuple) else v for k, v in config.items()})
+    with torch.no_grad():
+        transformer.x_pad_token.normal_()
+        transformer.cap_pad_token.normal_()
+    width = config["cap_feat_dim"]
+    encoder = Qwen3Model(Qwen3Config(
+        vocab_size=len(base.tokenizer), hidden_size=width, intermediate_size=1024, num_hidden_layers=1,
+        num_attention_heads=max(1, width // 128), num_key_value_heads=max(1, width // 128), head_dim=min(128, width),
+    ))
+    return type(base)(**{**base.components, "transformer": transformer, "vae": base_pipeline("tiny-sd3").vae,
+                         "text_encoder": encoder})
+
+
 @dataclass(frozen=True)
 class Arch:
     """One architecture's benchmark shape."""
@@ -229,6 +251,12 @@ ARCHS: dict[str, Arch] = {
         text_tokens=300,
         size_key="sample_size",
         size_factor=32,
+    ),
+    "zimage": Arch(
+        "Tongyi-MAI/Z-Image-Turbo (transformer/config.json)", ZIMAGE_TRANSFORMER, zimage_pipeline,
+        ("n_layers", "n_refiner_layers"),
+        tiny=dict(dim=32, n_layers=1, n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=16, axes_dims=(8, 4, 4)),
+        text_tokens=512,
     ),
 }
 TINY_TEXT_TOKENS = 64
@@ -494,7 +522,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arch", choices=(*ARCHS, "all"), required=True)
     add_run_arguments(parser)
     parser.add_argument("--layers", nargs="*", default=[], metavar="ARCH=N[,N]",
-                        help="reduced depths: sdxl=1,2,4 (transformer layers per block), sd3=N, flux=DOUBLE,SINGLE")
+                        help="reduced depths: sdxl=1,2,4 (transformer layers per block), sd3=N, flux=DOUBLE,SINGLE, "
+                             "zimage=LAYERS,REFINERS")
     parser.add_argument("--located-repeats", type=int, default=0, help="traced/untraced pairs timed in parts (0: none)")
     parser.add_argument("--tiny", action="store_true", help="shrink every width (a smoke check, not a measurement)")
     parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)

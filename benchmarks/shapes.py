@@ -123,6 +123,23 @@ SANA_1600M_TRANSFORMER = dict(  # Efficient-Large-Model/Sana_1600M_1024px_diffus
     norm_elementwise_affine=False,
     norm_eps=1e-6,
 )
+ZIMAGE_TRANSFORMER = dict(  # Tongyi-MAI/Z-Image-Turbo, transformer/config.json
+    all_patch_size=(2,),
+    all_f_patch_size=(1,),
+    in_channels=16,
+    dim=3840,
+    n_layers=30,
+    n_refiner_layers=2,
+    n_heads=30,
+    n_kv_heads=30,
+    norm_eps=1e-5,
+    qk_norm=True,
+    cap_feat_dim=2560,
+    rope_theta=256.0,
+    t_scale=1000.0,
+    axes_dims=(32, 48, 48),
+    axes_lens=(1536, 512, 512),
+)
 MICRO_CONDITIONS = 6  # SDXL's time ids: original size, crop corner, target size
 # ``tiny`` overrides: every width shrunk (smoke checks of the scripts, not measurements)
 SD15_TINY = dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1, attention_head_dim=2, cross_attention_dim=32)

@@ -45,6 +45,7 @@ class BruteForce:
 
     def __init__(self, transformer, normalize: str, heads: str, masked: bool = True) -> None:
         self.normalize, self.heads, self.masked = normalize, heads, masked
+        self.grid = GRID  # the map grid (h, w) of the calls' image queries
         self.calls: dict[str, list[torch.Tensor]] = {}
         self.num_heads = 0
         self.handles = [
@@ -71,7 +72,7 @@ class BruteForce:
             mask = kwargs.get("attention_mask")
             if mask is not None and self.masked:
                 scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
-            text = q.shape[1] - GRID[0] * GRID[1]
+            text = q.shape[1] - self.grid[0] * self.grid[1]
             probs = scores.softmax(-1) if self.normalize == "all" else scores[..., :text].softmax(-1)
             block = probs[:, :, text:, :text]
             reduced = block.sum(1) if self.heads == "mean" else block.amax(1)
@@ -91,8 +92,8 @@ class BruteForce:
         total = 0
         for maps in (sum(calls[::every]) for calls in self.calls.values()):
             b, _, keys = maps.shape
-            grid = maps.permute(0, 2, 1).reshape(b, keys, *GRID)
-            total = total + F.interpolate(grid, size=GRID, mode="bicubic", align_corners=False).clamp(min=0)
+            grid = maps.permute(0, 2, 1).reshape(b, keys, *self.grid)
+            total = total + F.interpolate(grid, size=self.grid, mode="bicubic", align_corners=False).clamp(min=0)
         count = len(self.calls) * (self.num_heads if self.heads == "mean" else 1)
         return total / count
 

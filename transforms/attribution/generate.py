@@ -173,7 +173,8 @@ def generate_traced(
     store = HeatMapStore(config.trace) if store is None else store
     keys = layout.span([len(t.tokens) for t in tokenized])
     grid = architecture.map_grid(pipe, height, width)
-    store.begin(len(generators), architecture.uses_cfg(config), grid, config.steps, keys)
+    store.begin(len(generators), architecture.uses_cfg(config), grid, config.steps, keys,
+                conditional_first=architecture.conditional_first)
     refining = segmentation is not None and segmentation.refine
     affinity = AffinityStore(store, segmentation.refine_factor) if refining else None
     recorder = None

@@ -59,6 +59,7 @@ class HeatMapStore:
         self.counts: dict[str, int] = {}
         self.num_images = 0
         self.cfg = True
+        self.conditional_first = False  # CFG batches [cond; uncond] (Z-Image) instead of [uncond; cond]
         self.latent_size = (0, 0)
         self.step = 0
         self.calls = 0  # denoiser calls begun in the current step (the tracer's hook counts them)
@@ -72,15 +73,18 @@ class HeatMapStore:
         latent_size: tuple[int, int],
         steps: int | None = None,
         keys: slice | None = None,
+        conditional_first: bool = False,
     ) -> None:
         """Reset for a new generation of ``num_images`` images (of ``steps`` denoising steps: needed
         for per-timestep bins), keeping the text keys ``keys`` (default: all; the maps' key axis
-        then starts at ``keys.start``)."""
+        then starts at ``keys.start``). ``conditional_first``: a CFG batch is ``[cond; uncond]``
+        (Z-Image's), not ``[uncond; cond]``."""
         self.sums.clear()
         self.factors.clear()
         self.counts.clear()
         self.num_images = num_images
         self.cfg = cfg
+        self.conditional_first = conditional_first
         self.latent_size = latent_size
         self.step = self.calls = 0
         self.keys = keys or slice(None)
@@ -112,18 +116,21 @@ class HeatMapStore:
         return self.config.keeps_factor(factor)
 
     def conditional_rows(self, name: str, batch: int) -> slice:
-        """The rows of a call's ``batch`` that hold the conditional images (CFG's unconditional
-        half first): slice a call's inputs with it to compute maps for those images only, then
-        ``add_reduced(..., conditional_only=True)``. ``RuntimeError`` for a batch of the wrong size."""
-        return slice(self._conditional(name, batch), None)
+        """The rows of a call's ``batch`` that hold the conditional images (after CFG's
+        unconditional half, or before it with ``conditional_first``): slice a call's inputs with
+        it to compute maps for those images only, then ``add_reduced(..., conditional_only=True)``.
+        ``RuntimeError`` for a batch of the wrong size."""
+        first = self._conditional(name, batch)
+        return slice(first, first + self.num_images)
 
     def _conditional(self, name: str, batch: int) -> int:
-        """Index of the first conditional image in a call's batch (after CFG's unconditional half)."""
+        """Index of the first conditional image in a call's batch (after CFG's unconditional half,
+        or 0 with ``conditional_first``)."""
         n = self.num_images
         if self.cfg:
             if batch != 2 * n:
                 raise RuntimeError(f"expected a CFG batch of {2 * n}, got {batch} in {name}")
-            return n
+            return 0 if self.conditional_first else n
         if batch != n:
             raise RuntimeError(f"expected a batch of {n}, got {batch} in {name}")
         return 0
@@ -158,7 +165,7 @@ class HeatMapStore:
         total, query_len, _ = probs.shape
         first = self._conditional(name, total // heads)
         # accumulate in the layout attention produces; the (keys, h, w) permute happens once at the end
-        kept = probs[first * heads :, :, self.keys]
+        kept = probs[first * heads : (first + self.num_images) * heads, :, self.keys]
         self._accumulate(name, kept.reshape(self.num_images, heads, query_len, kept.shape[-1]), heads)
 
     def add_reduced(self, name: str, maps: torch.Tensor, count: int, conditional_only: bool = False) -> None:
@@ -173,7 +180,7 @@ class HeatMapStore:
             first = 0
         else:
             first = self._conditional(name, maps.shape[0])
-        self._accumulate(name, maps[first:, None, :, self.keys], count)
+        self._accumulate(name, maps[first : first + self.num_images, None, :, self.keys], count)
 
     def global_maps(self) -> torch.Tensor:
         """Per-image global maps ``(num_images, keys, H_lat, W_lat)`` of the kept keys, float32."""

@@ -60,7 +60,7 @@ class CrossAttentionTracer:
         return sorted(n for n, kind in self.modules.items() if config.keeps_module(n, kind))
 
     def __enter__(self) -> "CrossAttentionTracer":
-        originals = dict(self.denoiser.attn_processors)
+        originals = attention_processors(self.denoiser)
         kinds = self.modules
         traced = set(self.traced_names)
         if not traced:
@@ -76,7 +76,7 @@ class CrossAttentionTracer:
             elif name in probed:
                 proc = DaamSelfAttnProcessor(self.affinity, name, proc)  # type: ignore[arg-type]
             processors[name] = proc
-        self.denoiser.set_attn_processor(processors)
+        set_attention_processors(self.denoiser, processors)
         self._originals = originals
         self._call_hook = self.denoiser.register_forward_pre_hook(_counting(self.store))
         if self.concepts is not None:
@@ -90,8 +90,28 @@ class CrossAttentionTracer:
         if self.concepts is not None:
             self.concepts.remove()
         if self._originals is not None:
-            self.denoiser.set_attn_processor(self._originals)
+            set_attention_processors(self.denoiser, self._originals)
             self._originals = None
+
+
+def attention_processors(denoiser: Any) -> dict[str, Any]:
+    """Processor name → processor of every attention module: diffusers' ``attn_processors`` where
+    the model has it, else (models without ``AttentionMixin``, e.g. Z-Image's) every module with a
+    ``processor``, named ``<module>.processor`` as ``attn_processors`` names them."""
+    if hasattr(denoiser, "attn_processors"):
+        return dict(denoiser.attn_processors)
+    return {f"{name}.processor": module.processor for name, module in denoiser.named_modules()
+            if hasattr(module, "set_processor") and getattr(module, "processor", None) is not None}
+
+
+def set_attention_processors(denoiser: Any, processors: dict[str, Any]) -> None:
+    """Install ``processors`` (every name of ``attention_processors``) on ``denoiser``."""
+    if hasattr(denoiser, "set_attn_processor"):
+        denoiser.set_attn_processor(processors)
+        return
+    for name, module in denoiser.named_modules():
+        if f"{name}.processor" in processors:
+            module.set_processor(processors[f"{name}.processor"])
 
 
 def _counting(store: HeatMapStore) -> Any:

@@ -12,6 +12,9 @@ END_OF_WORD = "</w>"
 WORD_START = "\u2581"  # sentencepiece's word-start marker (T5)
 CLIP_SCHEME = "clip"  # byte-level BPE, words end at ``</w>``, lower-cased (CLIP)
 SENTENCEPIECE_SCHEME = "sentencepiece"  # words start at ``▁``, case kept (T5)
+BYTE_LEVEL_SPACE = "\u0120"  # ``Ġ``: byte-level BPE's space before a word (GPT-2, Qwen)
+BYTE_LEVEL_SCHEME = "byte-level"  # words start at ``Ġ``, case kept (Qwen: Z-Image)
+_WORD_START_MARKERS = {SENTENCEPIECE_SCHEME: WORD_START, BYTE_LEVEL_SCHEME: BYTE_LEVEL_SPACE}
 # CLIP's pre-tokeniser (``'s|'t|…|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+``): how a text splits into words
 _WORD_UNITS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE)
 Span = tuple[int, int]
@@ -53,8 +56,8 @@ class TokenizedPrompt:
 
     def spans(self, tokenizer: Any, query: str) -> list[Span]:
         """Token spans of ``query`` (a word or phrase): DAAM's token rule for CLIP prompts, the
-        word rule (``word_spans``) for sentencepiece prompts, whose tokens depend on case."""
-        if self.scheme == SENTENCEPIECE_SCHEME:
+        word rule (``word_spans``) for sentencepiece and byte-level prompts, whose tokens depend on case."""
+        if self.scheme != CLIP_SCHEME:
             return word_spans([{"word": w.word, "start": w.start, "end": w.end} for w in self.words], query, self.tokens)
         return token_spans(tokenizer, self.tokens, query)
 
@@ -68,28 +71,40 @@ def max_prompt_tokens(tokenizer: Any) -> int:
     return int(tokenizer.model_max_length) - 2
 
 
+def word_scheme(tokenizer: Any) -> str:
+    """How ``tokenizer`` marks words: ``▁`` word starts (sentencepiece/T5), ``Ġ`` word starts
+    (byte-level BPE/Qwen) or ``</w>`` word ends (CLIP)."""
+    pieces = tokenizer.tokenize("a and a")
+    for scheme, marker in _WORD_START_MARKERS.items():
+        if any(t.startswith(marker) for t in pieces):
+            return scheme
+    return CLIP_SCHEME
+
+
 def is_sentencepiece(tokenizer: Any) -> bool:
     """Whether ``tokenizer`` marks word starts with ``▁`` (sentencepiece/T5) rather than word ends."""
-    return any(t.startswith(WORD_START) for t in tokenizer.tokenize("a and a"))
+    return word_scheme(tokenizer) == SENTENCEPIECE_SCHEME
 
 
-def _is_punctuation(piece: str) -> bool:
-    text = piece.lstrip(WORD_START)
+def _is_punctuation(piece: str, marker: str = WORD_START) -> bool:
+    text = piece.lstrip(marker)
     return bool(text) and not any(c.isalnum() for c in text)
 
 
 def _word_ends(tokens: Sequence[str], scheme: str) -> list[int]:
-    """Exclusive ends of the words of ``tokens``: CLIP words end at ``</w>``; sentencepiece words
-    start at ``▁`` and punctuation pieces stand apart (CLIP's convention, so the word rule and the
-    class matcher see the same words for both)."""
+    """Exclusive ends of the words of ``tokens``: CLIP words end at ``</w>``; sentencepiece and
+    byte-level words start at ``▁``/``Ġ`` and punctuation pieces stand apart (CLIP's convention, so
+    the word rule and the class matcher see the same words for all)."""
     n = len(tokens)
     if scheme == CLIP_SCHEME:
         return [i + 1 for i, t in enumerate(tokens) if t.endswith(END_OF_WORD) or i == n - 1]
+    marker = _WORD_START_MARKERS[scheme]
     ends = []
     for i in range(1, n + 1):
-        if i == n or tokens[i].startswith(WORD_START) or _is_punctuation(tokens[i]) or _is_punctuation(tokens[i - 1]):
+        if (i == n or tokens[i].startswith(marker) or _is_punctuation(tokens[i], marker)
+                or _is_punctuation(tokens[i - 1], marker)):
             # a bare ``▁`` (sentencepiece's space before some characters) joins the word after it
-            if not (i < n and tokens[i - 1] == WORD_START):
+            if not (i < n and tokens[i - 1] == marker):
                 ends.append(i)
     return ends
 
@@ -101,10 +116,11 @@ def tokenize_prompt(tokenizer: Any, prompt: str, max_tokens: int | None = None) 
     end-of-word marker, so ``"Cat,"`` gives the words ``cat`` and ``,``. Sentencepiece (T5): the
     prompt is tokenised as the pipeline encodes it (case kept), a word starts at ``▁`` and
     punctuation pieces are words of their own; ``tokens`` are the pieces without ``▁``,
-    lower-cased. Tokens past the window (``max_tokens``, default ``max_prompt_tokens``) are
-    dropped and ``truncated`` is set.
+    lower-cased. Byte-level BPE (Qwen) likewise, words starting at ``Ġ``; its ``tokens`` are the
+    decoded tokens, lower-cased. Tokens past the window (``max_tokens``, default
+    ``max_prompt_tokens``) are dropped and ``truncated`` is set.
     """
-    scheme = SENTENCEPIECE_SCHEME if is_sentencepiece(tokenizer) else CLIP_SCHEME
+    scheme = word_scheme(tokenizer)
     raw = tokenizer.tokenize(prompt.lower() if scheme == CLIP_SCHEME else prompt)
     return prompt_from_pieces(tokenizer, prompt, raw, max_tokens, scheme)
 
@@ -118,7 +134,13 @@ def prompt_from_pieces(
     instruction), whose pieces are not the prompt's alone."""
     scheme = scheme or (SENTENCEPIECE_SCHEME if is_sentencepiece(tokenizer) else CLIP_SCHEME)
     limit = max_prompt_tokens(tokenizer) if max_tokens is None else max_tokens
-    kept = raw[:limit]
+    return prompt_of_tokens(tokenizer, prompt, raw, limit, scheme)
+
+
+def prompt_of_tokens(tokenizer: Any, prompt: str, raw: Sequence[str], limit: int, scheme: str) -> TokenizedPrompt:
+    """The ``TokenizedPrompt`` of ``prompt`` from its tokens ``raw`` as the encoder sees them (the
+    first ``limit`` kept), split into words by ``scheme``'s rule (``tokenize_prompt``)."""
+    kept = list(raw[:limit])
     ids = [int(i) for i in tokenizer.convert_tokens_to_ids(kept)]
     words: list[WordSpan] = []
     start = 0
@@ -126,14 +148,17 @@ def prompt_from_pieces(
         text = tokenizer.decode(ids[start:end]).strip()
         words.append(WordSpan(word=text, start=start, end=end))
         start = end
+    display = [tokenizer.decode([i]).strip() for i in ids]
     if scheme == CLIP_SCHEME:
         tokens = [_clean(t) for t in kept]
+    elif scheme == BYTE_LEVEL_SCHEME:
+        tokens = [t.lower() for t in display]
     else:
         tokens = [t.lstrip(WORD_START).lower() for t in kept]
     return TokenizedPrompt(
         prompt=prompt,
         tokens=tokens,
-        display_tokens=[tokenizer.decode([i]).strip() for i in ids],
+        display_tokens=display,
         token_ids=ids,
         words=words,
         truncated=len(raw) > limit,
@@ -238,10 +263,10 @@ def row_spans(row: Mapping[str, Any], query: str, tokenizer: Any = None) -> list
     """Token spans of ``query`` in a dataset row: the one matcher for rows.
 
     With a CLIP ``tokenizer``, DAAM's ``token_spans`` on the row's ``token_ids``; without one (or
-    with a sentencepiece one, whose pieces depend on case), ``word_spans`` on its ``words`` (and
-    ``tokens``). Both raise ``ValueError`` when nothing matches.
+    with a sentencepiece or byte-level one, whose pieces depend on case), ``word_spans`` on its
+    ``words`` (and ``tokens``). Both raise ``ValueError`` when nothing matches.
     """
-    if tokenizer is not None and not is_sentencepiece(tokenizer):
+    if tokenizer is not None and word_scheme(tokenizer) == CLIP_SCHEME:
         ids = [int(i) for i in row["token_ids"]]
         return token_spans(tokenizer, tokenizer.convert_ids_to_tokens(ids), query)
     return word_spans(row["words"], query, row.get("tokens"))

@@ -16,6 +16,7 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "tiny-pixart": ("transforms.models.tiny_pixart", "tiny_pixart_path"),
     "tiny-chroma": ("transforms.models.tiny_chroma", "tiny_chroma_path"),
     "tiny-sana": ("transforms.models.tiny_sana", "tiny_sana_path"),
+    "tiny-zimage": ("transforms.models.tiny_zimage", "tiny_zimage_path"),
 }
 
 

@@ -22,6 +22,7 @@ FLUX = "flux"
 PIXART = "pixart"
 CHROMA = "chroma"
 SANA = "sana"
+ZIMAGE = "zimage"
 COLOUR_WORLD = "colour-world"
 COLOUR_WORLD_MODEL_NAME = COLOUR_WORLD  # ``--model colour-world``: the shipped trained weights
 # every shipped truth world (``transforms.colour_world.assets``): ``--model NAME``
@@ -53,6 +54,8 @@ FAMILIES = {
     SANA: Family(SANA, None, 4.5, False),  # SanaPipeline's own default, CFG batched [uncond; cond]
     # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
     COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False, True),
+    # ZImagePipeline's own guidance_scale (pos + s·(pos − neg): CFG when s > 0; 0 for the Turbo checkpoints)
+    ZIMAGE: Family(ZIMAGE, None, 5.0, False),
 }
 # colour-world-dit is a Flux model (traced and checked as one) that its own pipeline class loads
 COLOUR_WORLD_DIT_FAMILY = Family(FLUX, ("transforms.colour_world.dit", DIT_PIPELINE), 1.0, False, True)
@@ -73,6 +76,7 @@ LABEL_DEFAULTS = {
     SANA: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # as PixArt: no truth world of this form yet
     # no self-attention: plain DAAM at its best threshold (0.712 at 0.5, 0.671 at 0.6)
     COLOUR_WORLD: {"label_maps": "daam", "refine": False, "threshold": 0.5},
+    ZIMAGE: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # joint attention: colour-world-dit's choice
 }
 # colour-world-sa's own best recipe: its finest self-attention (16x16, factor 1)
 COLOUR_WORLD_SA_LABELS = {"label_maps": "daam", "refine": True, "refine_factor": 1, "power": 1, "threshold": 0.4}
@@ -85,12 +89,13 @@ _BY_PIPELINE_CLASS = {
     "PixArtAlphaPipeline": PIXART,
     "ChromaPipeline": CHROMA,
     "SanaPipeline": SANA,
+    "ZImagePipeline": ZIMAGE,
 }
 
 
 SUPPORTED_FAMILIES = (
     "Stable Diffusion 1.x/2.x (any UNet text-to-image pipeline), Stable Diffusion XL, Stable Diffusion 3/3.5, "
-    "FLUX.1, Chroma, PixArt-Σ/α, Sana, the colour worlds"
+    "FLUX.1, Chroma, PixArt-Σ/α, Sana, Z-Image, the colour worlds"
 )
 
 
@@ -206,7 +211,7 @@ def check_family_settings(
             f"ConceptAttention maps (--concept-maps, --label-maps concept) need a joint-attention transformer "
             f"(SD3, Flux); this {family.name} model has no double-stream blocks: drop them (--label-maps daam)"
         )
-    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3, CHROMA):
+    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3, CHROMA, ZIMAGE):
         raise ValueError(
             f"--scheduler {scheduler}: {family.name} samples with flow matching (its own FlowMatchEulerDiscreteScheduler); "
             "the --scheduler choices are noise-prediction samplers for SD/SDXL: drop --scheduler"
@@ -222,6 +227,9 @@ def check_family_settings(
         _check_pixart_settings(size, refine, source)
     if family.name == SANA:
         _check_sana_settings(size, scheduler, refine, source)
+    if family.name == ZIMAGE and refine:
+        raise ValueError("--refine: self-attention refinement is measured and wired for UNet models and "
+                         "colour-world-sa, not Z-Image's single-stream layers: add --no-refine")
     if family.name != COLOUR_WORLD:
         return
     if scheduler:

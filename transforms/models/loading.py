@@ -21,6 +21,7 @@ from .family import (
     STABLE_DIFFUSION,
     STABLE_DIFFUSION_3,
     SUPPORTED_FAMILIES,
+    ZIMAGE,
     colour_world_geometry,
     family_of,
     folder_json,
@@ -43,8 +44,9 @@ SCHEDULERS = {
     "lms": "LMSDiscreteScheduler",
 }
 IMAGE_CONDITIONED = ("Img2Img", "Inpaint", "Refiner", "ControlNet", "InstructPix2Pix")
-TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX, CHROMA, PIXART, SANA)
+TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX, CHROMA, PIXART, SANA, ZIMAGE)
 FLUX_DEFAULT_SAMPLE_SIZE = 128
+ZIMAGE_DEFAULT_SIZE = 1024
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -236,6 +238,8 @@ def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int
         scale = 2 ** (len(vae.get("block_out_channels") or vae["encoder_block_out_channels"]) - 1)
         # Flux's transformer config has no sample size: its pipeline's default is 128 latents (1024 px)
         sample = denoiser.get("sample_size", FLUX_DEFAULT_SAMPLE_SIZE)
+        if family_of(source).name == ZIMAGE:
+            sample = ZIMAGE_DEFAULT_SIZE // scale  # ZImagePipeline's own default: 1024 px at any VAE factor
         # SD3 patchifies in its transformer; Flux's and Chroma's pipelines pack 2x2 latents (their configs say 1)
         packed = family_of(source).name in (FLUX, CHROMA)
         patch = (2 if packed else int(denoiser.get("patch_size", 2))) if transformer else 1

@@ -19,6 +19,7 @@ _LAZY = {
     "PixArtAlphaPipeline": ("pixart", "PixArtArchitecture"),
     "ChromaPipeline": ("chroma", "ChromaArchitecture"),
     "SanaPipeline": ("sana", "SanaArchitecture"),
+    "ZImagePipeline": ("zimage", "ZImageArchitecture"),
 }
 
 
@@ -42,5 +43,5 @@ def architecture_of(pipe: Any) -> Architecture:
         return _DEFAULT
     raise ValueError(
         f"{type(pipe).__name__} is not a supported text-to-image pipeline "
-        "(Stable Diffusion 1.x/2.x/XL, Stable Diffusion 3, Flux, Chroma, PixArt-Σ/α or Sana)"
+        "(Stable Diffusion 1.x/2.x/XL, Stable Diffusion 3, Flux, Chroma, PixArt-Σ/α, Sana or Z-Image)"
     )

@@ -45,6 +45,7 @@ class Architecture:
     """Base class: subclasses fill in what differs (see the module docstring)."""
 
     name = "base"
+    conditional_first = False  # a CFG batch is [uncond; cond]; True: [cond; uncond] (Z-Image)
 
     def denoiser(self, pipe: Any) -> Any:
         """The module whose attention is traced."""
@@ -102,7 +103,8 @@ class Architecture:
         return height // scale, width // scale
 
     def uses_cfg(self, config: "GenerationConfig") -> bool:
-        """Whether the denoiser batch is ``[unconditional; conditional]``."""
+        """Whether the denoiser batch is a CFG one: ``[unconditional; conditional]`` (or
+        ``[conditional; unconditional]`` with ``conditional_first``)."""
         return config.uses_cfg
 
     def call_kwargs(

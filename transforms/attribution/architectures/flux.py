@@ -10,7 +10,8 @@ the store's map grid ``h·w``). In diffusers >= 0.35 these are ``FluxAttention``
 
 The map of a text token is the image-query → text-key block of the joint softmax
 (``joint.text_key_maps``: no L×L matrix, heads reduced on the device); the attention output keeps
-the model's own backend. Tokens and words are T5's (``tokenizer_2``): its sentencepiece pieces sit
+the model's own backend (``JointRecordingProcessor.attend``, shared with Z-Image's recorder, which puts
+the image first). Tokens and words are T5's (``tokenizer_2``): its sentencepiece pieces sit
 at keys ``0 … n-1``, ``</s>`` at ``n`` (no start token: ``prefix`` 0); CLIP contributes only its
 pooled vector. Guidance is an embedding (FLUX.1-dev), so there is no CFG batch; negative prompts
 (the pipeline's true-CFG branch) are refused.
@@ -77,13 +78,10 @@ def joint_output(
     return hidden_states, attn.to_add_out(encoder_out.contiguous())
 
 
-class DaamFluxAttnProcessor(RecordingProcessor):
-    """``FluxAttnProcessor`` that also records the image → text attention into ``store``.
-
-    The output is computed as diffusers computes it (same projections, norms, rotary embedding
-    and ``dispatch_attention_fn`` with the original processor's backend), so images are
-    unchanged. Steps the store does not want go to ``fallback``, the original processor.
-    """
+class JointRecordingProcessor(RecordingProcessor):
+    """Base of the processors whose original calls ``dispatch_attention_fn`` on ``[B, S, H, D]``
+    tensors (Flux, Chroma, Z-Image): the original's backend, and ``attend``, the model's own
+    attention output that also records the image → text block of its softmax."""
 
     store: HeatMapStore
 
@@ -109,6 +107,41 @@ class DaamFluxAttnProcessor(RecordingProcessor):
             backend = _AttentionBackendRegistry.get_active_backend()[0]
         return AttentionBackendName(backend) == AttentionBackendName.NATIVE
 
+    def attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
+        image: slice, text: slice, daam: bool,
+    ) -> torch.Tensor:
+        """``dispatch_attention_fn``'s output ``[B, S, H, D]`` with the original's backend (or the
+        very SDPA kernel the native backend runs, for its log-sum-exp); with ``daam`` the ``image``
+        queries' maps on the ``text`` keys go to the store. ``attention_mask``: as the kernel takes
+        it (broadcastable to ``(B, H, S, S)``), applied to the maps as the kernel applies it."""
+        lse = None
+        if daam and attention_mask is None and self._native():
+            # what diffusers' native backend runs (SDPA on [B, H, S, D] views), with the kernel's LSE
+            out, lse = attention_with_lse(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+            out = out.transpose(1, 2)
+        else:
+            out = dispatch_attention_fn(
+                query, key, value, attn_mask=attention_mask, backend=self._attention_backend,
+                parallel_config=self._parallel_config,
+            )
+        if daam:
+            mask = None
+            if attention_mask is not None:  # (B, 1 or H, S or 1, S): every query's row, a view
+                size = query.shape[1]
+                mask = attention_mask.expand(attention_mask.shape[0], attention_mask.shape[1], size, size)
+            record_text_maps(self.store, self.name, query.transpose(1, 2), key.transpose(1, 2), image, text, lse, mask)
+        return out
+
+
+class DaamFluxAttnProcessor(JointRecordingProcessor):
+    """``FluxAttnProcessor`` that also records the image → text attention into ``store``.
+
+    The output is computed as diffusers computes it (same projections, norms, rotary embedding
+    and ``dispatch_attention_fn`` with the original processor's backend), so images are
+    unchanged. Steps the store does not want go to ``fallback``, the original processor.
+    """
+
     def __call__(
         self,
         attn: Any,
@@ -129,21 +162,7 @@ class DaamFluxAttnProcessor(RecordingProcessor):
             raise RuntimeError(f"expected {image_tokens} image tokens ({h}x{w}), got {hidden_states.shape[1]} in {self.name}")
         query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
         text = query.shape[1] - image_tokens
-        lse = None
-        if daam and attention_mask is None and self._native():
-            # what diffusers' native backend runs (SDPA on [B, H, S, D] views), with the kernel's LSE
-            out, lse = attention_with_lse(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
-            out = out.transpose(1, 2)
-        else:
-            out = dispatch_attention_fn(
-                query, key, value, attn_mask=attention_mask, backend=self._attention_backend,
-                parallel_config=self._parallel_config,
-            )
-        if daam:
-            record_text_maps(
-                self.store, self.name, query.transpose(1, 2), key.transpose(1, 2), slice(text, None), slice(0, text), lse,
-                attention_mask,
-            )
+        out = self.attend(query, key, value, attention_mask, slice(text, None), slice(0, text), daam)
         if concepts:
             self.concepts.attend(self.name, attn, key, value, out, slice(text, None), hidden_states)
         return joint_output(attn, out, encoder_hidden_states, query.dtype)
