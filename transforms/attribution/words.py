@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 END_OF_WORD = "</w>"
 WORD_START = "\u2581"  # sentencepiece's word-start marker (T5)
+BYTE_LEVEL_SPACE = "\u0120"  # byte-level BPE's space (GPT-2 style, Qwen): words start at ``Ġ``
 CLIP_SCHEME = "clip"  # byte-level BPE, words end at ``</w>``, lower-cased (CLIP)
 SENTENCEPIECE_SCHEME = "sentencepiece"  # words start at ``▁``, case kept (T5)
 # CLIP's pre-tokeniser (``'s|'t|…|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+``): how a text splits into words
@@ -69,8 +70,15 @@ def max_prompt_tokens(tokenizer: Any) -> int:
 
 
 def is_sentencepiece(tokenizer: Any) -> bool:
-    """Whether ``tokenizer`` marks word starts with ``▁`` (sentencepiece/T5) rather than word ends."""
-    return any(t.startswith(WORD_START) for t in tokenizer.tokenize("a and a"))
+    """Whether ``tokenizer`` marks word starts (``▁``: sentencepiece/T5; ``Ġ``: byte-level BPE as
+    Qwen's, whose prompts are then treated alike: case kept, words start at a space) rather than
+    word ends (CLIP's ``</w>``)."""
+    return any(t.startswith((WORD_START, BYTE_LEVEL_SPACE)) for t in tokenizer.tokenize("a and a"))
+
+
+def is_byte_level(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` is a byte-level BPE marking word starts with ``Ġ`` (Qwen's)."""
+    return any(t.startswith(BYTE_LEVEL_SPACE) for t in tokenizer.tokenize("a and a"))
 
 
 def _is_punctuation(piece: str) -> bool:
@@ -107,8 +115,18 @@ def tokenize_prompt(tokenizer: Any, prompt: str, max_tokens: int | None = None) 
     scheme = SENTENCEPIECE_SCHEME if is_sentencepiece(tokenizer) else CLIP_SCHEME
     raw = tokenizer.tokenize(prompt.lower() if scheme == CLIP_SCHEME else prompt)
     limit = max_prompt_tokens(tokenizer) if max_tokens is None else max_tokens
-    kept = raw[:limit]
+    return prompt_of_tokens(tokenizer, prompt, raw, limit)
+
+
+def prompt_of_tokens(tokenizer: Any, prompt: str, raw: Sequence[str], limit: int) -> TokenizedPrompt:
+    """``tokenize_prompt`` of a prompt already tokenised: ``raw``, every token of ``prompt`` as the
+    text encoder sees it (Qwen-Image: cut from its templated text), of which the first ``limit``
+    are kept. Byte-level BPE tokens are decoded first (``Ġ`` → ``▁``, bytes → text)."""
+    scheme = SENTENCEPIECE_SCHEME if is_sentencepiece(tokenizer) else CLIP_SCHEME
+    kept = list(raw[:limit])
     ids = [int(i) for i in tokenizer.convert_tokens_to_ids(kept)]
+    if is_byte_level(tokenizer):
+        kept = [WORD_START + d[1:] if d.startswith(" ") else d for d in (tokenizer.decode([i]) for i in ids)]
     words: list[WordSpan] = []
     start = 0
     for end in _word_ends(kept, scheme):

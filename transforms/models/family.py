@@ -1,7 +1,7 @@
 """Which kind of model a folder holds, read from its ``model_index.json``, and what differs per kind.
 
 Families: ``stable-diffusion`` (SD 1.x/2.x-style UNet + VAE pipelines, the built-in ``tiny``, hub
-ids), ``stable-diffusion-xl``, ``stable-diffusion-3``, ``flux``, ``chroma``, ``pixart`` (read from the folder's
+ids), ``stable-diffusion-xl``, ``stable-diffusion-3``, ``flux``, ``chroma``, ``pixart``, ``qwenimage`` (read from the folder's
 ``model_index.json``) and ``colour-world`` (``transforms.colour_world``: a pixel-space UNet on 2x2
 patches, no VAE, no self-attention, sampled without guidance). The family decides the pipeline
 class, the default guidance, the image geometry and which settings the model cannot honour; how
@@ -21,6 +21,7 @@ STABLE_DIFFUSION_3 = "stable-diffusion-3"
 FLUX = "flux"
 PIXART = "pixart"
 CHROMA = "chroma"
+QWENIMAGE = "qwenimage"
 COLOUR_WORLD = "colour-world"
 COLOUR_WORLD_MODEL_NAME = COLOUR_WORLD  # ``--model colour-world``: the shipped trained weights
 # every shipped truth world (``transforms.colour_world.assets``): ``--model NAME``
@@ -49,6 +50,7 @@ FAMILIES = {
     FLUX: Family(FLUX, None, 3.5, False),
     PIXART: Family(PIXART, None, 4.5, False),  # PixArt-Σ's own default (α: 4.5 too)
     CHROMA: Family(CHROMA, None, 5.0, False),  # real CFG, as two calls per step
+    QWENIMAGE: Family(QWENIMAGE, None, 4.0, False),  # true_cfg_scale's default: CFG only with a negative prompt
     # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
     COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False, True),
 }
@@ -68,6 +70,7 @@ LABEL_DEFAULTS = {
     # no truth world of this form yet: plain DAAM at the threshold every measured world agrees on
     PIXART: {"label_maps": "daam", "refine": False, "threshold": 0.5},
     CHROMA: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # Flux's blocks: colour-world-dit's choice
+    QWENIMAGE: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # double-stream joint attention, as Flux
     # no self-attention: plain DAAM at its best threshold (0.712 at 0.5, 0.671 at 0.6)
     COLOUR_WORLD: {"label_maps": "daam", "refine": False, "threshold": 0.5},
 }
@@ -81,12 +84,13 @@ _BY_PIPELINE_CLASS = {
     "PixArtSigmaPipeline": PIXART,
     "PixArtAlphaPipeline": PIXART,
     "ChromaPipeline": CHROMA,
+    "QwenImagePipeline": QWENIMAGE,
 }
 
 
 SUPPORTED_FAMILIES = (
     "Stable Diffusion 1.x/2.x (any UNet text-to-image pipeline), Stable Diffusion XL, Stable Diffusion 3/3.5, "
-    "FLUX.1, Chroma, PixArt-Σ/α, the colour worlds"
+    "FLUX.1, Chroma, PixArt-Σ/α, Qwen-Image, the colour worlds"
 )
 
 
@@ -197,12 +201,16 @@ def check_family_settings(
         from transforms.attribution.architectures.chroma import CONCEPTS_REFUSED
 
         raise ValueError(CONCEPTS_REFUSED)
+    if concept_maps and family.name == QWENIMAGE:
+        from transforms.attribution.architectures.qwenimage import CONCEPTS_REFUSED as QWEN_CONCEPTS_REFUSED
+
+        raise ValueError(QWEN_CONCEPTS_REFUSED)
     if concept_maps and family.name not in (FLUX, STABLE_DIFFUSION_3):
         raise ValueError(
             f"ConceptAttention maps (--concept-maps, --label-maps concept) need a joint-attention transformer "
             f"(SD3, Flux); this {family.name} model has no double-stream blocks: drop them (--label-maps daam)"
         )
-    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3, CHROMA):
+    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3, CHROMA, QWENIMAGE):
         raise ValueError(
             f"--scheduler {scheduler}: {family.name} samples with flow matching (its own FlowMatchEulerDiscreteScheduler); "
             "the --scheduler choices are noise-prediction samplers for SD/SDXL: drop --scheduler"
@@ -216,6 +224,9 @@ def check_family_settings(
         )
     if family.name == PIXART:
         _check_pixart_settings(size, refine, source)
+    if family.name == QWENIMAGE and refine:
+        raise ValueError("--refine: self-attention refinement is wired for UNet models and colour-world-sa, "
+                         "not Qwen-Image's joint blocks: add --no-refine")
     if family.name != COLOUR_WORLD:
         return
     if scheduler:

@@ -109,6 +109,21 @@ class DaamFluxAttnProcessor(RecordingProcessor):
             backend = _AttentionBackendRegistry.get_active_backend()[0]
         return AttentionBackendName(backend) == AttentionBackendName.NATIVE
 
+    def attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, lse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The model's attention ``[B, S, H, D]`` as its processor calls ``dispatch_attention_fn``
+        (``mask``: the call's), and with ``lse`` wanted, no mask and the native backend, the fused
+        kernel's log-sum-exp (``joint.attention_with_lse``; else ``None``)."""
+        if lse and mask is None and self._native():
+            # what diffusers' native backend runs (SDPA on [B, H, S, D] views), with the kernel's LSE
+            out, row_lse = attention_with_lse(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+            return out.transpose(1, 2), row_lse
+        out = dispatch_attention_fn(
+            query, key, value, attn_mask=mask, backend=self._attention_backend, parallel_config=self._parallel_config,
+        )
+        return out, None
+
     def __call__(
         self,
         attn: Any,
@@ -129,16 +144,7 @@ class DaamFluxAttnProcessor(RecordingProcessor):
             raise RuntimeError(f"expected {image_tokens} image tokens ({h}x{w}), got {hidden_states.shape[1]} in {self.name}")
         query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
         text = query.shape[1] - image_tokens
-        lse = None
-        if daam and attention_mask is None and self._native():
-            # what diffusers' native backend runs (SDPA on [B, H, S, D] views), with the kernel's LSE
-            out, lse = attention_with_lse(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
-            out = out.transpose(1, 2)
-        else:
-            out = dispatch_attention_fn(
-                query, key, value, attn_mask=attention_mask, backend=self._attention_backend,
-                parallel_config=self._parallel_config,
-            )
+        out, lse = self.attend(query, key, value, attention_mask, daam)
         if daam:
             record_text_maps(
                 self.store, self.name, query.transpose(1, 2), key.transpose(1, 2), slice(text, None), slice(0, text), lse,
