@@ -1,9 +1,9 @@
 """Which kind of model a folder holds, read from its ``model_index.json``, and what differs per kind.
 
 Families: ``stable-diffusion`` (SD 1.x/2.x-style UNet + VAE pipelines, the built-in ``tiny``, hub
-ids), ``stable-diffusion-xl``, ``stable-diffusion-3``, ``flux``, ``chroma``, ``pixart``, ``qwenimage`` (read from the folder's
-``model_index.json``) and ``colour-world`` (``transforms.colour_world``: a pixel-space UNet on 2x2
-patches, no VAE, no self-attention, sampled without guidance). The family decides the pipeline
+ids), ``stable-diffusion-xl``, ``stable-diffusion-3``, ``flux``, ``chroma``, ``pixart``, ``qwenimage``
+(read from the folder's ``model_index.json``) and ``colour-world`` (``transforms.colour_world``: a
+pixel-space UNet on 2x2 patches, no VAE, no self-attention, sampled without guidance). The family decides the pipeline
 class, the default guidance, the image geometry and which settings the model cannot honour; how
 its attention is traced is ``transforms.attribution.architectures``'.
 """

@@ -99,22 +99,23 @@ def build_qwen_tokenizer() -> Any:
     return tokenizer
 
 
-def qwen_text_encoder(tokenizer: Any, seed: int) -> Any:
-    """A seeded ``Qwen2_5_VLForConditionalGeneration``: text 2 layers of hidden 16, vision depth 2."""
+def qwen_text_encoder(tokenizer: Any, seed: int, hidden: int = _TEXT_DIM, **text: Any) -> Any:
+    """A seeded ``Qwen2_5_VLForConditionalGeneration``: by default text 2 layers of hidden 16 (2
+    heads of 8; ``text``: other text-config values, e.g. a benchmark's real width), vision depth 2."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
         text_config={
-            "hidden_size": _TEXT_DIM, "intermediate_size": _TEXT_DIM, "num_hidden_layers": 2,
+            "hidden_size": hidden, "intermediate_size": _TEXT_DIM, "num_hidden_layers": 2,
             "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": len(tokenizer),
             "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
             "rope_theta": 1000000.0, "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>"),
+            "pad_token_id": ids("<|endoftext|>"), **text,
         },
         vision_config={"depth": 2, "hidden_size": _TEXT_DIM, "intermediate_size": _TEXT_DIM, "num_heads": 2,
-                       "out_hidden_size": _TEXT_DIM},
-        hidden_size=_TEXT_DIM, vocab_size=len(tokenizer), vision_start_token_id=ids("<|vision_start|>"),
+                       "out_hidden_size": hidden},
+        hidden_size=hidden, vocab_size=len(tokenizer), vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"), image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
     )
