@@ -5,6 +5,7 @@ prompt, the family's guidance default."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -35,4 +36,22 @@ def test_concept_maps_refused_in_one_line(tmp_path, run_cli, write_corpus):
     code, _, err = run_cli("run", "--prompts", write_corpus(PROMPTS[:1]), "--output", tmp_path / "out",
                            "--model", "tiny-qwenimage", "--steps", "2", "--concept-maps")
     assert code == 2 and "Qwen-Image" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_size_the_pipeline_would_change_refused_in_one_line(tmp_path, run_cli, write_corpus):
+    """The pipeline silently rounds sizes off multiples of VAE factor x packing: with Qwen-Image's
+    factor-8 VAE (three downsamplings, as read from the folder's config) that is 16 pixels."""
+    from transforms.models.loading import ModelSpec, model_geometry, resolve_model_source
+
+    folder = tmp_path / "qwen-factor-8"
+    shutil.copytree(resolve_model_source("tiny-qwenimage"), folder)
+    config = json.loads((folder / "vae" / "config.json").read_text())
+    config.update(temperal_downsample=[False, True, True], dim_mult=[1, 2, 4, 4])
+    (folder / "vae" / "config.json").write_text(json.dumps(config))
+    assert model_geometry(ModelSpec(str(folder)), str(folder)) == (1024, 1024, 16)
+    code, _, err = run_cli("run", "--prompts", write_corpus(PROMPTS[:1]), "--output", tmp_path / "out",
+                           "--model", folder, "--steps", "2", "--height", "72", "--width", "64")
+    last = err.rstrip("\n").split("\n")[-1]  # (building the tiny folder above may print progress first)
+    assert code == 2 and last.startswith("error: ") and "multiples of 16" in last, err
     assert not (tmp_path / "out").exists()
