@@ -187,6 +187,18 @@ def test_batch_of_mixed_lengths_equals_single_runs(pipe):
         np.testing.assert_allclose(sample.image, alone.image, rtol=0, atol=1e-5)
 
 
+def test_images_per_prompt_with_mixed_lengths_equal_single_runs(pipe):
+    """Two images per prompt: each gets its own prompt's key mask (diffusers 0.42's ``encode_prompt``
+    tiles the mask in another order than the embeddings; the prompts are passed repeated instead)."""
+    generation = GenerationConfig(steps=2, height=SIZE, width=SIZE, images_per_prompt=2)
+    batch = generate_traced(pipe, PROMPTS, SEEDS, generation, negative_prompts=["blurry", "low quality, dark"])
+    for p, (prompt, seed) in enumerate(zip(PROMPTS, SEEDS)):
+        alone = generate_traced(pipe, [prompt], [seed], generation, negative_prompts=[["blurry", "low quality, dark"][p]])
+        for k in range(2):
+            torch.testing.assert_close(batch[2 * p + k].heat_map.maps, alone[k].heat_map.maps, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(batch[2 * p + k].image, alone[k].image, rtol=0, atol=1e-5)
+
+
 def test_folder_of_another_shape(tmp_path: Path):
     folder = tmp_path / "qwenimage"
     build_tiny_qwenimage_pipeline(num_layers=3, heads=2).save_pretrained(folder)

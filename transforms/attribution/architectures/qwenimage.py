@@ -152,6 +152,20 @@ class QwenImageArchitecture(FluxArchitecture):
     def processor(self, name: str, kind: str, store: HeatMapStore, fallback: Any) -> Any:
         return DaamQwenAttnProcessor(store, name, fallback)
 
+    def call_prompts(
+        self, prompts: list[str], negatives: list[str] | None, per_prompt: int
+    ) -> tuple[list[str], list[str] | None, int]:
+        """Each prompt (and negative prompt) repeated ``per_prompt`` times, one image each:
+        ``encode_prompt`` of diffusers 0.42 tiles a padded batch's key mask prompt-major-last
+        (``repeat(1, n, 1)`` on a 2-D mask) but its embeddings image-by-prompt, so with
+        ``num_images_per_prompt`` > 1 and prompts of different lengths images get another
+        prompt's mask; repeated prompts give every image its own (the same latents: one
+        generator per image either way)."""
+        prompts = [text for text in prompts for _ in range(per_prompt)]
+        if negatives is not None:
+            negatives = [text for text in negatives for _ in range(per_prompt)]
+        return prompts, negatives, 1
+
     def concept_blocks(self, denoiser: Any) -> list[tuple[str, Any]]:
         raise ValueError(CONCEPTS_REFUSED)
 
