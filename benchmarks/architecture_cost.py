@@ -1,7 +1,7 @@
 """Cost of tracing per architecture: untraced vs traced vs a brute-force full-matrix capture.
 
-    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|chroma|pixart|sana|zimage|all [--size 256] [--steps 2]
-        [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4 sana=4]
+    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|chroma|pixart|sana|zimage|qwenimage|all [--size 256]
+        [--steps 2] [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4 sana=4]
         [--located-repeats 0] [--device auto] [--dtype float32] [--tiny]
 
 Each architecture's denoiser is built at the full size of its published config
@@ -56,6 +56,7 @@ from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL p
     FLUX_TRANSFORMER,
     PIXART_SIGMA_TRANSFORMER,
     SANA_1600M_TRANSFORMER,
+    QWENIMAGE_TRANSFORMER,
     SD3_TRANSFORMER,
     SD15_TINY,
     SD15_UNET,
@@ -188,6 +189,27 @@ def zimage_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
                          "text_encoder": encoder})
 
 
+def qwenimage_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
+    """Qwen-Image: tiny-qwenimage's tokenizer and scheduler, a small 16-channel factor-8
+    ``AutoencoderKLQwenImage``, a one-layer Qwen2.5-VL text model of the joint width (28 heads of
+    128, 4 key/value heads as Qwen2.5-VL-7B; a small MLP); this transformer."""
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
+
+    from transforms.models.tiny_qwenimage import qwen_text_encoder
+
+    base = base_pipeline("tiny-qwenimage")
+    width = config["joint_attention_dim"]
+    heads = max(1, width // 128)
+    channels = config["in_channels"] // 4
+    encoder = qwen_text_encoder(base.tokenizer, 0, width, num_hidden_layers=1, num_attention_heads=heads,
+                                num_key_value_heads=min(4, heads), intermediate_size=1024,
+                                rope_scaling={"mrope_section": [16, 24, 24], "rope_type": "default", "type": "default"})
+    vae = AutoencoderKLQwenImage(base_dim=16, z_dim=channels, num_res_blocks=1, latents_mean=[0.0] * channels,
+                                 latents_std=[1.0] * channels)
+    return type(base)(**{**base.components, "transformer": QwenImageTransformer2DModel(**config), "vae": vae,
+                         "text_encoder": encoder})
+
+
 @dataclass(frozen=True)
 class Arch:
     """One architecture's benchmark shape."""
@@ -257,6 +279,11 @@ ARCHS: dict[str, Arch] = {
         ("n_layers", "n_refiner_layers"),
         tiny=dict(dim=32, n_layers=1, n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=16, axes_dims=(8, 4, 4)),
         text_tokens=512,
+    ),
+    "qwenimage": Arch(
+        "Qwen/Qwen-Image (transformer/config.json)", QWENIMAGE_TRANSFORMER, qwenimage_pipeline, ("num_layers",),
+        tiny=dict(num_layers=2, attention_head_dim=16, num_attention_heads=3, joint_attention_dim=256, in_channels=16,
+                  out_channels=4, axes_dims_rope=(8, 4, 4)),
     ),
 }
 TINY_TEXT_TOKENS = 64

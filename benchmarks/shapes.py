@@ -87,6 +87,17 @@ CHROMA_TRANSFORMER = dict(  # lodestones/Chroma1-HD, transformer/config.json: FL
     approximator_hidden_dim=5120,
     approximator_layers=5,
 )
+QWENIMAGE_TRANSFORMER = dict(  # Qwen/Qwen-Image, transformer/config.json: double-stream blocks only
+    patch_size=2,
+    in_channels=64,
+    out_channels=16,
+    num_layers=60,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=3584,
+    guidance_embeds=False,
+    axes_dims_rope=(16, 56, 56),
+)
 PIXART_SIGMA_TRANSFORMER = dict(  # PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, transformer/config.json
     num_attention_heads=16,
     attention_head_dim=72,

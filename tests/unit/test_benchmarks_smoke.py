@@ -132,7 +132,7 @@ def test_bytes_per_image(one_torch_thread, results_folder: Path) -> None:
     assert small["calls"]["encode"] == 2 and small["calls"]["write"] == 1 and result["ratio"] > 0
 
 
-@pytest.mark.parametrize("arch", ["sdxl", "flux", "pixart", "zimage"])
+@pytest.mark.parametrize("arch", ["sdxl", "flux", "pixart", "zimage", "qwenimage"])
 def test_brute_capture_keeps_every_traced_layers_softmax(one_torch_thread, arch: str) -> None:
     """The comparison capture changes no pixel and keeps each traced module's full probabilities."""
     args = architecture_cost.parse_args(["--arch", arch, "--tiny", "--size", "64", "--steps", "2"])

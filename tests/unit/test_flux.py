@@ -41,35 +41,45 @@ class BruteForce:
     """Hooks on every Flux attention that materialise the whole joint softmax in fp32 from the
     module's own projections, QK-norms and rotary embedding, and sum the image-query → text-key
     block of every call, per layer: ``calls[name]`` holds ``(batch, h*w, text keys)`` per call. An
-    ``attention_mask`` the module gets (Chroma's) is applied as SDPA applies it."""
+    ``attention_mask`` the module gets (Chroma's) is applied as SDPA applies it. Other families
+    subclass it with their module class, q/k and mask (``joint_qk``, ``mask_of``) and map ``grid``."""
 
-    def __init__(self, transformer, normalize: str, heads: str, masked: bool = True) -> None:
-        self.normalize, self.heads, self.masked = normalize, heads, masked
-        self.grid = GRID  # the map grid (h, w) of the calls' image queries
+    module_class: type = FluxAttention
+
+    def __init__(self, transformer, normalize: str, heads: str, masked: bool = True, grid=GRID) -> None:
+        self.normalize, self.heads, self.masked, self.grid = normalize, heads, masked, grid
         self.calls: dict[str, list[torch.Tensor]] = {}
         self.num_heads = 0
         self.handles = [
             module.register_forward_pre_hook(self._hook(name), with_kwargs=True)
             for name, module in transformer.named_modules()
-            if isinstance(module, FluxAttention)
+            if isinstance(module, self.module_class)
         ]
+
+    def joint_qk(self, module, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Joint query and key ``[B, S, H, D]``, text first, as the module's processor builds them."""
+        hidden, context = kwargs["hidden_states"], kwargs.get("encoder_hidden_states")
+        cos, sin = kwargs["image_rotary_emb"]
+
+        def heads_of(linear, norm, x):
+            return norm(linear(x).unflatten(-1, (module.heads, -1)))
+
+        q = heads_of(module.to_q, module.norm_q, hidden)
+        k = heads_of(module.to_k, module.norm_k, hidden)
+        if context is not None:
+            q = torch.cat([heads_of(module.add_q_proj, module.norm_added_q, context), q], 1)
+            k = torch.cat([heads_of(module.add_k_proj, module.norm_added_k, context), k], 1)
+        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+    def mask_of(self, kwargs, q: torch.Tensor) -> torch.Tensor | None:
+        """The attention mask the kernel gets (``None``: none)."""
+        return kwargs.get("attention_mask")
 
     def _hook(self, name: str):
         def hook(module, args, kwargs):
-            hidden, context = kwargs["hidden_states"], kwargs.get("encoder_hidden_states")
-            cos, sin = kwargs["image_rotary_emb"]
-
-            def heads_of(linear, norm, x):
-                return norm(linear(x).unflatten(-1, (module.heads, -1)))
-
-            q = heads_of(module.to_q, module.norm_q, hidden)
-            k = heads_of(module.to_k, module.norm_k, hidden)
-            if context is not None:
-                q = torch.cat([heads_of(module.add_q_proj, module.norm_added_q, context), q], 1)
-                k = torch.cat([heads_of(module.add_k_proj, module.norm_added_k, context), k], 1)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            q, k = self.joint_qk(module, kwargs)
             scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5  # the full L x L matrix
-            mask = kwargs.get("attention_mask")
+            mask = self.mask_of(kwargs, q)
             if mask is not None and self.masked:
                 scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
             text = q.shape[1] - self.grid[0] * self.grid[1]
@@ -86,11 +96,11 @@ class BruteForce:
         """Per layer, the sum over every call."""
         return {name: sum(calls) for name, calls in self.calls.items()}
 
-    def global_maps(self, every: int = 1) -> torch.Tensor:
-        """DAAM's aggregation of every ``every``-th call (2: a step's first of two calls): bicubic to
-        the grid, clamp, mean over layer-heads."""
+    def global_maps(self, every: int = 1, start: int = 0) -> torch.Tensor:
+        """DAAM's aggregation of every ``every``-th call from ``start`` (2: a step's first of two
+        calls; 2 from 1: its second): bicubic to the grid, clamp, mean over layer-heads."""
         total = 0
-        for maps in (sum(calls[::every]) for calls in self.calls.values()):
+        for maps in (sum(calls[start::every]) for calls in self.calls.values()):
             b, _, keys = maps.shape
             grid = maps.permute(0, 2, 1).reshape(b, keys, *self.grid)
             total = total + F.interpolate(grid, size=self.grid, mode="bicubic", align_corners=False).clamp(min=0)

@@ -188,17 +188,19 @@ def generate_traced(
         tokens = [concept_tokens(prompt_names, table) for prompt_names in names for _ in range(per_prompt)]
         recorder = ConceptRecorder(concepts, store, architecture, tokens)
 
+    call_prompts, call_negatives, call_per_prompt = architecture.call_prompts([t.prompt for t in tokenized], negatives,
+                                                                              per_prompt)
     with CrossAttentionTracer(architecture.denoiser(pipe), store, affinity, architecture, recorder):
         output = pipe(
-            [t.prompt for t in tokenized],
+            call_prompts,
             height=height,
             width=width,
             num_inference_steps=config.steps,
-            num_images_per_prompt=per_prompt,
+            num_images_per_prompt=call_per_prompt,
             generator=generators,
             output_type="np",
             **step_callback(pipe, store),
-            **architecture.call_kwargs(config, negatives, pipe),
+            **architecture.call_kwargs(config, call_negatives, pipe),
         )
     maps = store.global_maps()
     binned = store.timestep_maps() if store.bins else None

@@ -116,8 +116,8 @@ def text_key_maps(
             every key, from the attention kernel (``attention_with_lse``); with ``normalize="all"``
             only the text keys' scores are then computed.
         mask: the call's attention mask on the image queries' rows, ``(batch, 1 or heads, image
-            queries, every key)``, as the kernel takes it: boolean (``True``: attend; masked keys
-            get no probability and leave the log-sum-exp) or float (added to the scores, as SDPA
+            queries or 1 (a key mask: Qwen-Image's), every key)``, as the kernel takes it:
+            boolean (``True``: attend; masked keys get no probability and leave the log-sum-exp) or float (added to the scores, as SDPA
             adds it: Chroma's pipeline passes its 0/1 key mask as float). With a mask the
             kernel's ``lse`` is not used.
 
@@ -134,7 +134,7 @@ def text_key_maps(
     out = torch.empty(batch, num_queries, k_text.shape[2], dtype=torch.float32, device=q.device)
     for start in range(0, num_queries, step):
         chunk = q[:, :, start : start + step]
-        rows = None if mask is None else mask[:, :, start : start + step]
+        rows = mask if mask is None or mask.shape[2] == 1 else mask[:, :, start : start + step]
         if every_key:
             scores = _masked(chunk @ k.transpose(-1, -2) * scale, rows)
             text_scores = scores[..., text]
@@ -156,6 +156,11 @@ def _masked(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return scores + mask.float()
 
 
+def _image_rows(mask: torch.Tensor, image: slice) -> torch.Tensor:
+    """A mask's rows of the image queries (a key mask, one row for every query, as it is)."""
+    return mask if mask.shape[2] == 1 else mask[:, :, image]
+
+
 def record_text_maps(
     store: "HeatMapStore", name: str, query: torch.Tensor, key: torch.Tensor, image: slice, text: slice,
     lse: torch.Tensor | None = None,
@@ -166,12 +171,12 @@ def record_text_maps(
     ``head_dim ** -0.5``), normalised and head-reduced as ``store.config`` says. Only the
     conditional images' rows are computed (under CFG the unconditional half is never mapped);
     ``lse`` ``(batch, heads, sequence)``: the kernel's log-sum-exp (``attention_with_lse``);
-    ``mask``: the call's attention mask ``(batch, 1, sequence, sequence)`` or ``None``."""
+    ``mask``: the call's attention mask ``(batch, 1, sequence or 1, sequence)`` or ``None``."""
     config = store.config
     rows = store.conditional_rows(name, query.shape[0])
     with torch.no_grad():
         maps = text_key_maps(
             query[rows], key[rows], image, text, query.shape[-1] ** -0.5, config.joint_normalize, config.heads,
-            lse=None if lse is None else lse[rows], mask=None if mask is None else mask[rows][:, :, image],
+            lse=None if lse is None else lse[rows], mask=None if mask is None else _image_rows(mask[rows], image),
         )
     store.add_reduced(name, maps, query.shape[1] if config.heads == "mean" else 1, conditional_only=True)

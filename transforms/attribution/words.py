@@ -137,9 +137,11 @@ def prompt_from_pieces(
     return prompt_of_tokens(tokenizer, prompt, raw, limit, scheme)
 
 
-def prompt_of_tokens(tokenizer: Any, prompt: str, raw: Sequence[str], limit: int, scheme: str) -> TokenizedPrompt:
+def prompt_of_tokens(tokenizer: Any, prompt: str, raw: Sequence[str], limit: int, scheme: str | None = None) -> TokenizedPrompt:
     """The ``TokenizedPrompt`` of ``prompt`` from its tokens ``raw`` as the encoder sees them (the
-    first ``limit`` kept), split into words by ``scheme``'s rule (``tokenize_prompt``)."""
+    first ``limit`` kept; Qwen-Image, Z-Image: cut from their templated text), split into words by
+    ``scheme``'s rule (default: the tokenizer's, ``word_scheme``; see ``tokenize_prompt``)."""
+    scheme = scheme or word_scheme(tokenizer)
     kept = list(raw[:limit])
     ids = [int(i) for i in tokenizer.convert_tokens_to_ids(kept)]
     words: list[WordSpan] = []

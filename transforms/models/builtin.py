@@ -17,6 +17,7 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "tiny-chroma": ("transforms.models.tiny_chroma", "tiny_chroma_path"),
     "tiny-sana": ("transforms.models.tiny_sana", "tiny_sana_path"),
     "tiny-zimage": ("transforms.models.tiny_zimage", "tiny_zimage_path"),
+    "tiny-qwenimage": ("transforms.models.tiny_qwenimage", "tiny_qwenimage_path"),
 }
 
 

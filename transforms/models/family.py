@@ -1,9 +1,9 @@
 """Which kind of model a folder holds, read from its ``model_index.json``, and what differs per kind.
 
 Families: ``stable-diffusion`` (SD 1.x/2.x-style UNet + VAE pipelines, the built-in ``tiny``, hub
-ids), ``stable-diffusion-xl``, ``stable-diffusion-3``, ``flux``, ``chroma``, ``pixart`` (read from the folder's
-``model_index.json``) and ``colour-world`` (``transforms.colour_world``: a pixel-space UNet on 2x2
-patches, no VAE, no self-attention, sampled without guidance). The family decides the pipeline
+ids), ``stable-diffusion-xl``, ``stable-diffusion-3``, ``flux``, ``chroma``, ``pixart``, ``sana``, ``zimage``, ``qwenimage``
+(read from the folder's ``model_index.json``) and ``colour-world`` (``transforms.colour_world``: a
+pixel-space UNet on 2x2 patches, no VAE, no self-attention, sampled without guidance). The family decides the pipeline
 class, the default guidance, the image geometry and which settings the model cannot honour; how
 its attention is traced is ``transforms.attribution.architectures``'.
 """
@@ -23,6 +23,7 @@ PIXART = "pixart"
 CHROMA = "chroma"
 SANA = "sana"
 ZIMAGE = "zimage"
+QWENIMAGE = "qwenimage"
 COLOUR_WORLD = "colour-world"
 COLOUR_WORLD_MODEL_NAME = COLOUR_WORLD  # ``--model colour-world``: the shipped trained weights
 # every shipped truth world (``transforms.colour_world.assets``): ``--model NAME``
@@ -52,6 +53,7 @@ FAMILIES = {
     PIXART: Family(PIXART, None, 4.5, False),  # PixArt-Σ's own default (α: 4.5 too)
     CHROMA: Family(CHROMA, None, 5.0, False),  # real CFG, as two calls per step
     SANA: Family(SANA, None, 4.5, False),  # SanaPipeline's own default, CFG batched [uncond; cond]
+    QWENIMAGE: Family(QWENIMAGE, None, 4.0, False),  # true_cfg_scale's default: CFG only with a negative prompt
     # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
     COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False, True),
     # ZImagePipeline's own guidance_scale (pos + s·(pos − neg): CFG when s > 0; 0 for the Turbo checkpoints)
@@ -74,6 +76,7 @@ LABEL_DEFAULTS = {
     PIXART: {"label_maps": "daam", "refine": False, "threshold": 0.5},
     CHROMA: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # Flux's blocks: colour-world-dit's choice
     SANA: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # as PixArt: no truth world of this form yet
+    QWENIMAGE: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # double-stream joint attention, as Flux
     # no self-attention: plain DAAM at its best threshold (0.712 at 0.5, 0.671 at 0.6)
     COLOUR_WORLD: {"label_maps": "daam", "refine": False, "threshold": 0.5},
     ZIMAGE: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # joint attention: colour-world-dit's choice
@@ -90,12 +93,15 @@ _BY_PIPELINE_CLASS = {
     "ChromaPipeline": CHROMA,
     "SanaPipeline": SANA,
     "ZImagePipeline": ZIMAGE,
+    "QwenImagePipeline": QWENIMAGE,
 }
 
 
+# DiT families whose self-attention is not wired to --refine: what their traced layers are
+_NO_REFINEMENT = {ZIMAGE: "Z-Image's single-stream layers", QWENIMAGE: "Qwen-Image's joint blocks"}
 SUPPORTED_FAMILIES = (
     "Stable Diffusion 1.x/2.x (any UNet text-to-image pipeline), Stable Diffusion XL, Stable Diffusion 3/3.5, "
-    "FLUX.1, Chroma, PixArt-Σ/α, Sana, Z-Image, the colour worlds"
+    "FLUX.1, Chroma, PixArt-Σ/α, Sana, Z-Image, Qwen-Image, the colour worlds"
 )
 
 
@@ -206,12 +212,16 @@ def check_family_settings(
         from transforms.attribution.architectures.chroma import CONCEPTS_REFUSED
 
         raise ValueError(CONCEPTS_REFUSED)
+    if concept_maps and family.name == QWENIMAGE:
+        from transforms.attribution.architectures.qwenimage import CONCEPTS_REFUSED as QWEN_CONCEPTS_REFUSED
+
+        raise ValueError(QWEN_CONCEPTS_REFUSED)
     if concept_maps and family.name not in (FLUX, STABLE_DIFFUSION_3):
         raise ValueError(
             f"ConceptAttention maps (--concept-maps, --label-maps concept) need a joint-attention transformer "
             f"(SD3, Flux); this {family.name} model has no double-stream blocks: drop them (--label-maps daam)"
         )
-    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3, CHROMA, ZIMAGE):
+    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3, CHROMA, ZIMAGE, QWENIMAGE):
         raise ValueError(
             f"--scheduler {scheduler}: {family.name} samples with flow matching (its own FlowMatchEulerDiscreteScheduler); "
             "the --scheduler choices are noise-prediction samplers for SD/SDXL: drop --scheduler"
@@ -227,9 +237,9 @@ def check_family_settings(
         _check_pixart_settings(size, refine, source)
     if family.name == SANA:
         _check_sana_settings(size, scheduler, refine, source)
-    if family.name == ZIMAGE and refine:
+    if refine and family.name in _NO_REFINEMENT:
         raise ValueError("--refine: self-attention refinement is measured and wired for UNet models and "
-                         "colour-world-sa, not Z-Image's single-stream layers: add --no-refine")
+                         f"colour-world-sa, not {_NO_REFINEMENT[family.name]}: add --no-refine")
     if family.name != COLOUR_WORLD:
         return
     if scheduler:

@@ -17,6 +17,7 @@ from .family import (
     FLUX,
     PIXART,
     SANA,
+    QWENIMAGE,
     SHIPPED_WORLDS,
     STABLE_DIFFUSION,
     STABLE_DIFFUSION_3,
@@ -44,7 +45,7 @@ SCHEDULERS = {
     "lms": "LMSDiscreteScheduler",
 }
 IMAGE_CONDITIONED = ("Img2Img", "Inpaint", "Refiner", "ControlNet", "InstructPix2Pix")
-TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX, CHROMA, PIXART, SANA, ZIMAGE)
+TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX, CHROMA, PIXART, SANA, ZIMAGE, QWENIMAGE)
 FLUX_DEFAULT_SAMPLE_SIZE = 128
 ZIMAGE_DEFAULT_SIZE = 1024
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -218,6 +219,14 @@ def load_pipeline(spec: ModelSpec, low_memory: bool | None = None) -> Any:
 
 
 
+def vae_scale_factor(vae: dict[str, Any]) -> int:
+    """The spatial downsampling of a VAE config: 2 per block after the first (``AutoencoderKL``),
+    or 2 per ``temperal_downsample`` entry (Qwen-Image's Wan-style ``AutoencoderKLQwenImage``)."""
+    if "temperal_downsample" in vae:
+        return 2 ** len(vae["temperal_downsample"])
+    return 2 ** (len(vae["block_out_channels"]) - 1)
+
+
 def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int, int]:
     """(default height, default width, pixels per map cell: the VAE factor, times the patch size
     for transformers) read from the model's configs, no weights."""
@@ -242,6 +251,11 @@ def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int
             sample = ZIMAGE_DEFAULT_SIZE // scale  # ZImagePipeline's own default: 1024 px at any VAE factor
         # SD3 patchifies in its transformer; Flux's and Chroma's pipelines pack 2x2 latents (their configs say 1)
         packed = family_of(source).name in (FLUX, CHROMA)
+        scale = vae_scale_factor(vae)
+        # Flux's transformer config has no sample size: its pipeline's default is 128 latents (1024 px)
+        sample = denoiser.get("sample_size", FLUX_DEFAULT_SAMPLE_SIZE)
+        # SD3 patchifies in its transformer; Flux's, Chroma's and Qwen-Image's pipelines pack 2x2 latents
+        packed = family_of(source).name in (FLUX, CHROMA, QWENIMAGE)
         patch = (2 if packed else int(denoiser.get("patch_size", 2))) if transformer else 1
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise _load_error(spec, source, error) from error

@@ -20,6 +20,7 @@ _LAZY = {
     "ChromaPipeline": ("chroma", "ChromaArchitecture"),
     "SanaPipeline": ("sana", "SanaArchitecture"),
     "ZImagePipeline": ("zimage", "ZImageArchitecture"),
+    "QwenImagePipeline": ("qwenimage", "QwenImageArchitecture"),
 }
 
 
@@ -43,5 +44,5 @@ def architecture_of(pipe: Any) -> Architecture:
         return _DEFAULT
     raise ValueError(
         f"{type(pipe).__name__} is not a supported text-to-image pipeline "
-        "(Stable Diffusion 1.x/2.x/XL, Stable Diffusion 3, Flux, Chroma, PixArt-Σ/α, Sana or Z-Image)"
+        "(Stable Diffusion 1.x/2.x/XL, Stable Diffusion 3, Flux, Chroma, PixArt-Σ/α, Sana, Z-Image or Qwen-Image)"
     )

@@ -107,6 +107,13 @@ class Architecture:
         ``[conditional; unconditional]`` with ``conditional_first``)."""
         return config.uses_cfg
 
+    def call_prompts(
+        self, prompts: list[str], negatives: list[str] | None, per_prompt: int
+    ) -> tuple[list[str], list[str] | None, int]:
+        """The prompts, negative prompts and ``num_images_per_prompt`` the pipeline is called with
+        for ``per_prompt`` images of each prompt (prompt-major, like the generators): as given."""
+        return prompts, negatives, per_prompt
+
     def call_kwargs(
         self, config: "GenerationConfig", negatives: Sequence[str] | None, pipe: Any = None
     ) -> dict[str, Any]:
