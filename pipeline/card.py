@@ -66,12 +66,24 @@ def id2label(segmentation: dict[str, Any]) -> dict[str, str]:
     return {str(i): name for i, name in enumerate([BACKGROUND_NAME, *segmentation["classes"]])}
 
 
+_SIZE_UNITS = ("", "K", "M", "B", "T")
+
+
 def size_category(rows: int) -> str:
-    """The Hub's size category for a row count."""
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if rows < limit:
-            return label
-    return "1M<n<10M" if rows < 10_000_000 else "n>10M"
+    """The Hub's size category for a row count (``n<1K``, ``1K<n<10K`` … ``100B<n<1T``, ``n>1T``)."""
+    if rows < 1_000:
+        return "n<1K"
+    low = 1_000
+    while rows >= low * 10 and low < 10**14:
+        low *= 10
+    if low >= 10**12 and rows >= 10**12:
+        return "n>1T"
+
+    def name(n: int) -> str:
+        unit = next(i for i in range(len(_SIZE_UNITS) - 1, -1, -1) if n >= 1000**i)
+        return f"{n // 1000**unit}{_SIZE_UNITS[unit]}"
+
+    return f"{name(low)}<n<{name(low * 10)}"
 
 
 def _config(path: str, name: str = "default") -> dict[str, Any]:

@@ -158,3 +158,12 @@ def test_shard_names_stay_sortable_beyond_99999_shards():
     names = [shard_name(i, 123_456) for i in (9, 99_999, 100_000)]
     assert names == sorted(names) and names[0] == "train-000009-of-123456"
     assert parse_shard_name(names[2]) == (100_000, 123_456)
+
+
+@pytest.mark.parametrize("rows,category", [(0, "n<1K"), (999, "n<1K"), (1_000, "1K<n<10K"), (999_999, "100K<n<1M"),
+                                           (10_000_000, "10M<n<100M"), (600_000_000, "100M<n<1B"),
+                                           (10**11, "100B<n<1T"), (10**12, "n>1T")])
+def test_card_size_category_names_every_hub_bucket(rows, category):
+    from pipeline.card import size_category
+
+    assert size_category(rows) == category
