@@ -220,11 +220,12 @@ def load_pipeline(spec: ModelSpec, low_memory: bool | None = None) -> Any:
 
 
 def vae_scale_factor(vae: dict[str, Any]) -> int:
-    """The spatial downsampling of a VAE config: 2 per block after the first (``AutoencoderKL``),
-    or 2 per ``temperal_downsample`` entry (Qwen-Image's Wan-style ``AutoencoderKLQwenImage``)."""
+    """The spatial downsampling of a VAE config: 2 per block after the first (``AutoencoderKL``;
+    Sana's ``AutoencoderDC`` names its stages ``encoder_block_out_channels``), or 2 per
+    ``temperal_downsample`` entry (Qwen-Image's Wan-style ``AutoencoderKLQwenImage``)."""
     if "temperal_downsample" in vae:
         return 2 ** len(vae["temperal_downsample"])
-    return 2 ** (len(vae["block_out_channels"]) - 1)
+    return 2 ** (len(vae.get("block_out_channels") or vae["encoder_block_out_channels"]) - 1)
 
 
 def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int, int]:
@@ -243,17 +244,11 @@ def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int
         # any model class reads a config.json
         denoiser = AutoencoderKL.load_config(source, subfolder="transformer" if transformer else "unet", revision=spec.revision)
         vae = AutoencoderKL.load_config(source, subfolder="vae", revision=spec.revision)
-        # Sana's AutoencoderDC names its stages ``encoder_block_out_channels``
-        scale = 2 ** (len(vae.get("block_out_channels") or vae["encoder_block_out_channels"]) - 1)
+        scale = vae_scale_factor(vae)
         # Flux's transformer config has no sample size: its pipeline's default is 128 latents (1024 px)
         sample = denoiser.get("sample_size", FLUX_DEFAULT_SAMPLE_SIZE)
         if family_of(source).name == ZIMAGE:
             sample = ZIMAGE_DEFAULT_SIZE // scale  # ZImagePipeline's own default: 1024 px at any VAE factor
-        # SD3 patchifies in its transformer; Flux's and Chroma's pipelines pack 2x2 latents (their configs say 1)
-        packed = family_of(source).name in (FLUX, CHROMA)
-        scale = vae_scale_factor(vae)
-        # Flux's transformer config has no sample size: its pipeline's default is 128 latents (1024 px)
-        sample = denoiser.get("sample_size", FLUX_DEFAULT_SAMPLE_SIZE)
         # SD3 patchifies in its transformer; Flux's, Chroma's and Qwen-Image's pipelines pack 2x2 latents
         packed = family_of(source).name in (FLUX, CHROMA, QWENIMAGE)
         patch = (2 if packed else int(denoiser.get("patch_size", 2))) if transformer else 1
