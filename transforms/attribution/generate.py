@@ -189,7 +189,7 @@ def generate_traced(
 
     with CrossAttentionTracer(architecture.denoiser(pipe), store, affinity, architecture, recorder):
         output = pipe(
-            [t.prompt for t in tokenized],
+            prompt=[t.prompt for t in tokenized],  # by name: Flux.2's first argument is an image
             height=height,
             width=width,
             num_inference_steps=config.steps,

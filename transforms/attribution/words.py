@@ -12,6 +12,9 @@ END_OF_WORD = "</w>"
 WORD_START = "\u2581"  # sentencepiece's word-start marker (T5)
 CLIP_SCHEME = "clip"  # byte-level BPE, words end at ``</w>``, lower-cased (CLIP)
 SENTENCEPIECE_SCHEME = "sentencepiece"  # words start at ``▁``, case kept (T5)
+BYTE_LEVEL_SCHEME = "byte-level"  # byte-level BPE, words start at a space (``Ġ``), case kept (Qwen, Mistral)
+# byte-level BPE's characters of the whitespace bytes (space, newline, tab, carriage return): a word starts there
+BYTE_WHITESPACE = "\u0120\u010a\u0109\u010d"
 # CLIP's pre-tokeniser (``'s|'t|…|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+``): how a text splits into words
 _WORD_UNITS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE)
 Span = tuple[int, int]
@@ -53,8 +56,8 @@ class TokenizedPrompt:
 
     def spans(self, tokenizer: Any, query: str) -> list[Span]:
         """Token spans of ``query`` (a word or phrase): DAAM's token rule for CLIP prompts, the
-        word rule (``word_spans``) for sentencepiece prompts, whose tokens depend on case."""
-        if self.scheme == SENTENCEPIECE_SCHEME:
+        word rule (``word_spans``) for sentencepiece and byte-level prompts, whose tokens depend on case."""
+        if self.scheme != CLIP_SCHEME:
             return word_spans([{"word": w.word, "start": w.start, "end": w.end} for w in self.words], query, self.tokens)
         return token_spans(tokenizer, self.tokens, query)
 
@@ -70,26 +73,42 @@ def max_prompt_tokens(tokenizer: Any) -> int:
 
 def is_sentencepiece(tokenizer: Any) -> bool:
     """Whether ``tokenizer`` marks word starts with ``▁`` (sentencepiece/T5) rather than word ends."""
-    return any(t.startswith(WORD_START) for t in tokenizer.tokenize("a and a"))
+    return tokenizer_scheme(tokenizer) == SENTENCEPIECE_SCHEME
 
 
-def _is_punctuation(piece: str) -> bool:
+def tokenizer_scheme(tokenizer: Any) -> str:
+    """How ``tokenizer``'s tokens mark words: ``▁`` word starts (sentencepiece), ``Ġ`` word starts
+    (byte-level BPE without end-of-word markers) or CLIP's ``</w>`` word ends."""
+    pieces = tokenizer.tokenize("a and a")
+    if any(t.startswith(WORD_START) for t in pieces):
+        return SENTENCEPIECE_SCHEME
+    if any(t and t[0] in BYTE_WHITESPACE for t in pieces) and not any(t.endswith(END_OF_WORD) for t in pieces):
+        return BYTE_LEVEL_SCHEME
+    return CLIP_SCHEME
+
+
+def _is_punctuation(piece: str, scheme: str = SENTENCEPIECE_SCHEME) -> bool:
+    if scheme == BYTE_LEVEL_SCHEME:  # byte characters of non-ASCII text are parts of words
+        text = piece.lstrip(BYTE_WHITESPACE)
+        return bool(text) and not any(c.isalnum() or not c.isascii() for c in text)
     text = piece.lstrip(WORD_START)
     return bool(text) and not any(c.isalnum() for c in text)
 
 
 def _word_ends(tokens: Sequence[str], scheme: str) -> list[int]:
     """Exclusive ends of the words of ``tokens``: CLIP words end at ``</w>``; sentencepiece words
-    start at ``▁`` and punctuation pieces stand apart (CLIP's convention, so the word rule and the
-    class matcher see the same words for both)."""
+    start at ``▁``, byte-level ones at a whitespace byte (``Ġ``), and punctuation pieces stand apart
+    (CLIP's convention, so the word rule and the class matcher see the same words for all)."""
     n = len(tokens)
     if scheme == CLIP_SCHEME:
         return [i + 1 for i, t in enumerate(tokens) if t.endswith(END_OF_WORD) or i == n - 1]
+    starts = WORD_START if scheme == SENTENCEPIECE_SCHEME else BYTE_WHITESPACE
     ends = []
     for i in range(1, n + 1):
-        if i == n or tokens[i].startswith(WORD_START) or _is_punctuation(tokens[i]) or _is_punctuation(tokens[i - 1]):
-            # a bare ``▁`` (sentencepiece's space before some characters) joins the word after it
-            if not (i < n and tokens[i - 1] == WORD_START):
+        if (i == n or tokens[i][:1] in starts or _is_punctuation(tokens[i], scheme)
+                or _is_punctuation(tokens[i - 1], scheme)):
+            # a bare ``▁`` / ``Ġ`` (a space before some characters) joins the word after it
+            if not (i < n and len(tokens[i - 1]) == 1 and tokens[i - 1] in starts):
                 ends.append(i)
     return ends
 
@@ -101,32 +120,45 @@ def tokenize_prompt(tokenizer: Any, prompt: str, max_tokens: int | None = None) 
     end-of-word marker, so ``"Cat,"`` gives the words ``cat`` and ``,``. Sentencepiece (T5): the
     prompt is tokenised as the pipeline encodes it (case kept), a word starts at ``▁`` and
     punctuation pieces are words of their own; ``tokens`` are the pieces without ``▁``,
-    lower-cased. Tokens past the window (``max_tokens``, default ``max_prompt_tokens``) are
+    lower-cased. Byte-level BPE (Qwen, Mistral): as sentencepiece, words starting at a space byte
+    (``Ġ``); ``tokens`` are the decoded pieces, lower-cased. Tokens past the window (``max_tokens``, default ``max_prompt_tokens``) are
     dropped and ``truncated`` is set.
     """
-    scheme = SENTENCEPIECE_SCHEME if is_sentencepiece(tokenizer) else CLIP_SCHEME
+    scheme = tokenizer_scheme(tokenizer)
     raw = tokenizer.tokenize(prompt.lower() if scheme == CLIP_SCHEME else prompt)
     limit = max_prompt_tokens(tokenizer) if max_tokens is None else max_tokens
     kept = raw[:limit]
     ids = [int(i) for i in tokenizer.convert_tokens_to_ids(kept)]
+    return prompt_tokens(tokenizer, prompt, kept, ids, len(raw), scheme)
+
+
+def prompt_tokens(
+    tokenizer: Any, prompt: str, kept: Sequence[str], ids: Sequence[int], total: int, scheme: str
+) -> TokenizedPrompt:
+    """The ``TokenizedPrompt`` of ``prompt`` whose first ``len(kept)`` of ``total`` tokens (raw
+    tokenizer tokens ``kept``, their ``ids``) are the keys the model sees, split into words."""
+    ids = [int(i) for i in ids]
     words: list[WordSpan] = []
     start = 0
     for end in _word_ends(kept, scheme):
         text = tokenizer.decode(ids[start:end]).strip()
         words.append(WordSpan(word=text, start=start, end=end))
         start = end
+    display = [tokenizer.decode([i]).strip() for i in ids]
     if scheme == CLIP_SCHEME:
         tokens = [_clean(t) for t in kept]
-    else:
+    elif scheme == SENTENCEPIECE_SCHEME:
         tokens = [t.lstrip(WORD_START).lower() for t in kept]
+    else:
+        tokens = [t.lower() for t in display]
     return TokenizedPrompt(
         prompt=prompt,
         tokens=tokens,
-        display_tokens=[tokenizer.decode([i]).strip() for i in ids],
+        display_tokens=display,
         token_ids=ids,
         words=words,
-        truncated=len(raw) > limit,
-        num_tokens_total=len(raw),
+        truncated=total > len(kept),
+        num_tokens_total=total,
         scheme=scheme,
     )
 
@@ -227,10 +259,10 @@ def row_spans(row: Mapping[str, Any], query: str, tokenizer: Any = None) -> list
     """Token spans of ``query`` in a dataset row: the one matcher for rows.
 
     With a CLIP ``tokenizer``, DAAM's ``token_spans`` on the row's ``token_ids``; without one (or
-    with a sentencepiece one, whose pieces depend on case), ``word_spans`` on its ``words`` (and
+    with a sentencepiece or byte-level one, whose pieces depend on case), ``word_spans`` on its ``words`` (and
     ``tokens``). Both raise ``ValueError`` when nothing matches.
     """
-    if tokenizer is not None and not is_sentencepiece(tokenizer):
+    if tokenizer is not None and tokenizer_scheme(tokenizer) == CLIP_SCHEME:
         ids = [int(i) for i in row["token_ids"]]
         return token_spans(tokenizer, tokenizer.convert_ids_to_tokens(ids), query)
     return word_spans(row["words"], query, row.get("tokens"))

@@ -15,6 +15,7 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "tiny-flux": ("transforms.models.tiny_flux", "tiny_flux_path"),
     "tiny-pixart": ("transforms.models.tiny_pixart", "tiny_pixart_path"),
     "tiny-chroma": ("transforms.models.tiny_chroma", "tiny_chroma_path"),
+    "tiny-flux2-klein": ("transforms.models.tiny_flux2", "tiny_flux2_klein_path"),
 }
 
 

@@ -21,6 +21,7 @@ STABLE_DIFFUSION_3 = "stable-diffusion-3"
 FLUX = "flux"
 PIXART = "pixart"
 CHROMA = "chroma"
+FLUX2 = "flux2"
 COLOUR_WORLD = "colour-world"
 COLOUR_WORLD_MODEL_NAME = COLOUR_WORLD  # ``--model colour-world``: the shipped trained weights
 # every shipped truth world (``transforms.colour_world.assets``): ``--model NAME``
@@ -49,6 +50,7 @@ FAMILIES = {
     FLUX: Family(FLUX, None, 3.5, False),
     PIXART: Family(PIXART, None, 4.5, False),  # PixArt-Σ's own default (α: 4.5 too)
     CHROMA: Family(CHROMA, None, 5.0, False),  # real CFG, as two calls per step
+    FLUX2: Family(FLUX2, None, 4.0, False),  # klein: true CFG as two calls (base models); dev: embedded
     # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
     COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False, True),
 }
@@ -68,6 +70,7 @@ LABEL_DEFAULTS = {
     # no truth world of this form yet: plain DAAM at the threshold every measured world agrees on
     PIXART: {"label_maps": "daam", "refine": False, "threshold": 0.5},
     CHROMA: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # Flux's blocks: colour-world-dit's choice
+    FLUX2: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # Flux's joint blocks: as Flux
     # no self-attention: plain DAAM at its best threshold (0.712 at 0.5, 0.671 at 0.6)
     COLOUR_WORLD: {"label_maps": "daam", "refine": False, "threshold": 0.5},
 }
@@ -81,12 +84,13 @@ _BY_PIPELINE_CLASS = {
     "PixArtSigmaPipeline": PIXART,
     "PixArtAlphaPipeline": PIXART,
     "ChromaPipeline": CHROMA,
+    "Flux2KleinPipeline": FLUX2,
 }
 
 
 SUPPORTED_FAMILIES = (
     "Stable Diffusion 1.x/2.x (any UNet text-to-image pipeline), Stable Diffusion XL, Stable Diffusion 3/3.5, "
-    "FLUX.1, Chroma, PixArt-Σ/α, the colour worlds"
+    "FLUX.1, Chroma, PixArt-Σ/α, FLUX.2 [klein], the colour worlds"
 )
 
 
@@ -197,18 +201,29 @@ def check_family_settings(
         from transforms.attribution.architectures.chroma import CONCEPTS_REFUSED
 
         raise ValueError(CONCEPTS_REFUSED)
+    if concept_maps and family.name == FLUX2:
+        from transforms.attribution.architectures.flux2 import CONCEPTS_REFUSED as FLUX2_CONCEPTS_REFUSED
+
+        raise ValueError(FLUX2_CONCEPTS_REFUSED)
     if concept_maps and family.name not in (FLUX, STABLE_DIFFUSION_3):
         raise ValueError(
             f"ConceptAttention maps (--concept-maps, --label-maps concept) need a joint-attention transformer "
             f"(SD3, Flux); this {family.name} model has no double-stream blocks: drop them (--label-maps daam)"
         )
-    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3, CHROMA):
+    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3, CHROMA, FLUX2):
         raise ValueError(
             f"--scheduler {scheduler}: {family.name} samples with flow matching (its own FlowMatchEulerDiscreteScheduler); "
             "the --scheduler choices are noise-prediction samplers for SD/SDXL: drop --scheduler"
         )
     if family.name == FLUX and negative_prompt:
         raise ValueError("--negative-prompt: Flux is guidance-distilled (no negative branch is traced); drop it")
+    if family.name == FLUX2 and refine:
+        raise ValueError("--refine: self-attention refinement is wired for UNet models and colour-world-sa, "
+                         "not Flux.2's joint blocks: add --no-refine")
+    if family.name == FLUX2 and negative_prompt:
+        from transforms.attribution.architectures.flux2 import NEGATIVE_REFUSED
+
+        raise ValueError(f"--negative-prompt: {NEGATIVE_REFUSED}")
     if family.pixel_space and size != native:
         raise ValueError(
             f"colour-world makes {native[1]}x{native[0]} images (the size it was trained at); "

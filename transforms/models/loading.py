@@ -15,6 +15,7 @@ from transforms.attribution.architectures import architecture_of
 from .family import (
     CHROMA,
     FLUX,
+    FLUX2,
     PIXART,
     SHIPPED_WORLDS,
     STABLE_DIFFUSION,
@@ -42,7 +43,7 @@ SCHEDULERS = {
     "lms": "LMSDiscreteScheduler",
 }
 IMAGE_CONDITIONED = ("Img2Img", "Inpaint", "Refiner", "ControlNet", "InstructPix2Pix")
-TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX, CHROMA, PIXART)
+TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX, CHROMA, PIXART, FLUX2)
 FLUX_DEFAULT_SAMPLE_SIZE = 128
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -234,8 +235,8 @@ def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int
         scale = 2 ** (len(vae["block_out_channels"]) - 1)
         # Flux's transformer config has no sample size: its pipeline's default is 128 latents (1024 px)
         sample = denoiser.get("sample_size", FLUX_DEFAULT_SAMPLE_SIZE)
-        # SD3 patchifies in its transformer; Flux's and Chroma's pipelines pack 2x2 latents (their configs say 1)
-        packed = family_of(source).name in (FLUX, CHROMA)
+        # SD3 patchifies in its transformer; Flux's, Chroma's and Flux.2's pipelines pack 2x2 latents (configs say 1)
+        packed = family_of(source).name in (FLUX, CHROMA, FLUX2)
         patch = (2 if packed else int(denoiser.get("patch_size", 2))) if transformer else 1
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise _load_error(spec, source, error) from error

@@ -18,6 +18,7 @@ _LAZY = {
     "PixArtSigmaPipeline": ("pixart", "PixArtArchitecture"),
     "PixArtAlphaPipeline": ("pixart", "PixArtArchitecture"),
     "ChromaPipeline": ("chroma", "ChromaArchitecture"),
+    "Flux2KleinPipeline": ("flux2", "Flux2Architecture"),
 }
 
 
@@ -41,5 +42,5 @@ def architecture_of(pipe: Any) -> Architecture:
         return _DEFAULT
     raise ValueError(
         f"{type(pipe).__name__} is not a supported text-to-image pipeline "
-        "(Stable Diffusion 1.x/2.x/XL, Stable Diffusion 3, Flux, Chroma or PixArt-Σ/α)"
+        "(Stable Diffusion 1.x/2.x/XL, Stable Diffusion 3, Flux, Chroma, PixArt-Σ/α or Flux.2)"
     )

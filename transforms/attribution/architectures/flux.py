@@ -18,7 +18,7 @@ pooled vector. Guidance is an embedding (FLUX.1-dev), so there is no CFG batch; 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry, dispatch_attention_fn
@@ -41,16 +41,24 @@ _BLOCK_KINDS = ((FluxTransformerBlock, "double"), (FluxSingleTransformerBlock, "
 
 
 def joint_qkv(
-    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, rotary: Any
+    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, rotary: Any,
+    projections: Callable[..., tuple] = _get_qkv_projections,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Query, key and value ``[B, S, H, D]`` as ``FluxAttnProcessor`` builds them: projections,
-    QK-norms, text concatenated first (double blocks), rotary embedding."""
-    query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(
-        attn, hidden_states, encoder_hidden_states
-    )
+    """Query, key and value ``[B, S, H, D]`` as ``FluxAttnProcessor`` builds them: projections
+    (``projections``: the transformer module's own ``_get_qkv_projections``), QK-norms, text
+    concatenated first (double blocks), rotary embedding."""
+    return rotary_heads(attn, *projections(attn, hidden_states, encoder_hidden_states), rotary)
+
+
+def rotary_heads(
+    attn: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, encoder_query: Any, encoder_key: Any,
+    encoder_value: Any, rotary: Any,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flux's processors after the projections: heads split off, QK-norms, the text stream's
+    (where the module has one) concatenated first, rotary embedding; ``[B, S, H, D]``."""
     query, key, value = (t.unflatten(-1, (-1, attn.head_dim)) for t in (query, key, value))
     query, key = attn.norm_q(query), attn.norm_k(key)
-    if attn.added_kv_proj_dim is not None:
+    if getattr(attn, "added_kv_proj_dim", None) is not None:
         encoder_query, encoder_key, encoder_value = (
             t.unflatten(-1, (-1, attn.head_dim)) for t in (encoder_query, encoder_key, encoder_value)
         )
@@ -109,6 +117,8 @@ class DaamFluxAttnProcessor(RecordingProcessor):
             backend = _AttentionBackendRegistry.get_active_backend()[0]
         return AttentionBackendName(backend) == AttentionBackendName.NATIVE
 
+    projections: Callable[..., tuple] = staticmethod(_get_qkv_projections)  # the transformer module's own
+
     def __call__(
         self,
         attn: Any,
@@ -117,18 +127,35 @@ class DaamFluxAttnProcessor(RecordingProcessor):
         attention_mask: torch.Tensor | None = None,
         image_rotary_emb: Any = None,
     ) -> Any:
-        h, w = self.store.latent_size
-        image_tokens = h * w
-        daam = self.record and self.store.wants(image_tokens)
+        daam = self._records()
         concepts = self.concepts is not None and encoder_hidden_states is not None and self.concepts.active(self.name)
         if not (daam or concepts):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
-        if attention_mask is not None and (attention_mask.ndim != 4 or concepts):
-            raise ValueError(f"{self.name}: only (batch, 1, L, L) attention masks (Chroma's) are traced, not with concept maps")
+        if attention_mask is not None and concepts:
+            raise ValueError(f"{self.name}: attention masks are not traced with concept maps")
+        image_tokens = self.store.latent_size[0] * self.store.latent_size[1]
         if encoder_hidden_states is not None and hidden_states.shape[1] != image_tokens:
-            raise RuntimeError(f"expected {image_tokens} image tokens ({h}x{w}), got {hidden_states.shape[1]} in {self.name}")
-        query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
-        text = query.shape[1] - image_tokens
+            raise RuntimeError(f"expected {image_tokens} image tokens, got {hidden_states.shape[1]} in {self.name}")
+        query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb, self.projections)
+        out = self._attend(query, key, value, attention_mask, daam)
+        if concepts:
+            self.concepts.attend(self.name, attn, key, value, out, slice(query.shape[1] - image_tokens, None), hidden_states)
+        return joint_output(attn, out, encoder_hidden_states, query.dtype)
+
+    def _records(self) -> bool:
+        """Whether this call's DAAM maps are recorded (the module traced, the store wanting the step)."""
+        h, w = self.store.latent_size
+        return self.record and self.store.wants(h * w)
+
+    def _attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, daam: bool
+    ) -> torch.Tensor:
+        """The kernel's ``[B, S, H, D]`` output of the joint attention (the image tokens last, the
+        text before them), recording the image → text maps into the store when ``daam``."""
+        if attention_mask is not None and attention_mask.ndim != 4:
+            raise ValueError(f"{self.name}: only (batch, 1, L, L) attention masks (Chroma's) are traced")
+        h, w = self.store.latent_size
+        text = query.shape[1] - h * w
         lse = None
         if daam and attention_mask is None and self._native():
             # what diffusers' native backend runs (SDPA on [B, H, S, D] views), with the kernel's LSE
@@ -144,9 +171,7 @@ class DaamFluxAttnProcessor(RecordingProcessor):
                 self.store, self.name, query.transpose(1, 2), key.transpose(1, 2), slice(text, None), slice(0, text), lse,
                 attention_mask,
             )
-        if concepts:
-            self.concepts.attend(self.name, attn, key, value, out, slice(text, None), hidden_states)
-        return joint_output(attn, out, encoder_hidden_states, query.dtype)
+        return out
 
 
 class FluxArchitecture(Architecture):
