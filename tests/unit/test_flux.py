@@ -30,18 +30,23 @@ def config(steps: int = 2, **trace) -> GenerationConfig:
     return GenerationConfig(steps=steps, height=SIZE, width=SIZE, guidance_scale=3.5, trace=TraceConfig(**trace))
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Flux's real-valued rotary embedding on ``[B, S, H, D]`` (pairs of channels), fp32."""
-    pairs = x.float().unflatten(-1, (-1, 2))
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Flux's real-valued rotary embedding on ``[B, S, H, D]`` (pairs of channels), in ``dtype``."""
+    x = x.to(dtype)
+    pairs = x.unflatten(-1, (-1, 2))
     rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], -1).flatten(-2)
-    return x.float() * cos[None, :, None].float() + rotated * sin[None, :, None].float()
+    return x * cos[None, :, None].to(dtype) + rotated * sin[None, :, None].to(dtype)
 
 
 class BruteForce:
     """Hooks on every Flux attention that materialise the whole joint softmax in fp32 from the
     module's own projections, QK-norms and rotary embedding, and sum the image-query → text-key
     block of every call, per layer: ``calls[name]`` holds ``(batch, h*w, text keys)`` per call. An
-    ``attention_mask`` the module gets (Chroma's) is applied as SDPA applies it."""
+    ``attention_mask`` the module gets (Chroma's) is applied as SDPA applies it. Subclasses name
+    other ``module_types`` and rebuild their ``qk`` (Flux.2), in ``dtype``."""
+
+    module_types: tuple[type, ...] = (FluxAttention,)
+    dtype = torch.float32
 
     def __init__(self, transformer, normalize: str, heads: str, masked: bool = True) -> None:
         self.normalize, self.heads, self.masked = normalize, heads, masked
@@ -50,23 +55,14 @@ class BruteForce:
         self.handles = [
             module.register_forward_pre_hook(self._hook(name), with_kwargs=True)
             for name, module in transformer.named_modules()
-            if isinstance(module, FluxAttention)
+            if isinstance(module, self.module_types)
         ]
 
     def _hook(self, name: str):
         def hook(module, args, kwargs):
-            hidden, context = kwargs["hidden_states"], kwargs.get("encoder_hidden_states")
             cos, sin = kwargs["image_rotary_emb"]
-
-            def heads_of(linear, norm, x):
-                return norm(linear(x).unflatten(-1, (module.heads, -1)))
-
-            q = heads_of(module.to_q, module.norm_q, hidden)
-            k = heads_of(module.to_k, module.norm_k, hidden)
-            if context is not None:
-                q = torch.cat([heads_of(module.add_q_proj, module.norm_added_q, context), q], 1)
-                k = torch.cat([heads_of(module.add_k_proj, module.norm_added_k, context), k], 1)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            q, k = self.qk(module, kwargs)
+            q, k = _rotate(q, cos, sin, self.dtype), _rotate(k, cos, sin, self.dtype)
             scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5  # the full L x L matrix
             mask = kwargs.get("attention_mask")
             if mask is not None and self.masked:
@@ -79,6 +75,21 @@ class BruteForce:
             self.num_heads = module.heads
 
         return hook
+
+    def qk(self, module, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query and key ``[B, S, H, D]`` before the rotary embedding, from the module's own
+        projections and QK-norms (text first in double-stream blocks)."""
+        hidden, context = kwargs["hidden_states"], kwargs.get("encoder_hidden_states")
+
+        def heads_of(linear, norm, x):
+            return norm(linear(x).unflatten(-1, (module.heads, -1)))
+
+        q = heads_of(module.to_q, module.norm_q, hidden)
+        k = heads_of(module.to_k, module.norm_k, hidden)
+        if context is not None:
+            q = torch.cat([heads_of(module.add_q_proj, module.norm_added_q, context), q], 1)
+            k = torch.cat([heads_of(module.add_k_proj, module.norm_added_k, context), k], 1)
+        return q, k
 
     @property
     def sums(self) -> dict[str, torch.Tensor]:
@@ -94,7 +105,7 @@ class BruteForce:
             grid = maps.permute(0, 2, 1).reshape(b, keys, *GRID)
             total = total + F.interpolate(grid, size=GRID, mode="bicubic", align_corners=False).clamp(min=0)
         count = len(self.calls) * (self.num_heads if self.heads == "mean" else 1)
-        return total / count
+        return (total / count).float()
 
     def close(self) -> None:
         for handle in self.handles:

@@ -52,7 +52,7 @@ def templated_prompt(
     keys after the text only), at most ``max_tokens`` of them, and the key of the first."""
     text, start = prompt_span(render, prompt)
     end = start + len(prompt)
-    full = tokenizer(text, return_offsets_mapping=True, **encode)
+    full = tokenizer(text, return_offsets_mapping=True, verbose=False, **encode)  # untruncated: the prompt's count
     inside = [i for i, (a, b) in enumerate(full["offset_mapping"]) if a < end and b > start and b > a]
     if not inside:
         raise ValueError(f"prompt {prompt!r} has no tokens of its own in the templated text")

@@ -23,6 +23,7 @@ import torch
 from transforms.attribution.words import END_OF_WORD
 
 BYTE_SPACE = "\u0120"  # ``Ġ``: byte-level BPE's space
+_BYTE_NEWLINE = "\u010a"  # ``Ċ``
 QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
 _WORDS = 3000
 _CAPITALISED = 1000
@@ -43,8 +44,8 @@ QWEN3_CHAT_TEMPLATE = (
 @lru_cache(maxsize=1)
 def qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """The byte-level vocabulary (the 256 byte characters, then every merged token) and its merges
-    in rank order: the prefix chains of ``Ġword`` (and ``ĠWord`` for the first ones), then of
-    ``word``, for the chat template's role names and CLIP's first whole words."""
+    in rank order: double spaces and newlines, then the prefix chains of ``Ġword`` (and ``ĠWord``
+    for the first ones), then of ``word``, for the template's role names and CLIP's first words."""
     from .tiny_sd import _bytes_to_unicode, clip_vocab_and_merges
 
     _, clip_merges = clip_vocab_and_merges()
@@ -58,7 +59,10 @@ def qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
                 break
     tokens = list(_bytes_to_unicode().values())
     known = set(tokens)
-    merges: list[tuple[str, str]] = []
+    # Qwen's runs of spaces and newlines (``ĠĠ``, ``ĊĊ``: its template's ``\n\n`` is one token)
+    merges: list[tuple[str, str]] = [(BYTE_SPACE, BYTE_SPACE), (_BYTE_NEWLINE, _BYTE_NEWLINE)]
+    tokens += ["".join(m) for m in merges]
+    known.update(tokens)
     # word-start chains first: a ``Ġword`` is merged left to right before any inner merge applies
     spelled_words = [BYTE_SPACE + w for w in words] + [BYTE_SPACE + w.capitalize() for w in words[:_CAPITALISED]]
     for spelled in spelled_words + words:
