@@ -25,10 +25,16 @@ from transforms.attribution.architectures.flux2 import (
     DaamFlux2AttnProcessor,
     DaamFlux2SingleAttnProcessor,
     Flux2Architecture,
+    Flux2DevArchitecture,
 )
 from transforms.models.family import FLUX2, check_family_settings, family_of
 from transforms.models.loading import ModelSpec, load_pipeline, model_geometry, resolve_model_source
-from transforms.models.tiny_flux2 import TINY_FLUX2_MAX_LENGTH, build_tiny_flux2_klein_pipeline
+from transforms.models.tiny_flux2 import (
+    TINY_FLUX2_DEV_MAX_LENGTH,
+    TINY_FLUX2_MAX_LENGTH,
+    build_tiny_flux2_klein_pipeline,
+    build_tiny_flux2_pipeline,
+)
 
 SIZE = 32  # px: a 16x16 map grid (VAE factor 1 x 2x2 packing), test_flux's GRID
 PROMPTS = ["a hotdog on a Plate", "two cats and a dog"]
@@ -72,7 +78,7 @@ def _check(pipe, generation: GenerationConfig, normalize: str = "all", heads: st
         samples = generate_traced(pipe, PROMPTS, [3, 4], generation)
     finally:
         brute.close()
-    cfg = generation.guidance_scale > 1 and not pipe.config.is_distilled
+    cfg = generation.guidance_scale > 1 and not pipe.config.get("is_distilled", True)  # klein base models
     calls = len(next(iter(brute.calls.values())))
     assert calls == generation.steps * (2 if cfg else 1)  # CFG: a conditional and an unconditional call per step
     expected = brute.global_maps(every=2 if cfg else 1)
@@ -218,3 +224,62 @@ def test_refusals_are_one_line(pipe):
         check_family_settings(family, (128, 128), (128, 128), "ddim", False, source=source)
     with pytest.raises(ValueError, match="--no-refine"):
         check_family_settings(family, (128, 128), (128, 128), None, True, source=source)
+
+
+# --- FLUX.2 [dev]: Mistral 3 with the pipeline's system message, embedded guidance -----------------
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return load_pipeline(ModelSpec("tiny-flux2", device="cpu"))
+
+
+def _dev_text(dev, prompt: str) -> str:
+    from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+
+    return f"<s>[SYSTEM_PROMPT]{SYSTEM_MESSAGE}[/SYSTEM_PROMPT][INST]{prompt}[/INST]"
+
+
+def test_dev_prompt_keys_follow_the_system_message(dev):
+    architecture = architecture_of(dev)
+    assert isinstance(architecture, Flux2DevArchitecture) and family_of(resolve_model_source("tiny-flux2")).name == FLUX2
+    assert architecture.render(dev, PROMPTS[0]) == _dev_text(dev, PROMPTS[0])
+    prefix = dev.tokenizer(_dev_text(dev, "")[: -len("[/INST]")], add_special_tokens=False).input_ids
+    layout = architecture.text_layout(dev)
+    assert layout.offset == len(prefix) > 30 and layout.max_tokens == TINY_FLUX2_DEV_MAX_LENGTH - layout.offset - 1
+    prompt = architecture.tokenize(dev, PROMPTS[0])
+    from diffusers.pipelines.flux2.pipeline_flux2 import format_input
+
+    # the pipeline's own tokenisation (``_get_mistral_3_small_prompt_embeds``)
+    ids = dev.tokenizer.apply_chat_template(
+        format_input([PROMPTS[0]]), add_generation_prompt=False, tokenize=True, return_dict=True,
+        padding="max_length", truncation=True, max_length=TINY_FLUX2_DEV_MAX_LENGTH,
+    )["input_ids"][0]
+    n = len(prompt.tokens)
+    assert ids[: layout.offset] == prefix and ids[layout.offset : layout.offset + n] == prompt.token_ids
+    assert dev.tokenizer.convert_ids_to_tokens(ids[layout.offset + n]) == "[/INST]"  # the end row
+    assert [w.word for w in prompt.words] == ["a", "hotdog", "on", "a", "Plate"]
+    cleaned = architecture.tokenize(dev, "a hotdog[IMG] on a Plate")  # the pipeline drops [IMG]
+    assert cleaned.token_ids == prompt.token_ids and cleaned.prompt == "a hotdog[IMG] on a Plate"
+
+
+def test_dev_maps_equal_brute_force_softmax_of_the_prompt_keys(dev):
+    offset = architecture_of(dev).text_layout(dev).offset
+    _check(dev, config(4.0), offset=offset)  # embedded guidance: one call per step
+
+
+def test_dev_images_are_the_pipelines_own_call(dev):
+    [sample] = generate_traced(dev, PROMPTS[:1], [5], config(2.5))
+    own = dev(prompt=PROMPTS[0], generator=[torch.Generator("cpu").manual_seed(5)], output_type="np", height=SIZE,
+              width=SIZE, max_sequence_length=TINY_FLUX2_DEV_MAX_LENGTH, num_inference_steps=2, guidance_scale=2.5).images[0]
+    assert np.array_equal(sample.image, own)
+    with pytest.raises(ValueError, match="Flux.2 takes no negative prompt"):
+        generate_traced(dev, PROMPTS[:1], [3], config(), negative_prompts=["blurry"])
+
+
+def test_dev_folder_of_another_shape(tmp_path: Path):
+    folder = tmp_path / "dev"
+    build_tiny_flux2_pipeline(num_layers=2, num_single_layers=1, heads=4, head_dim=8).save_pretrained(folder)
+    other = load_pipeline(ModelSpec(str(folder), device="cpu"))
+    assert len(architecture_of(other).traced_modules(other.transformer)) == 3
+    _check(other, config(), offset=architecture_of(other).text_layout(other).offset)

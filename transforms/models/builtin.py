@@ -16,6 +16,7 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "tiny-pixart": ("transforms.models.tiny_pixart", "tiny_pixart_path"),
     "tiny-chroma": ("transforms.models.tiny_chroma", "tiny_chroma_path"),
     "tiny-flux2-klein": ("transforms.models.tiny_flux2", "tiny_flux2_klein_path"),
+    "tiny-flux2": ("transforms.models.tiny_flux2", "tiny_flux2_path"),
 }
 
 

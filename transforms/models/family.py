@@ -85,12 +85,13 @@ _BY_PIPELINE_CLASS = {
     "PixArtAlphaPipeline": PIXART,
     "ChromaPipeline": CHROMA,
     "Flux2KleinPipeline": FLUX2,
+    "Flux2Pipeline": FLUX2,
 }
 
 
 SUPPORTED_FAMILIES = (
     "Stable Diffusion 1.x/2.x (any UNet text-to-image pipeline), Stable Diffusion XL, Stable Diffusion 3/3.5, "
-    "FLUX.1, Chroma, PixArt-Σ/α, FLUX.2 [klein], the colour worlds"
+    "FLUX.1, Chroma, PixArt-Σ/α, FLUX.2 [klein] and [dev], the colour worlds"
 )
 
 

@@ -1,4 +1,4 @@
-"""The built-in ``tiny-flux2-klein``: a FLUX.2 [klein]-shaped ``Flux2KleinPipeline`` with random weights.
+"""The built-ins ``tiny-flux2-klein`` and ``tiny-flux2``: FLUX.2 [klein]- and [dev]-shaped pipelines, random weights.
 
 Built deterministically offline (fixed seeds) and cached as an ordinary diffusers folder, like
 ``tiny``. Shape as diffusers' own klein test (``get_dummy_components``): a ``Flux2Transformer2DModel``
@@ -12,6 +12,11 @@ False: a base model, guidance as true CFG (two transformer calls per step). The 
 raised so that the random attention is peaked and per-token maps differ.
 
 Default size: ``Flux2KleinPipeline``'s ``default_sample_size`` (128) x ``vae_scale_factor`` (1) = 128 px.
+
+``tiny-flux2`` (FLUX.2 [dev], ``Flux2Pipeline``): the same transformer with the guidance embedding
+(dev's guidance is embedded: one call per step), a 31-layer ``Mistral3ForConditionalGeneration`` of
+width 16 (dev's layers 10, 20, 30) and the offline Mistral tokenizer with Mistral Small 3.1's chat
+template (``tiny_mistral``; in place of the ``PixtralProcessor``, which needs torchvision), 128 tokens.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ from .tiny_qwen import build_qwen_tokenizer, qwen3_encoder
 from .tiny_sd import cached_model
 
 TINY_FLUX2_KLEIN_FOLDER = "tiny-flux2-klein-v1"
+TINY_FLUX2_FOLDER = "tiny-flux2-v1"
 TINY_FLUX2_MAX_LENGTH = 64
+TINY_FLUX2_DEV_MAX_LENGTH = 128  # the system message and template take 56 of them
 KLEIN_TEXT_LAYERS = 28  # hidden states 9, 18 and 27 (the pipeline's default) exist
+DEV_TEXT_LAYERS = 31  # dev's: 10, 20 and 30
 _SEED = 20260115
 _QK_GAIN = 2.0
 _TEXT_WIDTH = 16
@@ -90,6 +98,32 @@ def build_tiny_flux2_klein_pipeline(
     )
 
 
+def build_tiny_flux2_pipeline(
+    num_layers: int = 1, num_single_layers: int = 1, heads: int = 2, head_dim: int = 16,
+    max_length: int = TINY_FLUX2_DEV_MAX_LENGTH,
+) -> Any:
+    """Build the tiny ``Flux2Pipeline`` (FLUX.2 [dev]) in memory: the same transformer shape with
+    a guidance embedding, a 31-layer Mistral 3 of width 16 (the pipeline's layers 10, 20, 30),
+    the offline Mistral tokenizer with the chat template (``tiny_mistral``)."""
+    from diffusers import Flux2Pipeline
+
+    from .tiny_mistral import build_mistral_tokenizer, mistral3_encoder
+
+    tokenizer = build_mistral_tokenizer(model_max_length=max_length)
+    return Flux2Pipeline(
+        scheduler=flux2_scheduler(),
+        vae=flux2_vae(),
+        text_encoder=mistral3_encoder(tokenizer, _TEXT_WIDTH, DEV_TEXT_LAYERS, _SEED + 3),
+        tokenizer=tokenizer,
+        transformer=flux2_transformer(num_layers, num_single_layers, heads, head_dim, 3 * _TEXT_WIDTH, True),
+    )
+
+
 def tiny_flux2_klein_path(cache_dir: Path | None = None) -> Path:
     """The cached ``tiny-flux2-klein`` folder, built first if needed (safe under concurrency)."""
     return cached_model(TINY_FLUX2_KLEIN_FOLDER, build_tiny_flux2_klein_pipeline, cache_dir)
+
+
+def tiny_flux2_path(cache_dir: Path | None = None) -> Path:
+    """The cached ``tiny-flux2`` (FLUX.2 [dev]) folder, built first if needed."""
+    return cached_model(TINY_FLUX2_FOLDER, build_tiny_flux2_pipeline, cache_dir)

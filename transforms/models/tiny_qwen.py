@@ -74,6 +74,22 @@ def qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {token: i for i, token in enumerate(tokens)}, merges
 
 
+def byte_level_bpe() -> Any:
+    """The ``tokenizers.Tokenizer`` of ``qwen_vocab_and_merges`` as Qwen's tokenizer builds it
+    (Qwen's pre-tokeniser regex, byte-level, NFC), no special tokens."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(_qwen_tokenizer().backend_tokenizer.to_str())
+
+
+@lru_cache(maxsize=1)
+def _qwen_tokenizer() -> Any:
+    from transformers import Qwen2TokenizerFast
+
+    vocab, merges = qwen_vocab_and_merges()
+    return Qwen2TokenizerFast(vocab=vocab, merges=merges, unk_token=None)
+
+
 def build_qwen_tokenizer(model_max_length: int = 512) -> Any:
     """A ``Qwen2Tokenizer`` over ``qwen_vocab_and_merges`` with Qwen's specials and chat template."""
     from transformers import Qwen2TokenizerFast

@@ -19,6 +19,7 @@ _LAZY = {
     "PixArtAlphaPipeline": ("pixart", "PixArtArchitecture"),
     "ChromaPipeline": ("chroma", "ChromaArchitecture"),
     "Flux2KleinPipeline": ("flux2", "Flux2Architecture"),
+    "Flux2Pipeline": ("flux2", "Flux2DevArchitecture"),
 }
 
 

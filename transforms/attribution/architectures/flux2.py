@@ -27,6 +27,7 @@ distilled model runs one call. ConceptAttention is not offered.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import torch
@@ -86,7 +87,8 @@ class DaamFlux2SingleAttnProcessor(DaamFluxAttnProcessor):
 
 
 class Flux2Architecture(FluxArchitecture):
-    """Flux.2 [klein] transformers (any block and head counts) with Qwen3 chat-templated text."""
+    """Flux.2 [klein] transformers (any block and head counts) with Qwen3 chat-templated text;
+    ``Flux2DevArchitecture`` changes the text encoder's template for FLUX.2 [dev]."""
 
     name = "flux2"
     block_kinds = _BLOCK_KINDS
@@ -101,10 +103,19 @@ class Flux2Architecture(FluxArchitecture):
             messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
         )
 
+    def encoded(self, prompt: str) -> str:
+        """The text of ``prompt`` the pipeline puts into the template."""
+        return prompt
+
+    def encode_options(self, pipe: Any) -> dict[str, Any]:
+        """Keyword arguments of the pipeline's tokenizer call besides padding and truncation."""
+        return {}
+
     def templated(self, pipe: Any, prompt: str, max_tokens: int) -> TemplatedPrompt:
         """``prompt``'s tokens among the keys, as the pipeline tokenises its templated text."""
         return templated_prompt(
-            self.word_tokenizer(pipe), lambda p: self.render(pipe, p), prompt, self.sequence_length(pipe), max_tokens
+            self.word_tokenizer(pipe), lambda p: self.render(pipe, p), self.encoded(prompt), self.sequence_length(pipe),
+            max_tokens, **self.encode_options(pipe),
         )
 
     def text_layout(self, pipe: Any) -> TextLayout:
@@ -122,7 +133,7 @@ class Flux2Architecture(FluxArchitecture):
                 f"prompt {prompt!r}: its tokens start at text key {found.offset}, not {layout.offset} "
                 "(the template's text merged into it); strip the prompt"
             )
-        return found.tokenized
+        return dataclasses.replace(found.tokenized, prompt=prompt)  # the pipeline gets the prompt as given
 
     def processor(self, name: str, kind: str, store: HeatMapStore, fallback: Any) -> Any:
         cls = DaamFlux2AttnProcessor if kind == "double" else DaamFlux2SingleAttnProcessor
@@ -140,3 +151,35 @@ class Flux2Architecture(FluxArchitecture):
         if pipe is not None:
             kwargs["max_sequence_length"] = self.sequence_length(pipe)
         return kwargs
+
+
+class Flux2DevArchitecture(Flux2Architecture):
+    """FLUX.2 [dev] (``Flux2Pipeline``): the same transformer with embedded guidance (one call per
+    step, no negative prompt), Mistral 3 text through its processor's chat template with the
+    pipeline's fixed system message: ``<s>[SYSTEM_PROMPT]SYSTEM[/SYSTEM_PROMPT][INST]PROMPT[/INST]``,
+    the prompt's keys after the system message's (its tokens, like the pads, are keys, not mapped);
+    the end row is ``[/INST]``. ``[IMG]`` is removed from prompts, as the pipeline does."""
+
+    name = "flux2-dev"
+
+    def word_tokenizer(self, pipe: Any) -> Any:
+        return getattr(pipe.tokenizer, "tokenizer", pipe.tokenizer)  # a processor's, or the tokenizer itself
+
+    def encoded(self, prompt: str) -> str:
+        return prompt.replace("[IMG]", "")  # pipeline_flux2.format_input
+
+    def render(self, pipe: Any, prompt: str) -> str:
+        """The templated text ``_get_mistral_3_small_prompt_embeds`` encodes for ``prompt``."""
+        from diffusers.pipelines.flux2.pipeline_flux2 import format_input
+
+        conversation = format_input(prompts=[prompt], system_message=pipe.system_message)
+        return pipe.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)[0]
+
+    def encode_options(self, pipe: Any) -> dict[str, Any]:
+        """A tokenizer's ``apply_chat_template`` adds no special tokens; a processor's adds none
+        when the templated text starts with the tokenizer's ``bos_token`` (Mistral's does)."""
+        tokenizer = self.word_tokenizer(pipe)
+        if tokenizer is pipe.tokenizer:
+            return {"add_special_tokens": False}
+        bos = tokenizer.bos_token
+        return {"add_special_tokens": not (bos is not None and self.render(pipe, "a").startswith(bos))}
