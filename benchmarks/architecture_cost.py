@@ -1,7 +1,7 @@
 """Cost of tracing per architecture: untraced vs traced vs a brute-force full-matrix capture.
 
-    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|chroma|pixart|sana|zimage|qwenimage|all [--size 256]
-        [--steps 2] [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4 sana=4]
+    python -m benchmarks.architecture_cost --arch sd15|sdxl|sd3|flux|chroma|pixart|sana|zimage|qwenimage|flux2|all
+        [--size 256] [--steps 2] [--repeats 2] [--warmup 1] [--images 1] [--layers sd3=4 flux=2,4 sdxl=1,2,4 sana=4]
         [--located-repeats 0] [--device auto] [--dtype float32] [--tiny]
 
 Each architecture's denoiser is built at the full size of its published config
@@ -53,6 +53,7 @@ from benchmarks.cpu_time import paired_cpu_times
 from benchmarks import located_overhead as located
 from benchmarks.shapes import (  # the published configs and the SD-1.5 / SDXL pipelines
     CHROMA_TRANSFORMER,
+    FLUX2_KLEIN_4B_TRANSFORMER,
     FLUX_TRANSFORMER,
     PIXART_SIGMA_TRANSFORMER,
     SANA_1600M_TRANSFORMER,
@@ -210,6 +211,35 @@ def qwenimage_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
                          "text_encoder": encoder})
 
 
+def flux2_klein_pipeline(config: dict[str, Any], text_tokens: int) -> Any:
+    """Flux.2 [klein]: tiny-flux2-klein's scheduler and chat-template tokenizer (``text_tokens``
+    positions), a factor-8 ``AutoencoderKLFlux2`` of the config's latent channels (tiny widths), and
+    a 28-layer Qwen3 stand-in of the hidden width the config implies (one head, small MLP), so the
+    pipeline's own layers (9, 18, 27) are stacked; this transformer, as a base model (true CFG)."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+
+    from transforms.models.tiny_flux2 import KLEIN_TEXT_LAYERS
+    from transforms.models.tiny_qwen import build_qwen_tokenizer
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    base = base_pipeline("tiny-flux2-klein")
+    tokenizer = build_qwen_tokenizer(model_max_length=text_tokens)
+    hidden = config["joint_attention_dim"] // 3
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=KLEIN_TEXT_LAYERS,
+        num_attention_heads=1, num_key_value_heads=1, head_dim=128, tie_word_embeddings=True,
+    ))
+    vae = AutoencoderKLFlux2(
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=config["in_channels"] // 4,
+        norm_num_groups=4, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    return type(base)(**{
+        **base.components, "transformer": Flux2Transformer2DModel(**config), "vae": vae,
+        "tokenizer": tokenizer, "text_encoder": text_encoder,
+    })
+
+
 @dataclass(frozen=True)
 class Arch:
     """One architecture's benchmark shape."""
@@ -285,6 +315,13 @@ ARCHS: dict[str, Arch] = {
         tiny=dict(num_layers=2, attention_head_dim=16, num_attention_heads=3, joint_attention_dim=256, in_channels=16,
                   out_channels=4, axes_dims_rope=(8, 4, 4)),
     ),
+    "flux2": Arch(
+        "black-forest-labs/FLUX.2-klein-4B (transformer/config.json)", FLUX2_KLEIN_4B_TRANSFORMER, flux2_klein_pipeline,
+        ("num_layers", "num_single_layers"),
+        tiny=dict(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                  joint_attention_dim=48, in_channels=16, axes_dims_rope=(4, 4, 4, 4)),
+        text_tokens=512,
+    ),
 }
 TINY_TEXT_TOKENS = 64
 
@@ -310,7 +347,7 @@ def denoiser_config(arch: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def text_tokens(arch: str, args: argparse.Namespace) -> int:
     tokens = ARCHS[arch].text_tokens
-    return min(tokens, TINY_TEXT_TOKENS) if args.tiny and arch in ("flux", "chroma") else tokens
+    return min(tokens, TINY_TEXT_TOKENS) if args.tiny and arch in ("flux", "chroma", "flux2") else tokens
 
 
 def build_pipeline(arch: str, args: argparse.Namespace) -> Any:

@@ -211,6 +211,6 @@ def untraced_generate(pipe: Any, prompts: list[str], seeds: list[int], config: A
     height, width = image_size(pipe, config)
     per_prompt = config.images_per_prompt
     generators = [torch.Generator("cpu").manual_seed(image_seed(int(s), k)) for s in seeds for k in range(per_prompt)]
-    return pipe(list(prompts), height=height, width=width, num_inference_steps=config.steps,
+    return pipe(prompt=list(prompts), height=height, width=width, num_inference_steps=config.steps,
                 num_images_per_prompt=per_prompt, generator=generators, output_type="np",
                 **architecture_of(pipe).call_kwargs(config, None, pipe))

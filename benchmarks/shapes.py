@@ -98,6 +98,23 @@ QWENIMAGE_TRANSFORMER = dict(  # Qwen/Qwen-Image, transformer/config.json: doubl
     guidance_embeds=False,
     axes_dims_rope=(16, 56, 56),
 )
+# black-forest-labs/FLUX.2-klein-4B, transformer/config.json (as diffusers' convert_flux2_to_diffusers.py
+# writes it): 3072 wide, Qwen3-4B's hidden states of 3 layers (3 x 2560) as text, no guidance embedding
+FLUX2_KLEIN_4B_TRANSFORMER = dict(
+    patch_size=1,
+    in_channels=128,
+    num_layers=5,
+    num_single_layers=20,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=7680,
+    timestep_guidance_channels=256,
+    mlp_ratio=3.0,
+    axes_dims_rope=(32, 32, 32, 32),
+    rope_theta=2000,
+    eps=1e-6,
+    guidance_embeds=False,
+)
 PIXART_SIGMA_TRANSFORMER = dict(  # PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, transformer/config.json
     num_attention_heads=16,
     attention_head_dim=72,

@@ -43,7 +43,7 @@ def test_unknown_model_path_is_one_line(write_corpus, run_cli, tmp_path):
     code, _, err = run_cli("run", "--prompts", write_corpus(["a cat"]), "--output", tmp_path / "o",
                            "--model", str(tmp_path / "no-model"))
     assert code == 2
-    assert err == f"error: --model {tmp_path / 'no-model'}: no such model folder; pass a diffusers folder, a hub id (org/name), one of the built-ins (tiny, tiny-sdxl, tiny-sd3, tiny-flux, tiny-pixart, tiny-chroma, tiny-sana, tiny-zimage, tiny-qwenimage) or a shipped world (colour-world, colour-world-sa, colour-world-dit)\n"
+    assert err == f"error: --model {tmp_path / 'no-model'}: no such model folder; pass a diffusers folder, a hub id (org/name), one of the built-ins (tiny, tiny-sdxl, tiny-sd3, tiny-flux, tiny-pixart, tiny-chroma, tiny-sana, tiny-zimage, tiny-qwenimage, tiny-flux2-klein, tiny-flux2) or a shipped world (colour-world, colour-world-sa, colour-world-dit)\n"
 
 
 def test_bad_arguments_are_one_line(write_corpus, run_cli, tmp_path):

@@ -132,8 +132,9 @@ def test_bytes_per_image(one_torch_thread, results_folder: Path) -> None:
     assert small["calls"]["encode"] == 2 and small["calls"]["write"] == 1 and result["ratio"] > 0
 
 
-@pytest.mark.parametrize("arch", ["sdxl", "flux", "pixart", "zimage", "qwenimage"])
-def test_brute_capture_keeps_every_traced_layers_softmax(one_torch_thread, arch: str) -> None:
+@pytest.mark.parametrize("arch, calls", [("sdxl", 1), ("flux", 1), ("pixart", 1), ("zimage", 1), ("qwenimage", 1),
+                                         ("flux2", 2)])  # klein: CFG as 2 calls
+def test_brute_capture_keeps_every_traced_layers_softmax(one_torch_thread, arch: str, calls: int) -> None:
     """The comparison capture changes no pixel and keeps each traced module's full probabilities."""
     args = architecture_cost.parse_args(["--arch", arch, "--tiny", "--size", "64", "--steps", "2"])
     pipe = architecture_cost.build_pipeline(arch, args)
@@ -145,9 +146,9 @@ def test_brute_capture_keeps_every_traced_layers_softmax(one_torch_thread, arch:
         brute = common.untraced_generate(pipe, prompts, seeds, config).images
     assert abs(brute - plain).max() < 1e-4
     assert sorted(capture.sums) == sorted(n.removesuffix(".processor") for n in names)
-    for probs in capture.sums.values():  # every row is a softmax over all keys, summed over 2 steps
-        assert probs.ndim == 4 and torch.allclose(probs.sum(-1), torch.full(probs.shape[:-1], 2.0), atol=1e-4)
-    assert capture.copied_bytes == 2 * sum(t.numel() * t.element_size() for t in capture.sums.values())
+    for probs in capture.sums.values():  # every row is a softmax over all keys, summed over 2 steps' calls
+        assert probs.ndim == 4 and torch.allclose(probs.sum(-1), torch.full(probs.shape[:-1], 2.0 * calls), atol=1e-4)
+    assert capture.copied_bytes == 2 * calls * sum(t.numel() * t.element_size() for t in capture.sums.values())
 
 
 @pytest.mark.slow  # three fresh interpreters

@@ -30,11 +30,12 @@ def config(steps: int = 2, **trace) -> GenerationConfig:
     return GenerationConfig(steps=steps, height=SIZE, width=SIZE, guidance_scale=3.5, trace=TraceConfig(**trace))
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Flux's real-valued rotary embedding on ``[B, S, H, D]`` (pairs of channels), fp32."""
-    pairs = x.float().unflatten(-1, (-1, 2))
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Flux's real-valued rotary embedding on ``[B, S, H, D]`` (pairs of channels), in ``dtype``."""
+    x = x.to(dtype)
+    pairs = x.unflatten(-1, (-1, 2))
     rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], -1).flatten(-2)
-    return x.float() * cos[None, :, None].float() + rotated * sin[None, :, None].float()
+    return x * cos[None, :, None].to(dtype) + rotated * sin[None, :, None].to(dtype)
 
 
 class BruteForce:
@@ -42,9 +43,11 @@ class BruteForce:
     module's own projections, QK-norms and rotary embedding, and sum the image-query → text-key
     block of every call, per layer: ``calls[name]`` holds ``(batch, h*w, text keys)`` per call. An
     ``attention_mask`` the module gets (Chroma's) is applied as SDPA applies it. Other families
-    subclass it with their module class, q/k and mask (``joint_qk``, ``mask_of``) and map ``grid``."""
+    subclass it with their module class(es), q/k and mask (``joint_qk``, ``mask_of``), map ``grid``
+    and ``dtype``."""
 
-    module_class: type = FluxAttention
+    module_class: type | tuple[type, ...] = FluxAttention
+    dtype = torch.float32
 
     def __init__(self, transformer, normalize: str, heads: str, masked: bool = True, grid=GRID) -> None:
         self.normalize, self.heads, self.masked, self.grid = normalize, heads, masked, grid
@@ -69,7 +72,7 @@ class BruteForce:
         if context is not None:
             q = torch.cat([heads_of(module.add_q_proj, module.norm_added_q, context), q], 1)
             k = torch.cat([heads_of(module.add_k_proj, module.norm_added_k, context), k], 1)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+        return _rotate(q, cos, sin, self.dtype), _rotate(k, cos, sin, self.dtype)
 
     def mask_of(self, kwargs, q: torch.Tensor) -> torch.Tensor | None:
         """The attention mask the kernel gets (``None``: none)."""
@@ -105,7 +108,7 @@ class BruteForce:
             grid = maps.permute(0, 2, 1).reshape(b, keys, *self.grid)
             total = total + F.interpolate(grid, size=self.grid, mode="bicubic", align_corners=False).clamp(min=0)
         count = len(self.calls) * (self.num_heads if self.heads == "mean" else 1)
-        return total / count
+        return (total / count).float()
 
     def close(self) -> None:
         for handle in self.handles:

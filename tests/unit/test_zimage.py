@@ -120,9 +120,9 @@ def test_architecture_layout_and_geometry(pipe):
     assert label_defaults("tiny-zimage") == {"label_maps": "daam", "refine": False, "threshold": 0.5}
     assert model_geometry(ModelSpec("tiny-zimage"), source) == (1024, 1024, 4)  # the pipeline's own 1024 px
     layout = architecture.text_layout(pipe)
-    assert layout.offset == template_offset(pipe) == 4 and layout.prefix == 0
+    assert layout.offset == template_offset(pipe) == 3 and layout.prefix == 0  # as with Qwen3: <|im_start|> user \n
     suffix = len(pipe.tokenizer("<|im_end|>\n<|im_start|>assistant\n").input_ids)
-    assert layout.max_tokens == 512 - 4 - suffix
+    assert layout.max_tokens == 512 - 3 - suffix
 
 
 def test_prompt_tokens_are_the_templated_texts(pipe):
@@ -131,8 +131,8 @@ def test_prompt_tokens_are_the_templated_texts(pipe):
     text = pipe.tokenizer.apply_chat_template([{"role": "user", "content": PROMPTS[0]}], tokenize=False,
                                               add_generation_prompt=True, enable_thinking=True)
     ids = pipe.tokenizer(text).input_ids
-    assert tokenized.token_ids == ids[4 : 4 + len(tokenized.token_ids)]
-    assert pipe.tokenizer.convert_ids_to_tokens(ids[4 + len(tokenized.token_ids)]) == "<|im_end|>"
+    assert tokenized.token_ids == ids[3 : 3 + len(tokenized.token_ids)]
+    assert pipe.tokenizer.convert_ids_to_tokens(ids[3 + len(tokenized.token_ids)]) == "<|im_end|>"
     assert tokenized.tokens == ["a", "hot", "dog", "on", "a", "pl", "ate"]
     assert [w.word for w in tokenized.words] == ["a", "hotdog", "on", "a", "Plate"]  # Ġ starts a word, case kept
 

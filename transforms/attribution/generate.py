@@ -192,7 +192,7 @@ def generate_traced(
                                                                               per_prompt)
     with CrossAttentionTracer(architecture.denoiser(pipe), store, affinity, architecture, recorder):
         output = pipe(
-            call_prompts,
+            prompt=call_prompts,  # by name: Flux.2's first argument is an image
             height=height,
             width=width,
             num_inference_steps=config.steps,

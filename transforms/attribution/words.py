@@ -15,6 +15,9 @@ SENTENCEPIECE_SCHEME = "sentencepiece"  # words start at ``▁``, case kept (T5)
 BYTE_LEVEL_SPACE = "\u0120"  # ``Ġ``: byte-level BPE's space before a word (GPT-2, Qwen)
 BYTE_LEVEL_SCHEME = "byte-level"  # words start at ``Ġ``, case kept (Qwen: Z-Image)
 _WORD_START_MARKERS = {SENTENCEPIECE_SCHEME: WORD_START, BYTE_LEVEL_SCHEME: BYTE_LEVEL_SPACE}
+# byte-level BPE's characters of the whitespace bytes (space, newline, tab, carriage return): a word starts there
+BYTE_WHITESPACE = "\u0120\u010a\u0109\u010d"
+_WORD_STARTS = {SENTENCEPIECE_SCHEME: WORD_START, BYTE_LEVEL_SCHEME: BYTE_WHITESPACE}
 # CLIP's pre-tokeniser (``'s|'t|…|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+``): how a text splits into words
 _WORD_UNITS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE)
 Span = tuple[int, int]
@@ -75,6 +78,8 @@ def word_scheme(tokenizer: Any) -> str:
     """How ``tokenizer`` marks words: ``▁`` word starts (sentencepiece/T5), ``Ġ`` word starts
     (byte-level BPE/Qwen) or ``</w>`` word ends (CLIP)."""
     pieces = tokenizer.tokenize("a and a")
+    if any(t.endswith(END_OF_WORD) for t in pieces):
+        return CLIP_SCHEME
     for scheme, marker in _WORD_START_MARKERS.items():
         if any(t.startswith(marker) for t in pieces):
             return scheme
@@ -86,8 +91,10 @@ def is_sentencepiece(tokenizer: Any) -> bool:
     return word_scheme(tokenizer) == SENTENCEPIECE_SCHEME
 
 
-def _is_punctuation(piece: str, marker: str = WORD_START) -> bool:
-    text = piece.lstrip(marker)
+def _is_punctuation(piece: str, scheme: str = SENTENCEPIECE_SCHEME) -> bool:
+    text = piece.lstrip(_WORD_STARTS[scheme])
+    if scheme == BYTE_LEVEL_SCHEME:  # byte characters of non-ASCII text are parts of words
+        return bool(text) and not any(c.isalnum() or not c.isascii() for c in text)
     return bool(text) and not any(c.isalnum() for c in text)
 
 
@@ -98,13 +105,13 @@ def _word_ends(tokens: Sequence[str], scheme: str) -> list[int]:
     n = len(tokens)
     if scheme == CLIP_SCHEME:
         return [i + 1 for i, t in enumerate(tokens) if t.endswith(END_OF_WORD) or i == n - 1]
-    marker = _WORD_START_MARKERS[scheme]
+    starts = _WORD_STARTS[scheme]
     ends = []
     for i in range(1, n + 1):
-        if (i == n or tokens[i].startswith(marker) or _is_punctuation(tokens[i], marker)
-                or _is_punctuation(tokens[i - 1], marker)):
-            # a bare ``▁`` (sentencepiece's space before some characters) joins the word after it
-            if not (i < n and tokens[i - 1] == marker):
+        if (i == n or tokens[i][:1] in starts or _is_punctuation(tokens[i], scheme)
+                or _is_punctuation(tokens[i - 1], scheme)):
+            # a bare ``▁`` / ``Ġ`` (a space before some characters) joins the word after it
+            if not (i < n and len(tokens[i - 1]) == 1 and tokens[i - 1] in starts):
                 ends.append(i)
     return ends
 
@@ -132,7 +139,6 @@ def prompt_from_pieces(
     ``max_tokens`` are dropped and ``truncated`` set), split into words as ``tokenize_prompt``
     does: for pipelines whose keys hold the prompt tokenised inside a longer text (Sana's
     instruction), whose pieces are not the prompt's alone."""
-    scheme = scheme or (SENTENCEPIECE_SCHEME if is_sentencepiece(tokenizer) else CLIP_SCHEME)
     limit = max_prompt_tokens(tokenizer) if max_tokens is None else max_tokens
     return prompt_of_tokens(tokenizer, prompt, raw, limit, scheme)
 

@@ -18,6 +18,8 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "tiny-sana": ("transforms.models.tiny_sana", "tiny_sana_path"),
     "tiny-zimage": ("transforms.models.tiny_zimage", "tiny_zimage_path"),
     "tiny-qwenimage": ("transforms.models.tiny_qwenimage", "tiny_qwenimage_path"),
+    "tiny-flux2-klein": ("transforms.models.tiny_flux2", "tiny_flux2_klein_path"),
+    "tiny-flux2": ("transforms.models.tiny_flux2", "tiny_flux2_path"),
 }
 
 

@@ -24,6 +24,7 @@ CHROMA = "chroma"
 SANA = "sana"
 ZIMAGE = "zimage"
 QWENIMAGE = "qwenimage"
+FLUX2 = "flux2"
 COLOUR_WORLD = "colour-world"
 COLOUR_WORLD_MODEL_NAME = COLOUR_WORLD  # ``--model colour-world``: the shipped trained weights
 # every shipped truth world (``transforms.colour_world.assets``): ``--model NAME``
@@ -54,6 +55,7 @@ FAMILIES = {
     CHROMA: Family(CHROMA, None, 5.0, False),  # real CFG, as two calls per step
     SANA: Family(SANA, None, 4.5, False),  # SanaPipeline's own default, CFG batched [uncond; cond]
     QWENIMAGE: Family(QWENIMAGE, None, 4.0, False),  # true_cfg_scale's default: CFG only with a negative prompt
+    FLUX2: Family(FLUX2, None, 4.0, False),  # klein: true CFG as two calls (base models); dev: embedded
     # no CFG: guidance hurts this model (the colour-world study: w = 2 gives 40 % colour-correct images)
     COLOUR_WORLD: Family(COLOUR_WORLD, ("transforms.colour_world.pipeline", "ColourWorldPipeline"), 1.0, False, True),
     # ZImagePipeline's own guidance_scale (pos + s·(pos − neg): CFG when s > 0; 0 for the Turbo checkpoints)
@@ -77,6 +79,7 @@ LABEL_DEFAULTS = {
     CHROMA: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # Flux's blocks: colour-world-dit's choice
     SANA: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # as PixArt: no truth world of this form yet
     QWENIMAGE: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # double-stream joint attention, as Flux
+    FLUX2: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # Flux's joint blocks: as Flux
     # no self-attention: plain DAAM at its best threshold (0.712 at 0.5, 0.671 at 0.6)
     COLOUR_WORLD: {"label_maps": "daam", "refine": False, "threshold": 0.5},
     ZIMAGE: {"label_maps": "daam", "refine": False, "threshold": 0.5},  # joint attention: colour-world-dit's choice
@@ -94,14 +97,17 @@ _BY_PIPELINE_CLASS = {
     "SanaPipeline": SANA,
     "ZImagePipeline": ZIMAGE,
     "QwenImagePipeline": QWENIMAGE,
+    "Flux2KleinPipeline": FLUX2,
+    "Flux2Pipeline": FLUX2,
 }
 
 
 # DiT families whose self-attention is not wired to --refine: what their traced layers are
-_NO_REFINEMENT = {ZIMAGE: "Z-Image's single-stream layers", QWENIMAGE: "Qwen-Image's joint blocks"}
+_NO_REFINEMENT = {ZIMAGE: "Z-Image's single-stream layers", QWENIMAGE: "Qwen-Image's joint blocks",
+                  FLUX2: "Flux.2's joint blocks"}
 SUPPORTED_FAMILIES = (
     "Stable Diffusion 1.x/2.x (any UNet text-to-image pipeline), Stable Diffusion XL, Stable Diffusion 3/3.5, "
-    "FLUX.1, Chroma, PixArt-Σ/α, Sana, Z-Image, Qwen-Image, the colour worlds"
+    "FLUX.1, Chroma, PixArt-Σ/α, Sana, Z-Image, Qwen-Image, Flux.2, the colour worlds"
 )
 
 
@@ -216,18 +222,26 @@ def check_family_settings(
         from transforms.attribution.architectures.qwenimage import CONCEPTS_REFUSED as QWEN_CONCEPTS_REFUSED
 
         raise ValueError(QWEN_CONCEPTS_REFUSED)
+    if concept_maps and family.name == FLUX2:
+        from transforms.attribution.architectures.flux2 import CONCEPTS_REFUSED as FLUX2_CONCEPTS_REFUSED
+
+        raise ValueError(FLUX2_CONCEPTS_REFUSED)
     if concept_maps and family.name not in (FLUX, STABLE_DIFFUSION_3):
         raise ValueError(
             f"ConceptAttention maps (--concept-maps, --label-maps concept) need a joint-attention transformer "
             f"(SD3, Flux); this {family.name} model has no double-stream blocks: drop them (--label-maps daam)"
         )
-    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3, CHROMA, ZIMAGE, QWENIMAGE):
+    if scheduler and family.name in (FLUX, STABLE_DIFFUSION_3, CHROMA, ZIMAGE, QWENIMAGE, FLUX2):
         raise ValueError(
             f"--scheduler {scheduler}: {family.name} samples with flow matching (its own FlowMatchEulerDiscreteScheduler); "
             "the --scheduler choices are noise-prediction samplers for SD/SDXL: drop --scheduler"
         )
     if family.name == FLUX and negative_prompt:
         raise ValueError("--negative-prompt: Flux is guidance-distilled (no negative branch is traced); drop it")
+    if family.name == FLUX2 and negative_prompt:
+        from transforms.attribution.architectures.flux2 import NEGATIVE_REFUSED
+
+        raise ValueError(f"--negative-prompt: {NEGATIVE_REFUSED}")
     if family.pixel_space and size != native:
         raise ValueError(
             f"colour-world makes {native[1]}x{native[0]} images (the size it was trained at); "

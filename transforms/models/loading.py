@@ -15,6 +15,7 @@ from transforms.attribution.architectures import architecture_of
 from .family import (
     CHROMA,
     FLUX,
+    FLUX2,
     PIXART,
     SANA,
     QWENIMAGE,
@@ -45,7 +46,7 @@ SCHEDULERS = {
     "lms": "LMSDiscreteScheduler",
 }
 IMAGE_CONDITIONED = ("Img2Img", "Inpaint", "Refiner", "ControlNet", "InstructPix2Pix")
-TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX, CHROMA, PIXART, SANA, ZIMAGE, QWENIMAGE)
+TRANSFORMER_FAMILIES = (STABLE_DIFFUSION_3, FLUX, CHROMA, PIXART, SANA, ZIMAGE, QWENIMAGE, FLUX2)
 FLUX_DEFAULT_SAMPLE_SIZE = 128
 ZIMAGE_DEFAULT_SIZE = 1024
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -249,8 +250,9 @@ def model_geometry(spec: ModelSpec, source: str | None = None) -> tuple[int, int
         sample = denoiser.get("sample_size", FLUX_DEFAULT_SAMPLE_SIZE)
         if family_of(source).name == ZIMAGE:
             sample = ZIMAGE_DEFAULT_SIZE // scale  # ZImagePipeline's own default: 1024 px at any VAE factor
-        # SD3 patchifies in its transformer; Flux's, Chroma's and Qwen-Image's pipelines pack 2x2 latents
-        packed = family_of(source).name in (FLUX, CHROMA, QWENIMAGE)
+        # SD3 patchifies in its transformer; Flux's, Chroma's, Qwen-Image's and Flux.2's pipelines pack 2x2
+        # latents (their configs say 1)
+        packed = family_of(source).name in (FLUX, CHROMA, QWENIMAGE, FLUX2)
         patch = (2 if packed else int(denoiser.get("patch_size", 2))) if transformer else 1
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise _load_error(spec, source, error) from error

@@ -1,86 +1,119 @@
-"""A Qwen-style byte-level BPE tokenizer with a chat template, built offline (tiny Z-Image).
+"""A Qwen-style byte-level BPE tokenizer with Qwen3's chat template, built offline, and a tiny Qwen3.
 
-Real Qwen3 text encoders tokenise with Qwen's byte-level BPE (``Qwen2Tokenizer``: GPT-2 bytes,
-``Ġ`` marks a space before a word, case kept) and the pipelines wrap each prompt in the model's
-chat template, which cannot be downloaded here. This builds a real ``Qwen2Tokenizer`` whose merges
-are *trained* deterministically (``tokenizers``' BPE trainer, no randomness) on a fixed corpus: the
-whole words of the vendored CLIP BPE list, more often the more frequent (CLIP's merges are learnt in
-frequency order), lower-case and capitalised, after a space, a paragraph break and at a text's start. Qwen's special tokens ``<|endoftext|>``,
-``<|im_start|>``, ``<|im_end|>`` and its added ``<think>``/``</think>`` are added tokens, and the
-``chat_template`` renders one user message as Qwen3's does:
-``<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n`` (``enable_thinking=False``
-appends the empty ``<think>\\n\\n</think>\\n\\n`` block, as Qwen3's template does).
+Real Flux.2 [klein] pipelines encode prompts with Qwen3 through a ``Qwen2TokenizerFast`` and its
+chat template, neither of which can be downloaded here. The tiny model gets a real
+``Qwen2Tokenizer`` (byte-level BPE, ``Ġ`` marks a leading space, case kept, Qwen's pre-tokeniser
+regex) whose merges are *built*, not trained: for the most frequent whole words of the vendored
+CLIP BPE vocabulary (in CLIP's merge order), the chains of merges that spell ``Ġword`` (first) and
+``word`` one byte at a time. Deterministic, no corpus; other words split into several tokens.
+Qwen's special tokens (``<|endoftext|>`` the pad, ``<|im_start|>``, ``<|im_end|>``, ``<think>``,
+``</think>``) come last, and the Jinja ``chat_template`` renders what Qwen3's renders for a
+conversation of plain-text turns: ``<|im_start|>ROLE\\nCONTENT<|im_end|>\\n`` per turn, then with
+``add_generation_prompt`` ``<|im_start|>assistant\\n`` and, with ``enable_thinking=False``, the
+empty thinking block ``<think>\\n\\n</think>\\n\\n``.
 """
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Any
 
-QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-QWEN_THINK = ("<think>", "</think>")
-_WORDS = 6000
-_VOCAB = 12000
-# one user message (and optional system/assistant turns) as Qwen3's template renders them
+import torch
+
+from transforms.attribution.words import END_OF_WORD
+
+BYTE_SPACE = "\u0120"  # ``Ġ``: byte-level BPE's space
+_BYTE_NEWLINE = "\u010a"  # ``Ċ``
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+_WORDS = 3000
+_CAPITALISED = 1000
+_TEMPLATE_WORDS = ("user", "assistant", "system")
 QWEN3_CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}"
     "{%- endif %}"
 )
 
 
-def _corpus() -> list[str]:
-    """The training texts: CLIP's ASCII whole words in rank order, each repeated by its rank."""
-    from .tiny_sd import clip_vocab_and_merges
+@lru_cache(maxsize=1)
+def qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The byte-level vocabulary (the 256 byte characters, then every merged token) and its merges
+    in rank order: double spaces and newlines, then the prefix chains of ``Ġword`` (and ``ĠWord``
+    for the first ones), then of ``word``, for the template's role names and CLIP's first words."""
+    from .tiny_sd import _bytes_to_unicode, clip_vocab_and_merges
 
-    _, merges = clip_vocab_and_merges()
-    words: list[str] = []
-    for first, second in merges:
-        token = first + second
-        if token.endswith("</w>") and token[:-4].isascii() and token[:-4].isalpha():
-            words.append(token[:-4])
+    _, clip_merges = clip_vocab_and_merges()
+    words = list(_TEMPLATE_WORDS)  # one token each, as in Qwen's vocabulary
+    for merge in clip_merges:
+        token = "".join(merge)
+        word = token[: -len(END_OF_WORD)]
+        if token.endswith(END_OF_WORD) and word.isascii() and word.isalpha() and word not in _TEMPLATE_WORDS:
+            words.append(word)
             if len(words) >= _WORDS:
                 break
-    # a text's first word has no space before it: word pieces (``hot`` ``dog``) are learnt too; a
-    # paragraph break before the capitalised form: ``ĊĊ`` is one token, as in Qwen's vocabulary
-    return [" ".join([word] * max(2, _WORDS // (2 * rank + 2))) + " " + word.capitalize() + "\n\n" + word.capitalize()
-            for rank, word in enumerate(words)]
+    tokens = list(_bytes_to_unicode().values())
+    known = set(tokens)
+    # Qwen's runs of spaces and newlines (``ĠĠ``, ``ĊĊ``: its template's ``\n\n`` is one token)
+    merges: list[tuple[str, str]] = [(BYTE_SPACE, BYTE_SPACE), (_BYTE_NEWLINE, _BYTE_NEWLINE)]
+    tokens += ["".join(m) for m in merges]
+    known.update(tokens)
+    # word-start chains first: a ``Ġword`` is merged left to right before any inner merge applies
+    spelled_words = [BYTE_SPACE + w for w in words] + [BYTE_SPACE + w.capitalize() for w in words[:_CAPITALISED]]
+    for spelled in spelled_words + words:
+        for end in range(2, len(spelled) + 1):
+            if spelled[:end] not in known:
+                merges.append((spelled[: end - 1], spelled[end - 1]))
+                tokens.append(spelled[:end])
+                known.add(spelled[:end])
+    return {token: i for i, token in enumerate(tokens)}, merges
+
+
+def byte_level_bpe() -> Any:
+    """The ``tokenizers.Tokenizer`` of ``qwen_vocab_and_merges`` as Qwen's tokenizer builds it
+    (Qwen's pre-tokeniser regex, byte-level, NFC), no special tokens."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(_qwen_tokenizer().backend_tokenizer.to_str())
 
 
 @lru_cache(maxsize=1)
-def qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """The byte-level BPE vocabulary and merges (deterministic: same corpus, same trainer)."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+def _qwen_tokenizer() -> Any:
+    from transformers import Qwen2TokenizerFast
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    trainer = trainers.BpeTrainer(
-        vocab_size=_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-        special_tokens=[QWEN_SPECIALS[0]],
-    )
-    tokenizer.train_from_iterator(_corpus(), trainer)
-    model = json.loads(tokenizer.to_str())["model"]
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return dict(model["vocab"]), merges  # type: ignore[return-value]
+    vocab, merges = qwen_vocab_and_merges()
+    return Qwen2TokenizerFast(vocab=vocab, merges=merges, unk_token=None)
 
 
 def build_qwen_tokenizer(model_max_length: int = 512) -> Any:
-    """A ``transformers.Qwen2Tokenizer`` over ``qwen_vocab_and_merges`` with Qwen's special tokens
-    and ``QWEN3_CHAT_TEMPLATE`` (pads with ``<|endoftext|>``, as Qwen3 does)."""
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
+    """A ``Qwen2Tokenizer`` over ``qwen_vocab_and_merges`` with Qwen's specials and chat template."""
+    from transformers import Qwen2TokenizerFast
 
     vocab, merges = qwen_vocab_and_merges()
-    tokenizer = Qwen2Tokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=model_max_length)
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIALS[1:]], special_tokens=True)
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN_THINK])
+    vocab = {**vocab, **{s: len(vocab) + i for i, s in enumerate(QWEN_SPECIALS)}}
+    tokenizer = Qwen2TokenizerFast(
+        vocab=vocab, merges=merges, model_max_length=model_max_length,
+        unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=list(QWEN_SPECIALS[1:3]),
+    )
+    tokenizer.add_tokens(list(QWEN_SPECIALS[3:]))
     tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
     return tokenizer
+
+
+def qwen3_encoder(vocab_size: int, hidden_size: int, num_layers: int, seed: int) -> Any:
+    """A seeded small ``Qwen3ForCausalLM`` (2 heads of 8, one key/value head, tied embeddings)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+        max_position_embeddings=1024, tie_word_embeddings=True, rope_theta=1_000_000.0,
+    )
+    return Qwen3ForCausalLM(config)

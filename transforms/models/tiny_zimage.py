@@ -23,7 +23,7 @@ from .tiny_flux import flux_scheduler, flux_vae
 from .tiny_qwen import build_qwen_tokenizer
 from .tiny_sd import cached_model
 
-TINY_ZIMAGE_FOLDER = "tiny-zimage-v1"
+TINY_ZIMAGE_FOLDER = "tiny-zimage-v2"
 _SEED = 20251127
 _QK_GAIN = 2.0
 _TEXT_DIM = 16  # Qwen3's hidden size = the transformer's cap_feat_dim (2560 in Z-Image)

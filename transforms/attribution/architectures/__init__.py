@@ -21,6 +21,8 @@ _LAZY = {
     "SanaPipeline": ("sana", "SanaArchitecture"),
     "ZImagePipeline": ("zimage", "ZImageArchitecture"),
     "QwenImagePipeline": ("qwenimage", "QwenImageArchitecture"),
+    "Flux2KleinPipeline": ("flux2", "Flux2Architecture"),
+    "Flux2Pipeline": ("flux2", "Flux2DevArchitecture"),
 }
 
 
@@ -44,5 +46,5 @@ def architecture_of(pipe: Any) -> Architecture:
         return _DEFAULT
     raise ValueError(
         f"{type(pipe).__name__} is not a supported text-to-image pipeline "
-        "(Stable Diffusion 1.x/2.x/XL, Stable Diffusion 3, Flux, Chroma, PixArt-Σ/α, Sana, Z-Image or Qwen-Image)"
+        "(Stable Diffusion 1.x/2.x/XL, Stable Diffusion 3, Flux, Chroma, PixArt-Σ/α, Sana, Z-Image, Qwen-Image or Flux.2)"
     )

@@ -19,7 +19,7 @@ pooled vector. Guidance is an embedding (FLUX.1-dev), so there is no CFG batch; 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry, dispatch_attention_fn
@@ -42,16 +42,24 @@ _BLOCK_KINDS = ((FluxTransformerBlock, "double"), (FluxSingleTransformerBlock, "
 
 
 def joint_qkv(
-    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, rotary: Any
+    attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, rotary: Any,
+    projections: Callable[..., tuple] = _get_qkv_projections,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Query, key and value ``[B, S, H, D]`` as ``FluxAttnProcessor`` builds them: projections,
-    QK-norms, text concatenated first (double blocks), rotary embedding."""
-    query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(
-        attn, hidden_states, encoder_hidden_states
-    )
+    """Query, key and value ``[B, S, H, D]`` as ``FluxAttnProcessor`` builds them: projections
+    (``projections``: the transformer module's own ``_get_qkv_projections``), QK-norms, text
+    concatenated first (double blocks), rotary embedding."""
+    return rotary_heads(attn, *projections(attn, hidden_states, encoder_hidden_states), rotary)
+
+
+def rotary_heads(
+    attn: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, encoder_query: Any, encoder_key: Any,
+    encoder_value: Any, rotary: Any,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flux's processors after the projections: heads split off, QK-norms, the text stream's
+    (where the module has one) concatenated first, rotary embedding; ``[B, S, H, D]``."""
     query, key, value = (t.unflatten(-1, (-1, attn.head_dim)) for t in (query, key, value))
     query, key = attn.norm_q(query), attn.norm_k(key)
-    if attn.added_kv_proj_dim is not None:
+    if getattr(attn, "added_kv_proj_dim", None) is not None:
         encoder_query, encoder_key, encoder_value = (
             t.unflatten(-1, (-1, attn.head_dim)) for t in (encoder_query, encoder_key, encoder_value)
         )
@@ -107,6 +115,11 @@ class JointRecordingProcessor(RecordingProcessor):
             backend = _AttentionBackendRegistry.get_active_backend()[0]
         return AttentionBackendName(backend) == AttentionBackendName.NATIVE
 
+    def records(self) -> bool:
+        """Whether this call's DAAM maps are recorded (the module traced, the store wanting the step)."""
+        h, w = self.store.latent_size
+        return self.record and self.store.wants(h * w)
+
     def attend(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
         image: slice, text: slice, daam: bool,
@@ -142,6 +155,8 @@ class DaamFluxAttnProcessor(JointRecordingProcessor):
     unchanged. Steps the store does not want go to ``fallback``, the original processor.
     """
 
+    projections: Callable[..., tuple] = staticmethod(_get_qkv_projections)  # the transformer module's own
+
     def __call__(
         self,
         attn: Any,
@@ -152,7 +167,7 @@ class DaamFluxAttnProcessor(JointRecordingProcessor):
     ) -> Any:
         h, w = self.store.latent_size
         image_tokens = h * w
-        daam = self.record and self.store.wants(image_tokens)
+        daam = self.records()
         concepts = self.concepts is not None and encoder_hidden_states is not None and self.concepts.active(self.name)
         if not (daam or concepts):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
@@ -160,7 +175,7 @@ class DaamFluxAttnProcessor(JointRecordingProcessor):
             raise ValueError(f"{self.name}: only (batch, 1, L, L) attention masks (Chroma's) are traced, not with concept maps")
         if encoder_hidden_states is not None and hidden_states.shape[1] != image_tokens:
             raise RuntimeError(f"expected {image_tokens} image tokens ({h}x{w}), got {hidden_states.shape[1]} in {self.name}")
-        query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
+        query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb, self.projections)
         text = query.shape[1] - image_tokens
         out = self.attend(query, key, value, attention_mask, slice(text, None), slice(0, text), daam)
         if concepts:

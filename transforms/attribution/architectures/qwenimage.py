@@ -79,7 +79,7 @@ class DaamQwenAttnProcessor(DaamFluxAttnProcessor):
         image_rotary_emb: Any = None,
     ) -> Any:
         h, w = self.store.latent_size
-        if encoder_hidden_states is None or attention_mask is not None or not (self.record and self.store.wants(h * w)):
+        if encoder_hidden_states is None or attention_mask is not None or not self.records():
             return self.fallback(attn, hidden_states, encoder_hidden_states, encoder_hidden_states_mask,
                                  attention_mask, image_rotary_emb)  # the original raises for what it refuses
         if hidden_states.shape[1] != h * w:

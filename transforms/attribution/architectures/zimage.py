@@ -83,7 +83,7 @@ class DaamZImageAttnProcessor(JointRecordingProcessor):
     ) -> torch.Tensor:
         h, w = self.store.latent_size
         image_tokens = h * w
-        if not (self.record and self.store.wants(image_tokens)):
+        if not self.records():
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, freqs_cis)
         text = padded(image_tokens)  # the caption starts after the padded image
         if encoder_hidden_states is not None or hidden_states.shape[1] <= text:
