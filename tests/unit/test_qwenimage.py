@@ -122,7 +122,7 @@ def test_prompt_tokens_and_words_from_the_templated_text(pipe, monkeypatch):
     assert prompt.tokens[:3] == ["a", "hot", "dog"] and prompt.spans(pipe.tokenizer, "plate") == [(5, 8)]
     # a template whose text runs into the prompt (``user a`` → ``Ġa`` straddles the edge) is refused
     monkeypatch.setattr(pipe, "prompt_template_encode", pipe.prompt_template_encode.replace("user\n{}", "user {}"))
-    with pytest.raises(ValueError, match="merge with the chat template"):
+    with pytest.raises(ValueError, match="merges with the chat template"):
         architecture_of(pipe).tokenize(pipe, "a cat")
 
 

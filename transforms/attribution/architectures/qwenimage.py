@@ -31,6 +31,7 @@ import torch
 from diffusers.models.transformers.transformer_flux import _get_projections
 from diffusers.models.transformers.transformer_qwenimage import QwenImageTransformerBlock, apply_rotary_emb_qwen
 
+from ..chat import prompt_tokens_in
 from ..config import GenerationConfig
 from ..store import HeatMapStore
 from ..words import TokenizedPrompt, prompt_of_tokens
@@ -100,20 +101,11 @@ def template_tokens(pipe: Any, prompt: str) -> tuple[list[str], int]:
     token straddles the prompt's edge (a prompt opening with a newline joins the template's)."""
     template = pipe.prompt_template_encode
     start = template.index("{}")
-    end = start + len(prompt)
-    encoded = pipe.tokenizer(
-        template.format(prompt), max_length=pipe.tokenizer_max_length + pipe.prompt_template_encode_start_idx,
-        truncation=True, return_offsets_mapping=True,
-    )
-    spans = [(int(a), int(b)) for a, b in encoded["offset_mapping"]]
-    if any(a < edge < b for a, b in spans for edge in (start, end)):
-        raise ValueError(f"prompt {prompt!r}: its first or last characters merge with the chat template's tokens")
-    inside = [i for i, (a, b) in enumerate(spans) if start <= a and b <= end and b > a]
-    if not inside:
-        raise ValueError(f"prompt {prompt!r} has no tokens in the templated text")
-    tokens = encoded.tokens()
-    return tokens[inside[0] : inside[-1] + 1], inside[0]
-
+    text = template.format(prompt)
+    encode = {"max_length": pipe.tokenizer_max_length + pipe.prompt_template_encode_start_idx, "truncation": True}
+    first, inside = prompt_tokens_in(pipe.tokenizer, text, start, start + len(prompt), **encode)
+    tokens = pipe.tokenizer(text, **encode).tokens()
+    return [tokens[i] for i in inside], first
 
 class QwenImageArchitecture(FluxArchitecture):
     """Qwen-Image transformers (any block and head counts)."""

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from diffusers.models.transformers.transformer_z_image import SEQ_MULTI_OF, ZImageTransformerBlock
 
+from ..chat import prompt_span, prompt_tokens_in
 from ..config import GenerationConfig
 from ..store import HeatMapStore
 from ..words import TokenizedPrompt, prompt_of_tokens, word_scheme
@@ -43,7 +44,6 @@ from .flux import PACKING, JointRecordingProcessor
 
 MAX_SEQUENCE_LENGTH = 512  # ZImagePipeline's default (and the length it is called with here)
 DEFAULT_SIZE = 1024  # px: ZImagePipeline's default height and width
-_PROBE = "\x00"  # a content that cannot be in a prompt, to find where the template puts it
 
 
 def padded(length: int) -> int:
@@ -106,39 +106,22 @@ class ZImageArchitecture(Architecture):
     def denoiser(self, pipe: Any) -> Any:
         return pipe.transformer
 
-    def template(self, pipe: Any) -> tuple[str, str]:
-        """(prefix, suffix) the pipeline's chat template puts around a user prompt, as
-        ``ZImagePipeline._encode_prompt`` renders it (``enable_thinking=True``)."""
-        text = self.templated(pipe, _PROBE)
-        if text.count(_PROBE) != 1:
-            raise ValueError("the tokenizer's chat template does not put the user message in once, verbatim")
-        prefix, suffix = text.split(_PROBE)
-        return prefix, suffix
-
     @staticmethod
     def templated(pipe: Any, prompt: str) -> str:
-        """The text the pipeline tokenises for ``prompt``."""
+        """The text the pipeline tokenises for ``prompt`` (``ZImagePipeline._encode_prompt``'s
+        chat template, ``enable_thinking=True``)."""
         return pipe.tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True, enable_thinking=True,
         )
 
     def prompt_tokens(self, pipe: Any, prompt: str) -> tuple[int, list[str], int]:
         """(key index of the prompt's first token, the prompt's tokens, every token of the templated
-        text) from the pipeline's own tokenisation of the templated text: the tokens whose
-        characters lie in the prompt (``ValueError`` where one straddles the template)."""
-        prefix, suffix = self.template(pipe)
-        text = self.templated(pipe, prompt)
-        if text != prefix + prompt + suffix:
-            raise ValueError(f"the chat template changes the prompt {prompt!r}: its tokens cannot be found")
-        start, stop = len(prefix), len(prefix) + len(prompt)
-        encoded = pipe.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
-        tokens = pipe.tokenizer.convert_ids_to_tokens(encoded["input_ids"])
-        inside = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if b > a and a < stop and b > start]
-        if not inside or any(not (start <= a and b <= stop) for a, b in (encoded["offset_mapping"][i] for i in inside)):
-            raise ValueError(f"prompt {prompt!r}: a token spans the prompt and the chat template around it")
-        if inside != list(range(inside[0], inside[-1] + 1)):
-            raise ValueError(f"prompt {prompt!r}: its tokens are not contiguous in the templated text")
-        return inside[0], [tokens[i] for i in inside], len(tokens)
+        text) from the pipeline's own tokenisation of the templated text (``chat``: the tokens
+        whose characters lie in the prompt; ``ValueError`` where one straddles the template)."""
+        text, start = prompt_span(lambda p: self.templated(pipe, p), prompt)
+        first, inside = prompt_tokens_in(pipe.tokenizer, text, start, start + len(prompt), add_special_tokens=True)
+        ids = pipe.tokenizer(text, add_special_tokens=True)["input_ids"]
+        return first, pipe.tokenizer.convert_ids_to_tokens([ids[i] for i in inside]), len(ids)
 
     def text_layout(self, pipe: Any) -> TextLayout:
         """Prompt tokens from the template's prefix tokens on (no start row: ``prefix`` 0), the
