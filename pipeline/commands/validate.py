@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--sample", type=integer(1, 10**9), default=None, metavar="N",
                         help="spot check: decode and check the rows (maps, images, checksums) of N random shards only; "
                         "every shard still gets its marker, file, row-count and id checks")
-    parser.add_argument("--seed", type=int, default=0, help="with --sample: which shards (the same seed, the same shards)")
+    parser.add_argument("--seed", type=integer(0, 2**31 - 1), default=0, help="with --sample: which shards (the same seed, the same shards)")
     parser.add_argument("--repair", action="store_true", help="delete damaged shards and our stray files, regenerate them")
     parser.add_argument("--prompts", default=None,
                         help="with --repair: the corpus, if not at the path recorded in run.json")

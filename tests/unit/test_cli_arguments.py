@@ -169,7 +169,8 @@ def test_flags_cover_every_numeric_option():
             if action.type in (int, float) or module == argtypes.__name__:
                 numeric.add((command, action.option_strings[0]))
     assert numeric - {(f.command, f.name) for f in FLAGS} == {("run", "--factors"), ("run", "--step-range"), ("run", "--refine-factor"),
-                                                                 ("run", "--concept-blocks"), ("run", "--concept-steps")}
+                                                                 ("run", "--concept-blocks"), ("run", "--concept-steps"),
+                                                                 ("validate", "--sample"), ("validate", "--seed")}
     assert not any(action.type in (int, float) for s in sub.choices.values() for action in s._actions)
     guarded = {(c, a.option_strings[0]) for c, s in sub.choices.items() for a in s._actions
                if a.option_strings and isinstance(a, argtypes.StoreValue)}

@@ -46,7 +46,7 @@ def test_without_cfg_every_image_is_mapped():
 
 def test_conditional_rows_and_wrong_sizes():
     store = _store(cfg=True)
-    assert store.conditional_rows("layer", 2 * IMAGES) == slice(IMAGES, None)
+    assert store.conditional_rows("layer", 2 * IMAGES) == slice(IMAGES, 2 * IMAGES)
     with pytest.raises(RuntimeError, match="CFG batch of 4"):
         store.conditional_rows("layer", IMAGES)
     with pytest.raises(RuntimeError, match="expected 2 conditional images, got 4"):

@@ -232,4 +232,4 @@ def test_benchmark_shape_runs_and_its_brute_capture_keeps_every_softmax(one_torc
     calls SDPA itself) changes no pixel and keeps each ``attn2``'s full probabilities."""
     from tests.unit import test_benchmarks_smoke as smoke
 
-    smoke.test_brute_capture_keeps_every_traced_layers_softmax(one_torch_thread, "sana")
+    smoke.test_brute_capture_keeps_every_traced_layers_softmax(one_torch_thread, "sana", 1)
