@@ -129,25 +129,17 @@ def tokenize_prompt(tokenizer: Any, prompt: str, max_tokens: int | None = None) 
     """
     scheme = word_scheme(tokenizer)
     raw = tokenizer.tokenize(prompt.lower() if scheme == CLIP_SCHEME else prompt)
-    return prompt_from_pieces(tokenizer, prompt, raw, max_tokens, scheme)
+    return prompt_of_tokens(tokenizer, prompt, raw, max_tokens, scheme)
 
 
-def prompt_from_pieces(
-    tokenizer: Any, prompt: str, raw: Sequence[str], max_tokens: int | None = None, scheme: str | None = None
+def prompt_of_tokens(
+    tokenizer: Any, prompt: str, raw: Sequence[str], limit: int | None = None, scheme: str | None = None
 ) -> TokenizedPrompt:
-    """``prompt`` from the pieces ``raw`` its tokenizer gave it (all of them; those past
-    ``max_tokens`` are dropped and ``truncated`` set), split into words as ``tokenize_prompt``
-    does: for pipelines whose keys hold the prompt tokenised inside a longer text (Sana's
-    instruction), whose pieces are not the prompt's alone."""
-    limit = max_prompt_tokens(tokenizer) if max_tokens is None else max_tokens
-    return prompt_of_tokens(tokenizer, prompt, raw, limit, scheme)
-
-
-def prompt_of_tokens(tokenizer: Any, prompt: str, raw: Sequence[str], limit: int, scheme: str | None = None) -> TokenizedPrompt:
     """The ``TokenizedPrompt`` of ``prompt`` from its tokens ``raw`` as the encoder sees them (the
     first ``limit`` kept; Qwen-Image, Z-Image: cut from their templated text), split into words by
     ``scheme``'s rule (default: the tokenizer's, ``word_scheme``; see ``tokenize_prompt``)."""
     scheme = scheme or word_scheme(tokenizer)
+    limit = max_prompt_tokens(tokenizer) if limit is None else limit
     kept = list(raw[:limit])
     ids = [int(i) for i in tokenizer.convert_tokens_to_ids(kept)]
     words: list[WordSpan] = []

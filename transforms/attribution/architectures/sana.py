@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..words import TokenizedPrompt, prompt_from_pieces
+from ..words import TokenizedPrompt, prompt_of_tokens
 from .base import TextLayout
 from .pixart import PixArtArchitecture, call_default, default_max_sequence_length, encoded_text
 
@@ -115,7 +115,7 @@ class SanaArchitecture(PixArtArchitecture):
                 f"Sana's instruction and this prompt tokenise together into other keys (the prompt's at key "
                 f"{window.offset}, not 1): its maps would not be its tokens'"
             )
-        tokenized = prompt_from_pieces(
+        tokenized = prompt_of_tokens(
             tokenizer, prompt, tokenizer.convert_ids_to_tokens(window.tail), self.text_layout(pipe).max_tokens
         )
         n = len(tokenized.token_ids)
