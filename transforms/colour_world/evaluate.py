@@ -2,7 +2,7 @@
 
 ``python -m transforms.colour_world.evaluate MODEL_DIR [--per-prompt N] [--json OUT]`` generates
 ``N`` images of each of the 12 held-out prompts with the project's ``generate_traced`` (DDIM, 20
-steps, no CFG), derives the truth from the pixels (``scenes.colour_masks``: nearest palette
+steps unless ``--steps``, no CFG), derives the truth from the pixels (``scenes.colour_masks``: nearest palette
 colour) and reports:
 
 - fidelity: ``both_colours_present`` (each named colour covers >= 25 px) and ``colour_correct``
@@ -220,11 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-baseline", action="store_true", help="skip the untrained-model baseline")
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"sampling steps (default {STEPS})")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     pipe = load_world(args.model)
     baseline = None if args.no_baseline else untrained_baseline(pipe)
-    result = evaluate(pipe, per_prompt=args.per_prompt, seed=args.seed, baseline=baseline)
+    result = evaluate(pipe, per_prompt=args.per_prompt, seed=args.seed, baseline=baseline, steps=args.steps)
     text = json.dumps(result, indent=1)
     if args.json:
         args.json.write_text(text + "\n")
