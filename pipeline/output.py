@@ -20,14 +20,34 @@ from .ownership import READ_FAILURES, remove_ours
 logger = logging.getLogger(__name__)
 
 
+_JSON_ASCII = json.encoder.encode_basestring_ascii
+_JSON_TEXT = json.encoder.encode_basestring
+
+
+def digest_text(p: PromptRecord) -> str:
+    """``json.dumps([id, prompt, seed, negative_prompt])``, spelled out at C speed (the digest's input)."""
+    return f"[{_JSON_ASCII(p.id)}, {_JSON_ASCII(p.prompt)}, {int(p.seed)}, {_json_or_null(p.negative_prompt, _JSON_ASCII)}]"
+
+
+def manifest_line(p: PromptRecord) -> str:
+    """``json.dumps(p.__dict__, ensure_ascii=False)``, spelled out at C speed (one manifest line)."""
+    return (f'{{"index": {int(p.index)}, "id": {_JSON_TEXT(p.id)}, "prompt": {_JSON_TEXT(p.prompt)}, '
+            f'"seed": {int(p.seed)}, "negative_prompt": {_json_or_null(p.negative_prompt, _JSON_TEXT)}}}')
+
+
+def _json_or_null(text: str | None, encode: Any) -> str:
+    return "null" if text is None else encode(text)
+
+
 class PromptDigest:
-    """Hash of the prompts (ids, text, seeds, negatives) in order, fed one prompt at a time."""
+    """Hash of the prompts (ids, text, seeds, negatives) in order, fed a shard at a time."""
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
 
-    def add(self, p: PromptRecord) -> None:
-        self._hash.update(json.dumps([p.id, p.prompt, p.seed, p.negative_prompt]).encode("utf-8", "surrogatepass"))
+    def add(self, prompts: list[PromptRecord]) -> None:
+        """Feed the next prompts, in order (one update; the same hash however they are split)."""
+        self._hash.update("".join(map(digest_text, prompts)).encode("utf-8", "surrogatepass"))
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()[:16]
@@ -95,13 +115,12 @@ def write_manifests(layout: OutputLayout, prompts: Iterable[PromptRecord], specs
     layout.makedirs(MANIFEST_DIR)
     digest, stream = PromptDigest(), iter(prompts)
     for spec in specs:
-        lines = []
-        for p in itertools.islice(stream, spec.stop - spec.start):
-            digest.add(p)
-            if spec.name in pending:
-                lines.append(json.dumps(p.__dict__, ensure_ascii=False))
-        if spec.name in pending:
-            layout.write_bytes_atomic(layout.manifest_file(spec.name), ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+        shard = list(itertools.islice(stream, spec.stop - spec.start))
+        digest.add(shard)
+        name = spec.name
+        if name in pending:
+            text = "\n".join(map(manifest_line, shard)) + "\n"
+            layout.write_bytes_atomic(layout.manifest_file(name), text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 
 

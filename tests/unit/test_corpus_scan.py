@@ -124,7 +124,7 @@ def test_hf_sources_stream_a_data_folder(tmp_path):
 
 
 def test_scan_memory_does_not_grow_with_the_corpus(tmp_path, monkeypatch):
-    monkeypatch.setattr(spill_module, "BUCKET_BATCH", 8)  # the id buckets' buffers fill at 2k ids, not 65k
+    monkeypatch.setattr(spill_module, "BUCKETS_HELD", 2048)  # the id buckets are written every 2k ids, not 65k
 
     def peak(lines: int) -> int:
         path = tmp_path / f"p{lines}.txt"

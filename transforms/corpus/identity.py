@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from typing import Any
 
 from ..attribution.generate import SEED_MODULUS
 
 
 def derive_seed(run_seed: int, prompt_id: str) -> int:
     """Seed of a prompt without one: a hash of (run seed, id), stable across runs and runners."""
-    digest = hashlib.blake2b(f"{run_seed}\x00{prompt_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % SEED_MODULUS
+    digest = _seed_hash(run_seed).copy()
+    digest.update(prompt_id.encode())
+    return int.from_bytes(digest.digest(), "big") % SEED_MODULUS
+
+
+@functools.lru_cache(maxsize=8)
+def _seed_hash(run_seed: int) -> Any:
+    """The hash of a run seed's prefix, copied for each id (the same as hashing the whole text)."""
+    return hashlib.blake2b(f"{run_seed}\x00".encode(), digest_size=8)
 
 
 def content_id(prompt: str, seed: int | None) -> str:

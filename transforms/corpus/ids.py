@@ -12,9 +12,8 @@ another lands in the same bucket, in input order. Each bucket is then checked al
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from .records import CorpusError
 from .spill import Buckets, RecordFile, SortedRecords
@@ -23,8 +22,7 @@ BUCKETS = 256
 _GENERATED = re.compile(r"[0-9a-f]{16}(?:-([1-9][0-9]*))?")
 
 
-@dataclass(frozen=True)
-class Place:
+class Place(NamedTuple):
     """Where a row is: ``order`` (its position among all rows read), its source file and line."""
 
     order: int
@@ -44,11 +42,11 @@ class IdBook:
 
     def generated(self, content: str, index: int, place: Place) -> None:
         """A prompt (``index`` among the prompts) that gets the content id ``content``."""
-        self._buckets.add(content, (place.order, place.source, place.line, content, index))
+        self._buckets.add(content, (*place, content, index))
 
     def given(self, row_id: str, place: Place) -> None:
         """A row (prompt or failure) that gives the id ``row_id``."""
-        self._buckets.add(family_key(row_id), (place.order, place.source, place.line, row_id, -1))
+        self._buckets.add(family_key(row_id), (*place, row_id, -1))
 
     def check(self) -> None:
         """``CorpusError`` for the first problem in input order: a repeated given id, or a given id

@@ -115,7 +115,7 @@ def _checked_gzip(chunks: Iterator[bytes], label: str) -> Iterator[bytes]:
 def _txt_rows(chunks: Iterable[bytes], label: str, columns: ColumnNames) -> Iterator[Row]:
     for line in split_lines(chunks, ANY_BREAK):
         text, error = line.decode()
-        yield Row(line.number, error=error) if text is None else Row(line.number, {columns.prompt: text}, raw=text)
+        yield Row(line.number, error=error) if text is None else Row(line.number, None, "", text, False, "", text)
 
 
 class _Object(dict):

@@ -36,8 +36,7 @@ class ColumnNames:
         return tuple(dict.fromkeys((self.prompt, self.id, self.seed, self.negative_prompt)))
 
 
-@dataclass(frozen=True)
-class PromptRecord:
+class PromptRecord(NamedTuple):
     """A prompt ready for generation; ``index`` is its position among the valid prompts."""
 
     index: int
@@ -73,6 +72,8 @@ class Row(NamedTuple):
     blank: bool = False
     file: str = ""
     """The file the row is in when the corpus is a glob of several (else ``""``: the corpus itself)."""
+    text: str | None = None
+    """A .txt line: the whole line is the prompt, as written (``values`` is then ``None``)."""
 
 
 def check_columns(names: list[str], columns: ColumnNames, label: str) -> None:

@@ -23,7 +23,7 @@ from .ids import IdBook, Place
 from .readers import open_rows
 from .records import RAW_EXCERPT_CHARS, ColumnNames, CorpusError, PromptRecord, ReadFailure, Row, too_many_rows
 from .spill import RecordFile
-from .validation import RowError, check_row, parse_id
+from .validation import RowError, check_row, parse_id, plain_prompt
 from . import records as limits
 
 logger = logging.getLogger(__name__)
@@ -131,28 +131,37 @@ class _Reader:
 
     def add(self, row: Row) -> None:
         """Account for one row: a prompt, a failure or a blank."""
-        scan = self.scan
-        if row.blank:
-            scan.blank += 1
+        text = row.text
+        if text is not None and plain_prompt(text):  # a .txt line that needs no further check
+            self._keep(row, text, None, None, "")
             return
-        if row.error or row.values is None:
-            self._fail(row, row.error, _id_if_valid(row.values, self.columns.id))
+        values = {self.columns.prompt: text} if text is not None else row.values
+        if row.blank:
+            self.scan.blank += 1
+            return
+        if row.error or values is None:
+            self._fail(row, row.error, _id_if_valid(values, self.columns.id))
             return
         try:
-            fields = check_row(row.values, self.columns)
+            fields = check_row(values, self.columns)
         except RowError as error:
             self._fail(row, str(error), error.row_id)
             return
         if fields is None:
-            scan.blank += 1
+            self.scan.blank += 1
             return
-        if fields.id is not None:
-            scan.ids.given(fields.id, self._place(row))
-            key, given = fields.id, True
+        self._keep(row, *fields)
+
+    def _keep(self, row: Row, prompt: str, given_id: str | None, seed: int | None, negative: str) -> None:
+        """A usable prompt: its id into the id book, the prompt into the spill."""
+        scan = self.scan
+        if given_id is not None:
+            scan.ids.given(given_id, self._place(row))
+            key = given_id
         else:
-            key, given = content_id(fields.prompt, fields.seed), False
+            key = content_id(prompt, seed)
             scan.ids.generated(key, scan.num_prompts, self._place(row))
-        scan.spill.append((key, given, fields.prompt, fields.seed, fields.negative_prompt))
+        scan.spill.append((key, given_id is not None, prompt, seed, negative))
         scan.num_prompts += 1
 
     def _fail(self, row: Row, reason: str, row_id: str | None) -> None:

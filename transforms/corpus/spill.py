@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
 BATCH = 4096
-BUCKET_BATCH = 256
+BUCKETS_HELD = 1 << 16
+"""Records ``Buckets`` holds (all buckets together) before writing each bucket's share as a batch."""
 SORT_RUN = 1 << 17
 
 
@@ -23,21 +24,33 @@ class RecordFile:
 
     def __init__(self, path: Path, batch: int = BATCH) -> None:
         self.path, self.batch = path, batch
-        self.count = 0
+        self._written = 0
         self._buffer: list[Any] = []
         self._fh: BinaryIO | None = None
 
+    @property
+    def count(self) -> int:
+        """How many records were appended."""
+        return self._written + len(self._buffer)
+
     def append(self, record: Any) -> None:
         """Add one record (written with the next full batch)."""
-        self._buffer.append(record)
-        self.count += 1
-        if len(self._buffer) >= self.batch:
+        buffer = self._buffer
+        buffer.append(record)
+        if len(buffer) >= self.batch:
             self.flush()
 
     def extend(self, records: Iterable[Any]) -> None:
         """Add records in order."""
         for record in records:
             self.append(record)
+
+    def write_batch(self, records: list[Any]) -> None:
+        """Add these records, in order, written now as one batch."""
+        self.flush()
+        if records:
+            self._buffer = records
+            self.flush()
 
     def flush(self) -> None:
         """Write the buffered records."""
@@ -46,6 +59,7 @@ class RecordFile:
         if self._fh is None:
             self._fh = self.path.open("ab")
         pickle.dump(self._buffer, self._fh, protocol=pickle.HIGHEST_PROTOCOL)
+        self._written += len(self._buffer)
         self._buffer = []
 
     def close(self) -> None:
@@ -72,15 +86,27 @@ class Buckets:
     """Records partitioned by a string key's hash into ``count`` files: every record of one key
     lands in one bucket, in the order it was added."""
 
-    def __init__(self, folder: Path, name: str, count: int = 256) -> None:
+    def __init__(self, folder: Path, name: str, count: int = 256, held: int | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.files = [RecordFile(folder / f"{name}-{i:04d}", BUCKET_BATCH) for i in range(count)]
+        self.files = [RecordFile(folder / f"{name}-{i:04d}") for i in range(count)]
+        self._pending: list[list[Any]] = [[] for _ in range(count)]
+        self._held = self._room = held or BUCKETS_HELD
 
     def add(self, key: str, record: Any) -> None:
-        """Put ``record`` in ``key``'s bucket."""
-        self.files[zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(self.files)].append(record)
+        """Put ``record`` in ``key``'s bucket (written when ``held`` records wait, in all buckets together)."""
+        self._pending[zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(self._pending)].append(record)
+        self._room -= 1
+        if not self._room:
+            self._write()
+
+    def _write(self) -> None:
+        for file, records in zip(self.files, self._pending):
+            file.write_batch(records)
+        self._pending = [[] for _ in self.files]
+        self._room = self._held
 
     def __iter__(self) -> Iterator[RecordFile]:
+        self._write()
         for file in self.files:
             file.close()
             if file.count:

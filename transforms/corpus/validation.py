@@ -22,17 +22,16 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from numbers import Integral
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from ..attribution.generate import SEED_MODULUS
 from .records import MAX_CELL_BYTES, ColumnNames
 
 _INVISIBLE = {"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"}
 _FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")  # letters and symbols that draw nothing
-_ASCII_INVISIBLE = dict.fromkeys([*range(0x21), 0x7F])  # str.translate table: controls and space removed
+_ASCII_INVISIBLE = "".join(map(chr, [*range(0x21), 0x7F]))  # controls and space
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 _EXACT_FLOAT = 2**53
 
@@ -45,8 +44,7 @@ class RowError(ValueError):
         self.row_id = row_id
 
 
-@dataclass(frozen=True)
-class PromptFields:
+class PromptFields(NamedTuple):
     """A usable row: its prompt, the id and seed it gave (if any) and its negative prompt."""
 
     prompt: str
@@ -158,10 +156,16 @@ def check_text(name: str, text: str) -> None:
         raise ValueError(f"{name} is longer than {MAX_CELL_BYTES} bytes ({size})")
 
 
+def plain_prompt(text: str) -> bool:
+    """Whether ``text`` is, by the rules above, a prompt kept as written, decided at C speed for the
+    common case: ASCII, no NUL, a visible character. ``False`` only means: ask ``check_row``."""
+    return text.isascii() and "\x00" not in text and len(text) <= MAX_CELL_BYTES and bool(text.lstrip(_ASCII_INVISIBLE))
+
+
 def has_visible(text: str) -> bool:
     """Whether any character draws something (not whitespace, format, control, combining or filler)."""
     if text.isascii():  # the common case, at C speed
-        return bool(text.translate(_ASCII_INVISIBLE))
+        return bool(text.lstrip(_ASCII_INVISIBLE))  # what is left starts with a visible character
     return any(ch not in _FILLERS and unicodedata.category(ch) not in _INVISIBLE and not ch.isspace() for ch in text)
 
 
