@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from transforms.colour_world.pipeline import ColourWorldPipeline
@@ -86,3 +87,36 @@ def test_resuming_a_checkpoint_without_a_block_keeps_diffusers_default_block(tmp
     export_checkpoint(tmp_path / "run")
     config = json.loads((tmp_path / "run" / "pipeline" / "unet" / "config.json").read_text())
     assert config["resnet_time_act"] is True
+
+
+def test_learning_rate_decays_by_cosine_to_the_floor() -> None:
+    from transforms.colour_world.train import LR, WARMUP, learning_rate
+
+    decay = dict(start=1000, steps=100, final=0.01)
+    assert learning_rate(0) == LR / WARMUP and learning_rate(5000) == LR == learning_rate(999, decay)
+    assert learning_rate(1000, decay) == LR
+    assert abs(learning_rate(1050, decay) - LR * 0.505) < 1e-12
+    assert abs(learning_rate(1100, decay) - LR * 0.01) < 1e-12 and learning_rate(1100, decay) < learning_rate(1099, decay)
+
+
+def test_a_decay_resumes_its_schedule_and_stops_at_its_end(tmp_path) -> None:
+    threads = torch.get_num_threads()
+    try:
+        for name in ("whole", "split"):
+            train(tmp_path / name, minutes=10, batch=2, threads=1, max_steps=1)
+        whole = train(tmp_path / "whole", minutes=10, resume=True, batch=2, threads=1, decay_steps=3)
+        train(tmp_path / "split", minutes=10, resume=True, batch=2, threads=1, max_steps=2, decay_steps=3)
+        # a resume without --decay-steps continues the checkpoint's decay
+        split = train(tmp_path / "split", minutes=10, resume=True, batch=2, threads=1)
+        with pytest.raises(ValueError, match="decay of 3 steps from step 1"):
+            train(tmp_path / "split", minutes=10, resume=True, batch=2, threads=1, decay_steps=5)
+    finally:
+        torch.set_num_threads(threads)
+    assert whole["steps"] == split["steps"] == 4
+    assert whole["decay"] == split["decay"] == dict(start=1, steps=3, final=0.01)
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    assert a["losses"] == b["losses"] and a["decay"] == b["decay"]
+    for x, y in zip(a["model"].values(), b["model"].values()):
+        assert torch.equal(x, y)
+    assert export_checkpoint(tmp_path / "split")["decay"] == whole["decay"]

@@ -15,6 +15,11 @@ reaches it. A checkpoint is written every ``--checkpoint-minutes`` (5) and at th
 also writes the EMA weights as a pipeline folder ``DIR/pipeline`` (safetensors) and
 ``DIR/train_summary.json``. ``--export-checkpoint`` writes both from the last checkpoint of a
 stopped run without training.
+
+``--decay-steps N`` (with ``--resume``) ends a run with a learning-rate decay: from the resume
+step the LR follows a cosine from ``LR`` down to ``LR * DECAY_FINAL`` over the next ``N`` steps,
+and training stops when they are done (``--minutes`` is then optional). The schedule (start step,
+length, floor) is stored in the checkpoint and the summary, so a later ``--resume`` keeps it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -50,6 +56,18 @@ LOW_NOISE_FRACTION = 0.3
 LOW_NOISE_MAX_T = 0.35
 CONDITION_DROPOUT = 0.1
 LOG_EVERY = 50
+DECAY_FINAL = 0.01
+
+
+def learning_rate(step: int, decay: dict | None = None) -> float:
+    """The LR of the step with index ``step``: the linear warm-up to ``LR``, then constant, or with
+    ``decay`` (``start``, ``steps``, ``final``) a cosine from ``LR`` at ``start`` to
+    ``LR * final`` at ``start + steps``."""
+    lr = LR * min(1.0, (step + 1) / WARMUP)
+    if decay is None or step < decay["start"]:
+        return lr
+    done = min(1.0, (step - decay["start"]) / decay["steps"])
+    return lr * (decay["final"] + (1 - decay["final"]) * 0.5 * (1 + math.cos(math.pi * done)))
 
 
 class Denoiser(torch.nn.Module):
@@ -178,11 +196,14 @@ def _atomic_save(obj: dict, path: Path) -> None:
 
 
 def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, threads: int = 0,
-          checkpoint_minutes: float = 5.0, max_steps: int | None = None, form: str = "unet") -> dict:
+          checkpoint_minutes: float = 5.0, max_steps: int | None = None, form: str = "unet",
+          decay_steps: int | None = None) -> dict:
     """Train until ``minutes`` of total training time (or ``max_steps`` steps in all); returns the
     summary written at the end. ``form``: ``unet`` (colour-world), ``sa`` (colour-world-sa: a
     self-attention before each cross-attention) or ``dit`` (colour-world-dit); a resumed run keeps
-    its checkpoint's form."""
+    its checkpoint's form. ``decay_steps``: start a cosine LR decay at the current step that ends
+    (and stops training) ``decay_steps`` later; a checkpoint that holds a decay keeps it (a
+    different ``decay_steps`` is refused)."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     state = torch.load(ckpt_path, weights_only=False) if resume and ckpt_path.exists() else None
@@ -192,24 +213,34 @@ def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, t
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.0)
     rng = random.Random(SCENE_SEED)
     torch.manual_seed(NOISE_SEED)
-    step, elapsed, losses = 0, 0.0, []
+    step, elapsed, losses, schedule = 0, 0.0, [], None
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
-        step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
+        step, elapsed, losses, schedule = state["step"], state["elapsed"], state["losses"], state.get("decay")
         rng.setstate(state["scene_rng"])
         torch.set_rng_state(state["torch_rng"])
         logger.info("resumed from %s at step %d (%.1f min trained)", ckpt_path, step, elapsed / 60)
     elif resume:
         logger.info("no checkpoint in %s: starting from scratch", out)
+    if decay_steps is not None:
+        if schedule is None:
+            schedule = dict(start=step, steps=int(decay_steps), final=DECAY_FINAL)
+        elif schedule["steps"] != decay_steps:
+            raise ValueError(f"the checkpoint holds a decay of {schedule['steps']} steps from step {schedule['start']}")
+    if schedule is not None:
+        end = schedule["start"] + schedule["steps"]
+        max_steps = end if max_steps is None else min(max_steps, end)
+        logger.info("LR schedule: cosine from step %d to %d, down to %g of LR", schedule["start"], end, schedule["final"])
     logger.info("parameters: %d; %d training prompts; batch %d", sum(p.numel() for p in model.parameters()),
                 len(TRAIN_PROMPTS), batch)
 
     def checkpoint() -> None:
         _atomic_save(
             dict(model=model.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(), step=step,
-                 elapsed=elapsed, losses=losses, block=block, scene_rng=rng.getstate(), torch_rng=torch.get_rng_state()),
+                 elapsed=elapsed, losses=losses, block=block, decay=schedule, scene_rng=rng.getstate(),
+                 torch_rng=torch.get_rng_state()),
             ckpt_path,
         )
 
@@ -229,7 +260,7 @@ def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, t
         x, ids = training_batch(rng, model, batch)
         loss = model.loss(x, ids)
         for group in opt.param_groups:
-            group["lr"] = LR * min(1.0, (step + 1) / WARMUP)
+            group["lr"] = learning_rate(step, schedule)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -260,6 +291,8 @@ def train(out: Path, minutes: float, resume: bool = False, batch: int = BATCH, t
     summary = dict(steps=step, minutes=round(elapsed / 60, 2), batch=batch, form=dict(block),
                    final_loss=round(sum(tail) / max(len(tail), 1), 5),
                    first_loss=round(sum(losses[:50]) / max(len(losses[:50]), 1), 5))
+    if schedule is not None:
+        summary["decay"] = dict(schedule)
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     logger.info("done: %s", summary)
     return summary
@@ -277,6 +310,8 @@ def export_checkpoint(out: Path) -> dict:
     summary = dict(steps=state["step"], minutes=round(state["elapsed"] / 60, 2), batch=BATCH,
                    final_loss=round(sum(tail) / max(len(tail), 1), 5),
                    first_loss=round(sum(losses[:50]) / max(len(losses[:50]), 1), 5), from_checkpoint=True)
+    if state.get("decay") is not None:
+        summary["decay"] = dict(state["decay"])
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -293,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--form", choices=FORMS, default="unet",
                         help="unet: colour-world; sa: colour-world-sa (a self-attention before each cross-attention); "
                              "dit: colour-world-dit (a Flux-shaped MM-DiT)")
+    parser.add_argument("--decay-steps", type=int, default=None,
+                        help="cosine-decay the LR to LR/100 over this many steps from the resume point, then stop")
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="do not train: write OUT/pipeline and the summary from OUT/checkpoint.pt")
     args = parser.parse_args(argv)
@@ -300,10 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.export_checkpoint:
         logger.info("exported: %s", export_checkpoint(args.out))
         return 0
-    if args.minutes is None:
-        parser.error("--minutes is required to train")
-    train(args.out, args.minutes, args.resume, args.batch, args.threads, args.checkpoint_minutes, args.max_steps,
-          args.form)
+    if args.minutes is None and args.decay_steps is None:
+        parser.error("--minutes is required to train (or --decay-steps)")
+    if args.decay_steps is not None and args.decay_steps < 1:
+        parser.error("--decay-steps must be positive")
+    minutes = math.inf if args.minutes is None else args.minutes
+    train(args.out, minutes, args.resume, args.batch, args.threads, args.checkpoint_minutes, args.max_steps,
+          args.form, args.decay_steps)
     return 0
 
 
