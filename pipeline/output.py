@@ -30,7 +30,7 @@ def digest_text(p: PromptRecord) -> str:
 
 
 def manifest_line(p: PromptRecord) -> str:
-    """``json.dumps(p.__dict__, ensure_ascii=False)``, spelled out at C speed (one manifest line)."""
+    """``json.dumps(p._asdict(), ensure_ascii=False)``, spelled out at C speed (one manifest line)."""
     return (f'{{"index": {int(p.index)}, "id": {_JSON_TEXT(p.id)}, "prompt": {_JSON_TEXT(p.prompt)}, '
             f'"seed": {int(p.seed)}, "negative_prompt": {_json_or_null(p.negative_prompt, _JSON_TEXT)}}}')
 
