@@ -94,9 +94,8 @@ def split_lines(chunks: Iterable[bytes], breaks: re.Pattern[bytes] = ANY_BREAK, 
             buffer = parts.pop()
             for data in parts:
                 number += 1
-                yield Line(number, data, b"\n") if skipped is None and len(data) <= limit else _line(number, data, b"\n", skipped, limit)
+                yield _line(number, data, b"\n", skipped, limit)
                 skipped = None
-            parts = []
         start = 0
         for match in breaks.finditer(buffer):
             if lone_cr and match.end() == len(buffer) and match.group() == b"\r":

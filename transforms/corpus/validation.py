@@ -159,7 +159,7 @@ def check_text(name: str, text: str) -> None:
 def plain_prompt(text: str) -> bool:
     """Whether ``text`` is, by the rules above, a prompt kept as written, decided at C speed for the
     common case: ASCII, no NUL, a visible character. ``False`` only means: ask ``check_row``."""
-    return text.isascii() and "\x00" not in text and len(text) <= MAX_CELL_BYTES and bool(text.lstrip(_ASCII_INVISIBLE))
+    return text.isascii() and "\x00" not in text and len(text) <= MAX_CELL_BYTES and has_visible(text)
 
 
 def has_visible(text: str) -> bool:
