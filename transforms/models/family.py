@@ -67,7 +67,7 @@ COLOUR_WORLD_DIT_FAMILY = Family(FLUX, ("transforms.colour_world.dit", DIT_PIPEL
 # (benchmarks/results/leaderboard.json; README "Which maps make the best labels"): UNet families
 # from colour-world-sa (refinement at power 1 and label threshold 0.4: 0.736 pseudo-mask mIoU;
 # Dataset Diffusion's power 4 at 0.6: 0.445), joint families from colour-world-dit (plain DAAM at
-# threshold 0.5: 0.782; ConceptAttention of the class names 0.041, the cross-attention baseline 0.207).
+# threshold 0.5: 0.799; ConceptAttention of the class names 0.045, the cross-attention baseline 0.193).
 _UNET_LABELS = {"label_maps": "daam", "refine": True, "power": 1, "threshold": 0.4}
 LABEL_DEFAULTS = {
     STABLE_DIFFUSION: _UNET_LABELS,
