@@ -23,6 +23,7 @@ from transforms.models.family import check_family_settings, double_stream_blocks
 from transforms.models.loading import model_geometry, resolve_model_source
 from transforms.trace_selection import resolve_selection
 from transforms.corpus import CorpusScan, scan_corpus
+from transforms.corpus.processes import default_workers
 from transforms.shards.sharding import ShardSpec, plan_shards
 
 from . import output as out
@@ -52,6 +53,11 @@ class RunPlan:
     info: RunInfo
 
 
+def plan_workers(settings: RunSettings) -> int:
+    """The processes that plan on this machine (``--plan-workers``, else its cores up to 8)."""
+    return settings.plan_workers or default_workers()
+
+
 def read_inputs(settings: RunSettings) -> tuple[CorpusScan, tuple[int, int], tuple[int, int], dict | None]:
     """The corpus scanned in one streaming pass (refused if it has no usable prompt; the caller
     closes it), image size, map size and the trace
@@ -59,7 +65,7 @@ def read_inputs(settings: RunSettings) -> tuple[CorpusScan, tuple[int, int], tup
     nothing (``transforms.trace_selection``) or one generation the device cannot hold is refused
     here, before anything is allocated or written (``transforms.models.memory``; a model family's own
     limits, ``model_family``)."""
-    corpus = scan_corpus(settings.prompts, settings.seed, settings.columns, settings.limit, settings.split)
+    corpus = scan_corpus(settings.prompts, settings.seed, settings.columns, settings.limit, settings.split, workers=plan_workers(settings))
     try:
         out.require_prompts(corpus, settings.prompts)
         return (corpus, *_model_inputs(settings, corpus.num_prompts))
@@ -121,7 +127,7 @@ def prepare(settings: RunSettings, corpus: CorpusScan, image_size: tuple[int, in
     done = out.committed_shards(layout)
     pending = [s for s in specs if s.name not in done]
     out.clean_temporaries(layout)
-    digest = out.write_manifests(layout, corpus.records(), specs, {s.name for s in pending})
+    digest = out.write_scan_manifests(layout, corpus, specs, {s.name for s in pending}, plan_workers(settings))
     fingerprint = settings.output_fingerprint(digest)
     out.check_resume(layout, fingerprint)
     out.write_read_failures(layout, corpus)

@@ -53,6 +53,7 @@ MAX_FACTOR = 64  # latent downsampling factors are powers of two; SD 1.x/2.x hav
 MAX_BLOCKS = 1000  # double-stream blocks of a transformer (FLUX.1: 19, SD3.5-large: 38)
 MAX_SHARD_SIZE = 1_000_000
 MAX_SHARDS = 99_999  # shard names carry the count in five digits (train-00000-of-00004)
+MAX_PLAN_WORKERS = 256
 SEED_LIMIT = 2**63
 MAX_REFINE_POWER = 64  # A^64 of a row-stochastic affinity is already its stationary spread
 MAX_CLASS_FILE_BYTES = 1 << 20  # a class or synonym list beyond 1 MiB is not a class list
@@ -242,6 +243,7 @@ class DaamOptions(PipelineOptions):
         parser.add_argument("--negative-prompt-column", default="negative_prompt", help="column with per-row negative prompts")
         parser.add_argument("--split", default="train", help="split of a Hugging Face dataset corpus")
         parser.add_argument("--limit", type=argtypes.integer(1, SEED_LIMIT - 1, bounds="[1, 2**63)"), default=None, help="use only the first N valid prompts")
+        parser.add_argument("--plan-workers", type=argtypes.integer(1, MAX_PLAN_WORKERS), default=None, help="processes that read and plan a large corpus of files on this machine before the first image (default: its cores, up to 8; 1: one)")
         parser.add_argument("--max-failure-rate", type=argtypes.number(0.0, 1.0), default=0.01, help="fail the run above this fraction of failed prompts")
         parser.add_argument("--overwrite", action="store_true", help="start over in an earlier output (removes only the files its run wrote)")
         parser.add_argument("--torch-threads", type=_batch, default=None, help="torch intra-op threads per worker")
@@ -280,6 +282,7 @@ class RunSettings:
     max_failure_rate: float = 0.01
     overwrite: bool = False
     torch_threads: int | None = None
+    plan_workers: int | None = None  # --plan-workers (None: ``default_workers()``)
     dataset_license: str = "other"
     segmentation: dict[str, Any] | None = None  # ``SegmentationConfig.to_dict()`` with --classes
 
@@ -340,6 +343,7 @@ class RunSettings:
             max_failure_rate=o.max_failure_rate,
             overwrite=o.overwrite,
             torch_threads=o.torch_threads,
+            plan_workers=o.plan_workers,
             dataset_license=o.dataset_license,
             segmentation=None if seg is None else seg.to_dict(),
         )
@@ -374,7 +378,7 @@ class RunSettings:
     def output_fingerprint(self, corpus_digest: str) -> str:
         """Hash of everything that decides the output's content (not batch size or runner)."""
         relevant = self.to_dict()
-        for key in ("prompts", "output", "batch_size", "max_failure_rate", "overwrite", "torch_threads", "dataset_license"):
+        for key in ("prompts", "output", "batch_size", "max_failure_rate", "overwrite", "torch_threads", "plan_workers", "dataset_license"):
             relevant.pop(key)
         relevant["model"].pop("device")
         relevant["model"].pop("compile", None)  # like the device: equal results within tolerance, sooner

@@ -7,11 +7,13 @@ import itertools
 import json
 import logging
 import os
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from schemas.output_records import FailureRecord, ShardStats, ShardSummary, failure_lines
 from transforms.shards.layout import FAILURES_DIR, MANIFEST_DIR, RUN_FILE, STATS_DIR, TMP_DIR, OutputLayout
 from transforms.corpus import Corpus, CorpusError, CorpusScan, PromptRecord
+from transforms.corpus.processes import collection_paused, map_in_processes
 from transforms.shards.sharding import ShardSpec
 
 from .errors import OutputError
@@ -39,6 +41,11 @@ def _json_or_null(text: str | None, encode: Any) -> str:
     return "null" if text is None else encode(text)
 
 
+def digest_bytes(prompts: list[PromptRecord]) -> bytes:
+    """What the digest of these prompts is fed."""
+    return "".join(map(digest_text, prompts)).encode("utf-8", "surrogatepass")
+
+
 class PromptDigest:
     """Hash of the prompts (ids, text, seeds, negatives) in order, fed a shard at a time."""
 
@@ -47,7 +54,17 @@ class PromptDigest:
 
     def add(self, prompts: list[PromptRecord]) -> None:
         """Feed the next prompts, in order (one update; the same hash however they are split)."""
-        self._hash.update("".join(map(digest_text, prompts)).encode("utf-8", "surrogatepass"))
+        self.update(digest_bytes(prompts))
+
+    def update(self, data: bytes) -> None:
+        """Feed ``digest_bytes`` of the next prompts."""
+        self._hash.update(data)
+
+    def add_file(self, path: Path) -> None:
+        """Feed what ``digest_bytes`` of the next prompts were written to ``path``."""
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                self._hash.update(chunk)
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()[:16]
@@ -113,15 +130,53 @@ def write_manifests(layout: OutputLayout, prompts: Iterable[PromptRecord], specs
     (JSON lines) for the workers as its last prompt is read; returns the prompts' digest. Holds
     one shard's prompts at a time."""
     layout.makedirs(MANIFEST_DIR)
-    digest, stream = PromptDigest(), iter(prompts)
+    digest = PromptDigest()
+    with collection_paused():
+        _write_shards(layout, prompts, specs, pending, digest.update)
+    return digest.hexdigest()
+
+
+def write_scan_manifests(layout: OutputLayout, corpus: CorpusScan, specs: list[ShardSpec], pending: set[str], workers: int) -> str:
+    """``write_manifests`` of a scan's prompts; a scan read in lanes (``transforms.corpus.lanes``)
+    is written by up to ``workers`` processes, a run of shards each, starting near a lane's first
+    prompt, with the same manifests and digest."""
+    groups = _shard_groups(specs, corpus.part_starts()) if workers > 1 else [specs]
+    if len(groups) < 2:
+        return write_manifests(layout, corpus.records(), specs, pending)
+    layout.makedirs(MANIFEST_DIR)
+    paths = [corpus.folder / f"digest-{i:04d}" for i in range(len(groups))]
+    map_in_processes(_write_group, [(layout, corpus, group, pending, path) for group, path in zip(groups, paths)], workers)
+    digest = PromptDigest()
+    for path in paths:
+        digest.add_file(path)
+        path.unlink()
+    return digest.hexdigest()
+
+
+def _shard_groups(specs: list[ShardSpec], starts: list[int]) -> list[list[ShardSpec]]:
+    """``specs`` in runs, each from the shard whose start is nearest a spill part's first prompt
+    (its process then reads little of an earlier part)."""
+    firsts = [spec.start for spec in specs]
+    cuts = sorted({min(range(len(specs)), key=lambda i: abs(firsts[i] - start)) for start in starts} | {0})
+    return [specs[low:high] for low, high in zip(cuts, [*cuts[1:], len(specs)])]
+
+
+def _write_group(layout: OutputLayout, corpus: CorpusScan, specs: list[ShardSpec], pending: set[str], digest_path: Path) -> None:
+    """One process' run of shards: its pending manifests, and what the digest is fed to ``digest_path``."""
+    with digest_path.open("wb") as fh:
+        _write_shards(layout, corpus.records(specs[0].start, specs[-1].stop), specs, pending, fh.write)
+
+
+def _write_shards(layout: OutputLayout, prompts: Iterable[PromptRecord], specs: list[ShardSpec], pending: set[str],
+                  feed: Callable[[bytes], Any]) -> None:
+    stream = iter(prompts)
     for spec in specs:
         shard = list(itertools.islice(stream, spec.stop - spec.start))
-        digest.add(shard)
+        feed(digest_bytes(shard))
         name = spec.name
         if name in pending:
             text = "\n".join(map(manifest_line, shard)) + "\n"
             layout.write_bytes_atomic(layout.manifest_file(name), text.encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
 
 
 def write_read_failures(layout: OutputLayout, corpus: Corpus | CorpusScan) -> None:

@@ -25,7 +25,8 @@ from .records import (
     PromptRecord,
     ReadFailure,
 )
-from .scan import CorpusScan, scan_corpus
+from .corpus_scan import CorpusScan
+from .scan import scan_corpus
 
 __all__ = [
     "MAX_CELL_BYTES", "MAX_LINE_BYTES", "MAX_READ_FAILURES", "MAX_ROWS", "SUPPORTED_FORMATS",

@@ -20,7 +20,7 @@ ANY_BREAK = re.compile(rb"\r\n|\r|\n")
 LF_BREAK = re.compile(rb"\r?\n")
 """Line breaks of JSON Lines: LF or CRLF (a lone CR is part of the line, as the format says)."""
 
-_BOMS = (
+BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
     (codecs.BOM_UTF32_BE, "utf-32-be"),
     (codecs.BOM_UTF8, "utf-8"),
@@ -52,7 +52,7 @@ def utf8_chunks(fh: BinaryIO, label: str) -> Iterator[bytes]:
     """The file's content as UTF-8 chunks, its byte-order mark removed (UTF-16/32 transcoded)."""
     head = fh.read(4)
     encoding = None
-    for bom, name in _BOMS:
+    for bom, name in BOMS:
         if head.startswith(bom):
             head, encoding = head[len(bom):], name
             break

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from .csv_rows import csv_rows
-from .lines import ANY_BREAK, LF_BREAK, split_lines, utf8_chunks
+from .lines import BOMS, ANY_BREAK, CHUNK, LF_BREAK, split_lines, utf8_chunks
 from .records import (
     MAX_CELL_BYTES, MAX_LINE_BYTES, MAX_ROWS, ColumnNames, CorpusError, Row, check_columns, too_many_rows,
 )
@@ -47,12 +47,63 @@ def open_rows(source: str, columns: ColumnNames, split: str, max_rows: int | Non
     return _file_rows(source, path, columns, split, max_rows)
 
 
-def _glob_rows(pattern: str, columns: ColumnNames, split: str) -> Iterator[Row]:
-    """The rows of every file the glob matches, in sorted path order, each row naming its file."""
+def corpus_files(source: str) -> list[str] | None:
+    """The files ``open_rows`` reads, in its order, for a corpus that is one file or a glob of
+    files; ``None`` for a dataset (``hf:``, a folder). Call after ``open_rows`` checked the source."""
+    if source.startswith("hf:"):
+        return None
+    path = Path(source).expanduser()
+    if _GLOB_CHARS & set(source) and not path.exists():
+        return _glob_files(source)
+    return None if path.is_dir() else [str(path)]
+
+
+def splittable(path: str) -> bool:
+    """Whether byte ranges of this file can be read apart (``range_rows``): uncompressed .txt or
+    .jsonl (a row never spans a line feed) without a UTF-16/32 byte-order mark."""
+    if Path(path).suffix.lower() not in (".txt", ".jsonl"):
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return not any(head.startswith(bom) for bom, name in BOMS if name != "utf-8")
+
+
+def range_rows(path: str, label: str, columns: ColumnNames, start: int, stop: int | None) -> Iterator[Row]:
+    """The rows of bytes ``[start, stop)`` of a ``splittable`` file (``stop`` ``None``: to its end),
+    numbered from 1 within the range; ``start`` is 0 or just after a line feed, ``stop`` too."""
+    reader = _TEXT_READERS[Path(path).suffix.lower()]
+    with _open(Path(path), label) as fh:
+        fh.seek(start)
+        limited = _Range(fh, None if stop is None else stop - start)
+        chunks = utf8_chunks(limited, label) if start == 0 else iter(lambda: limited.read(CHUNK), b"")
+        yield from reader(chunks, label, columns)
+
+
+class _Range:
+    """A binary file read up to ``left`` bytes from where it stands (``None``: to its end)."""
+
+    def __init__(self, fh: BinaryIO, left: int | None) -> None:
+        self.fh, self.left = fh, left
+
+    def read(self, size: int) -> bytes:
+        if self.left is None:
+            return self.fh.read(size)
+        data = self.fh.read(min(size, self.left))
+        self.left -= len(data)
+        return data
+
+
+def _glob_files(pattern: str) -> list[str]:
     paths = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
     files = [p for p in paths if Path(p).is_file()]
     if not files:
         raise CorpusError(f"--prompts {pattern}: no file matches this pattern")
+    return files
+
+
+def _glob_rows(pattern: str, columns: ColumnNames, split: str) -> Iterator[Row]:
+    """The rows of every file the glob matches, in sorted path order, each row naming its file."""
+    files = _glob_files(pattern)
     readers = [_file_rows(name, Path(name), columns, split, None) for name in files]  # every file checked now
     return _each_file(zip(files, readers))
 
@@ -61,6 +112,11 @@ def _each_file(readers: Iterable[tuple[str, Iterator[Row]]]) -> Iterator[Row]:
     for name, rows in readers:
         for row in rows:
             yield row._replace(file=name)
+
+
+def file_rows(path: str, label: str, columns: ColumnNames, split: str) -> Iterator[Row]:
+    """The rows of one file of a corpus (``corpus_files``), named ``label`` in messages."""
+    return _file_rows(label, Path(path), columns, split, None)
 
 
 def _file_rows(source: str, path: Path, columns: ColumnNames, split: str, max_rows: int | None) -> Iterator[Row]:

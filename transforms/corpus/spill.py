@@ -22,9 +22,10 @@ SORT_RUN = 1 << 17
 class RecordFile:
     """An append-only file of records, read back in the order they were appended."""
 
-    def __init__(self, path: Path, batch: int = BATCH) -> None:
+    def __init__(self, path: Path, batch: int = BATCH, written: int = 0) -> None:
+        """``written``: how many records the file already holds (one another process wrote)."""
         self.path, self.batch = path, batch
-        self._written = 0
+        self._written = written
         self._buffer: list[Any] = []
         self._fh: BinaryIO | None = None
 
@@ -88,7 +89,7 @@ class Buckets:
 
     def __init__(self, folder: Path, name: str, count: int = 256, held: int | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.files = [RecordFile(folder / f"{name}-{i:04d}") for i in range(count)]
+        self.files = [RecordFile(bucket_path(folder, name, i)) for i in range(count)]
         self._pending: list[list[Any]] = [[] for _ in range(count)]
         self._held = self._room = held or BUCKETS_HELD
 
@@ -105,12 +106,20 @@ class Buckets:
         self._pending = [[] for _ in self.files]
         self._room = self._held
 
-    def __iter__(self) -> Iterator[RecordFile]:
+    def close(self) -> None:
+        """Write every waiting record and close the files (adding reopens them)."""
         self._write()
         for file in self.files:
             file.close()
-            if file.count:
-                yield file
+
+    def __iter__(self) -> Iterator[RecordFile]:
+        self.close()
+        return (file for file in self.files if file.count)
+
+
+def bucket_path(folder: Path, name: str, bucket: int) -> Path:
+    """The file of bucket number ``bucket`` of the ``Buckets`` called ``name`` in ``folder``."""
+    return folder / f"{name}-{bucket:04d}"
 
 
 class SortedRecords:
