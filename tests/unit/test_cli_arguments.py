@@ -54,6 +54,7 @@ FLAGS = [
     Flag("run", "--limit", 1, 2**63 - 1),
     Flag("run", "--max-failure-rate", 0, 1, integer=False),
     Flag("run", "--torch-threads", 1, 1024),
+    Flag("run", "--plan-workers", 1, 256),
     Flag("run", "--per-timestep", 1, 1000, needs=("--steps", "1000")),
     Flag("run", "--map-size", 1, 65536),
     Flag("run", "--refine-power", 1, 64, needs=("--classes", "voc")),
