@@ -55,6 +55,25 @@ def test_identical_runs_are_byte_identical(first_run, corpus, tmp_path, run_cli)
             assert (first_run / folder / name).read_bytes() == (tmp_path / "again" / folder / name).read_bytes(), name
 
 
+def test_a_corpus_planned_in_lanes_gives_the_same_dataset(first_run, corpus, tmp_path, run_cli, monkeypatch, caplog):
+    """Planning on three processes (the corpus cut into lanes) writes what planning in one wrote."""
+    import json
+
+    import transforms.corpus.lanes as lanes_module
+
+    monkeypatch.setattr(lanes_module, "MIN_LANE_BYTES", 40)
+    with caplog.at_level("INFO", logger="transforms.corpus.lanes"):
+        code, _, err = run_cli("run", "--prompts", corpus, "--output", tmp_path / "lanes", "--plan-workers", "3", *RUN)
+    assert code == 0, err
+    assert "reading in 3 lanes on 3 processes" in caplog.text
+    run_info = [json.loads((root / "run.json").read_text()) for root in (first_run, tmp_path / "lanes")]
+    assert run_info[0]["fingerprint"] == run_info[1]["fingerprint"]
+    for folder in ("data", "wds"):
+        names = sorted(p.name for p in (first_run / folder).iterdir())
+        for name in names:
+            assert (first_run / folder / name).read_bytes() == (tmp_path / "lanes" / folder / name).read_bytes(), name
+
+
 def test_rerun_is_a_no_op(first_run, corpus, run_cli):
     before = _files(first_run)
     code, out, _ = run_cli("run", "--prompts", corpus, "--output", first_run, *RUN)

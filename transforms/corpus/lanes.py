@@ -12,6 +12,7 @@ pass gives: the same prompts, ids, seeds, failures and errors, in the same order
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from .records import ColumnNames, CorpusError, ReadFailure, Row, too_many_rows
 from .spill import RecordFile
 from . import records as limits
 
+logger = logging.getLogger(__name__)
 MIN_LANE_BYTES = 8 << 20
 """A lane reads at least this many bytes (smaller corpora are read in one pass: processes cost more)."""
 
@@ -117,6 +119,7 @@ def scan_lanes(scan: CorpusScan, source: str, columns: ColumnNames, split: str, 
     a folder a lane); ``CorpusError`` as one pass raises it."""
     folders = [scan.folder / f"lane-{i:04d}" for i in range(len(lanes))]
     tasks = [(units, source, columns, split, folder) for units, folder in zip(lanes, folders)]
+    logger.info("%s: reading in %d lanes on %d processes", source, len(lanes), min(workers, len(lanes)))
     results = map_in_processes(scan_lane, tasks, workers)
     _join(scan, source, lanes, results, folders)
 
