@@ -92,16 +92,20 @@ def test_a_glob_of_mixed_formats_is_read_in_lanes_of_whole_and_cut_files(tmp_pat
     rng = random.Random(3)
     folder = tmp_path / "c"
     folder.mkdir()
-    (folder / "a.txt").write_text("\n".join(prompt_lines(rng, 150)) + "\n", encoding="utf-8")
+    (folder / "a.txt").write_bytes(("\n".join(prompt_lines(rng, 600)) + "\n").encode() + b"\xff bad\n")
     with gzip.open(folder / "b.jsonl.gz", "wt", encoding="utf-8") as fh:
         fh.write("".join(json.dumps({"prompt": p}) + "\n" for p in prompt_lines(rng, 120)))
     (folder / "c.csv").write_text("prompt\n" + "".join(f'"{p}"\n' for p in prompt_lines(rng, 120)), encoding="utf-8")
     pq.write_table(pa.table({"prompt": prompt_lines(rng, 90)}), folder / "d.parquet")
-    (folder / "e.txt").write_text("a cat\n" * 200 + "{bad\n", encoding="utf-8")
+    (folder / "e.txt").write_bytes(b"a cat\n" * 200 + b"\xfe\n")
     (folder / "f.txt").write_bytes(b"")
+    lanes = plan_lanes(str(folder / "*"), 4)
+    assert any(unit.start > 0 for lane in lanes for unit in lane)  # a.txt is cut
+    assert all(unit.whole for lane in lanes for unit in lane if not unit.path.endswith(".txt"))
     sequential, parallel = both(str(folder / "*"))
     assert_same(sequential, parallel)
-    assert {f.source for r in [sequential] for f in r["failures"]} <= {str(folder / n) for n in "abcdef"}
+    sources = {f.source for f in sequential["failures"]}
+    assert {str(folder / "a.txt"), str(folder / "e.txt")} <= sources
 
 
 @pytest.mark.parametrize("problem", ["repeated given id", "given id that is a content id", "too many failures", "too many rows"])
@@ -174,3 +178,20 @@ def test_manifests_and_digest_written_by_several_processes_equal_one(tmp_path, s
     assert names == sorted(p.name for p in (tmp_path / "many" / "_manifest").iterdir()) and len(names) == len(pending)
     for name in names:
         assert (tmp_path / "one" / "_manifest" / name).read_bytes() == (tmp_path / "many" / "_manifest" / name).read_bytes()
+
+
+def test_spawned_processes_read_the_lanes_as_forked_ones(tmp_path, small_lanes, monkeypatch):
+    """The start method of other systems (macOS, Windows): everything a lane needs pickles."""
+    import transforms.corpus.processes as processes_module
+
+    rng = random.Random(6)
+    path = write(tmp_path / "p.txt", prompt_lines(rng, 200))
+    forked = read(str(path), workers=2)
+    monkeypatch.setattr(processes_module, "START_METHOD", "spawn")
+    spawned = read(str(path), workers=2)
+    assert forked["parts"] == 2 and spawned == forked
+    with scan_corpus(str(path), workers=2) as scan:
+        specs = plan_shards(scan.num_prompts, 50, None)
+        pending = {s.name for s in specs}
+        many = write_scan_manifests(OutputLayout(str(tmp_path / "many")), scan, specs, pending, workers=2)
+        assert many == write_manifests(OutputLayout(str(tmp_path / "one")), scan.records(), specs, pending)

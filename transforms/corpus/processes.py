@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 MAX_AUTO_WORKERS = 8
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+"""How planning processes start: forked on Linux (nothing to import again), spawned elsewhere."""
 
 
 def default_workers() -> int:
@@ -22,10 +24,10 @@ def default_workers() -> int:
 
 
 def map_in_processes(function: Callable[..., Any], tasks: Sequence[tuple], workers: int) -> list[Any]:
-    """``[function(*task) for task in tasks]``, run in up to ``workers`` child processes (forked on
-    Linux, spawned elsewhere: ``function`` and the tasks must then pickle); results in task order,
-    a child's exception raised here."""
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    """``[function(*task) for task in tasks]``, run in up to ``workers`` child processes (started by
+    ``START_METHOD``: ``function`` and the tasks pickle); results in task order, a child's exception
+    raised here."""
+    context = multiprocessing.get_context(START_METHOD)
     with context.Pool(max(1, min(workers, len(tasks))), initializer=gc.disable) as pool:
         return pool.starmap(function, tasks, chunksize=1)
 
