@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
@@ -52,19 +53,15 @@ class PromptDigest:
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
 
-    def add(self, prompts: list[PromptRecord]) -> None:
-        """Feed the next prompts, in order (one update; the same hash however they are split)."""
-        self.update(digest_bytes(prompts))
-
     def update(self, data: bytes) -> None:
-        """Feed ``digest_bytes`` of the next prompts."""
+        """Feed ``digest_bytes`` of the next prompts, in order (the same hash however they are split)."""
         self._hash.update(data)
 
     def add_file(self, path: Path) -> None:
         """Feed what ``digest_bytes`` of the next prompts were written to ``path``."""
         with path.open("rb") as fh:
             while chunk := fh.read(1 << 20):
-                self._hash.update(chunk)
+                self.update(chunk)
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()[:16]
@@ -157,8 +154,14 @@ def _shard_groups(specs: list[ShardSpec], starts: list[int]) -> list[list[ShardS
     """``specs`` in runs, each from the shard whose start is nearest a spill part's first prompt
     (its process then reads little of an earlier part)."""
     firsts = [spec.start for spec in specs]
-    cuts = sorted({min(range(len(specs)), key=lambda i: abs(firsts[i] - start)) for start in starts} | {0})
+    cuts = sorted({_nearest(firsts, start) for start in starts} | {0})
     return [specs[low:high] for low, high in zip(cuts, [*cuts[1:], len(specs)])]
+
+
+def _nearest(firsts: list[int], value: int) -> int:
+    """The index of the sorted ``firsts`` nearest ``value`` (the earlier one on a tie)."""
+    i = bisect.bisect_left(firsts, value)
+    return i - 1 if i == len(firsts) or (i > 0 and value - firsts[i - 1] <= firsts[i] - value) else i
 
 
 def _write_group(layout: OutputLayout, corpus: CorpusScan, specs: list[ShardSpec], pending: set[str], digest_path: Path) -> None:

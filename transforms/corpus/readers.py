@@ -42,7 +42,7 @@ def open_rows(source: str, columns: ColumnNames, split: str, max_rows: int | Non
     if source.startswith("hf:"):
         return _hf_stream_rows(source, columns, split, max_rows)
     path = Path(source).expanduser()
-    if _GLOB_CHARS & set(source) and not path.exists():
+    if _is_glob(source, path):
         return _glob_rows(source, columns, split)
     return _file_rows(source, path, columns, split, max_rows)
 
@@ -53,9 +53,14 @@ def corpus_files(source: str) -> list[str] | None:
     if source.startswith("hf:"):
         return None
     path = Path(source).expanduser()
-    if _GLOB_CHARS & set(source) and not path.exists():
+    if _is_glob(source, path):
         return _glob_files(source)
     return None if path.is_dir() else [str(path)]
+
+
+def _is_glob(source: str, path: Path) -> bool:
+    """Whether ``--prompts`` names files by a pattern (a path that exists is read as named)."""
+    return bool(_GLOB_CHARS & set(source)) and not path.exists()
 
 
 def splittable(path: str) -> bool:
